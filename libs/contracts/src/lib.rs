@@ -1,0 +1,218 @@
+//! Typed, versioned messages between services, and the queues that carry them.
+//!
+//! Every message kind carries its version in its name (`TaskQueued.v1`); a consumer that meets a
+//! kind it does not know dead-letters it instead of guessing. Every handler is idempotent:
+//! RabbitMQ delivers at least once.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Queue names. Each is a work queue (competing consumers) unless named a topic.
+pub mod queues {
+    /// Commands for the orchestrator: a task was queued or a cancel was requested.
+    pub const ORCHESTRATOR_COMMANDS: &str = "orchestrator.commands";
+    /// Progress reports from workers: started, heartbeat, log lines, finished.
+    pub const ORCHESTRATOR_EVENTS: &str = "orchestrator.events";
+    /// Step jobs for workers.
+    pub const WORKER_JOBS: &str = "worker.jobs";
+    /// Broadcast topic every worker subscribes to, to hear about cancellations.
+    pub const WORKER_CANCEL_TOPIC: &str = "worker.cancel";
+}
+
+/// What the orchestrator is asked to do.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type")]
+pub enum OrchestratorCommand {
+    /// A task was queued and should be planned and started.
+    #[serde(rename = "TaskQueued.v1")]
+    TaskQueued {
+        /// The task.
+        task_id: String,
+    },
+    /// A user asked to cancel a running task.
+    #[serde(rename = "CancelRequested.v1")]
+    CancelRequested {
+        /// The task.
+        task_id: String,
+    },
+}
+
+impl OrchestratorCommand {
+    /// The message kind, for the bus envelope.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            OrchestratorCommand::TaskQueued { .. } => "TaskQueued.v1",
+            OrchestratorCommand::CancelRequested { .. } => "CancelRequested.v1",
+        }
+    }
+}
+
+/// A unit of work for a worker: one action of one step of one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepJob {
+    /// The task the job belongs to.
+    pub task_id: String,
+    /// Unique per dispatch; workers claim jobs by this id so a redelivered job never runs twice.
+    pub job_id: String,
+    /// The space, for logs.
+    pub space_id: String,
+    /// Step name as the user wrote it.
+    pub step_name: String,
+    /// Action name as the user wrote it.
+    pub action_name: String,
+    /// What to run.
+    pub work: JobWork,
+}
+
+impl StepJob {
+    /// The message kind, for the bus envelope.
+    pub const KIND: &'static str = "StepJob.v1";
+}
+
+/// The kinds of work a worker knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type")]
+pub enum JobWork {
+    /// An inline script.
+    Script {
+        /// Bash, Python or PowerShell.
+        syntax: cuttle_domain::script::ScriptSyntax,
+        /// The script text.
+        body: String,
+    },
+}
+
+/// A log line produced by a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Position in the job's output, from 1; makes redelivered batches idempotent.
+    pub seq: i64,
+    /// When the line was read.
+    pub at: DateTime<Utc>,
+    /// Info, Error (stderr), ...
+    pub category: cuttle_domain::LogCategory,
+    /// The text, without its newline.
+    pub text: String,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type")]
+pub enum JobOutcome {
+    /// Exit code 0.
+    Succeeded,
+    /// A non-zero exit code or a failure to start; `reason` says which.
+    Failed {
+        /// A sentence for the task log.
+        reason: String,
+    },
+    /// Stopped because the task was canceled.
+    Canceled,
+}
+
+/// Reports from a worker about one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "Type")]
+pub enum WorkerEvent {
+    /// The worker claimed the job and started it.
+    #[serde(rename = "JobStarted.v1")]
+    JobStarted {
+        /// Task.
+        task_id: String,
+        /// Job.
+        job_id: String,
+        /// The worker's name, for the log.
+        worker: String,
+    },
+    /// The job is still running; missing heartbeats mean the worker died.
+    #[serde(rename = "JobHeartbeat.v1")]
+    JobHeartbeat {
+        /// Task.
+        task_id: String,
+        /// Job.
+        job_id: String,
+    },
+    /// A batch of output lines.
+    #[serde(rename = "JobLog.v1")]
+    JobLog {
+        /// Task.
+        task_id: String,
+        /// Job.
+        job_id: String,
+        /// Lines in order.
+        lines: Vec<LogLine>,
+    },
+    /// The job ended.
+    #[serde(rename = "JobFinished.v1")]
+    JobFinished {
+        /// Task.
+        task_id: String,
+        /// Job.
+        job_id: String,
+        /// How it ended.
+        outcome: JobOutcome,
+        /// The script's exit code when it ran.
+        exit_code: Option<i32>,
+    },
+}
+
+impl WorkerEvent {
+    /// The message kind, for the bus envelope.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            WorkerEvent::JobStarted { .. } => "JobStarted.v1",
+            WorkerEvent::JobHeartbeat { .. } => "JobHeartbeat.v1",
+            WorkerEvent::JobLog { .. } => "JobLog.v1",
+            WorkerEvent::JobFinished { .. } => "JobFinished.v1",
+        }
+    }
+
+    /// The task the event is about.
+    pub fn task_id(&self) -> &str {
+        match self {
+            WorkerEvent::JobStarted { task_id, .. }
+            | WorkerEvent::JobHeartbeat { task_id, .. }
+            | WorkerEvent::JobLog { task_id, .. }
+            | WorkerEvent::JobFinished { task_id, .. } => task_id,
+        }
+    }
+}
+
+/// Broadcast to all workers: stop every job of this task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelTask {
+    /// Task.
+    pub task_id: String,
+}
+
+impl CancelTask {
+    /// The message kind, for the bus envelope.
+    pub const KIND: &'static str = "CancelTask.v1";
+}
+
+/// Cache key a worker checks before starting a job, so a job queued before a cancel never runs.
+pub fn cancel_marker_key(task_id: &str) -> String {
+    format!("task-canceled:{task_id}")
+}
+
+/// Cache key by which exactly one worker claims a job.
+pub fn job_claim_key(job_id: &str) -> String {
+    format!("job-claim:{job_id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_carry_their_versioned_kind_on_the_wire() {
+        let command = OrchestratorCommand::TaskQueued { task_id: "ServerTasks-1".into() };
+        let json = serde_json::to_value(&command).unwrap();
+        assert_eq!(json["Type"], "TaskQueued.v1");
+        assert_eq!(json["Type"], command.kind());
+        let back: OrchestratorCommand = serde_json::from_value(json).unwrap();
+        assert_eq!(back, command);
+        let unknown = serde_json::json!({"Type": "TaskQueued.v9", "task_id": "x"});
+        assert!(serde_json::from_value::<OrchestratorCommand>(unknown).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! The Cuttle domain: identifiers, task states, lifecycle progression and release versioning.
+//!
+//! Invariant: this crate performs no I/O and depends on no web, database, broker or cloud crate,
+//! so every rule in it can be unit-tested in isolation and reused by every service.
+
+pub mod ids;
+pub mod lifecycle;
+pub mod script;
+pub mod task;
+pub mod version;
+
+pub use ids::{IdError, SpaceId};
+pub use task::{ActivityStatus, LogCategory, TaskState};

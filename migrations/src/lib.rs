@@ -1,0 +1,18 @@
+//! Database migrations, one set for SQLite and PostgreSQL.
+//!
+//! Migrations are timestamped and forward-compatible with the code that runs beside them; they run
+//! through `cuttle migrate` in distributed mode and automatically at start in embedded mode.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_foundation;
+
+/// The ordered list of migrations.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261123_000001_foundation::Migration)]
+    }
+}
