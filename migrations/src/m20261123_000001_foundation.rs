@@ -135,7 +135,7 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(Documents::Table)
                     .if_not_exists()
-                    .col(string(Documents::Id).primary_key())
+                    .col(string(Documents::Id))
                     .col(string(Documents::SpaceId))
                     .col(string(Documents::Kind))
                     .col(string(Documents::Name))
@@ -146,6 +146,9 @@ impl MigrationTrait for Migration {
                     .col(big_integer(Documents::Version))
                     .col(timestamp_with_time_zone(Documents::CreatedAt))
                     .col(timestamp_with_time_zone(Documents::ModifiedAt))
+                    // Octopus reuses a few ids in every space (`feeds-builtin`), so a document
+                    // is identified by its space and its id together.
+                    .primary_key(Index::create().col(Documents::SpaceId).col(Documents::Id))
                     .to_owned(),
             )
             .await?;

@@ -225,6 +225,35 @@ pub async fn list(
     Ok((rows, total))
 }
 
+/// Lists spaces (documents of kind `Space`, each owned by itself), in creation order.
+pub async fn list_spaces(
+    conn: &impl ConnectionTrait,
+    query: &ListQuery,
+) -> Result<(Vec<Document>, u64), StoreError> {
+    let mut select = Entity::find().filter(Column::Kind.eq(SPACE_KIND));
+    if !query.ids.is_empty() {
+        select = select.filter(Column::Id.is_in(query.ids.clone()));
+    }
+    if let Some(partial) = query.partial_name.as_deref().filter(|p| !p.is_empty()) {
+        let escaped = partial.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        select = select.filter(
+            Expr::expr(Func::lower(Expr::col(Column::Name)))
+                .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
+        );
+    }
+    let total = select.clone().count(conn).await?;
+    let rows = select
+        .order_by_asc(Column::SortOrder)
+        .offset(query.skip)
+        .limit(query.take)
+        .all(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// The document kind of spaces.
+pub const SPACE_KIND: &str = "Space";
+
 /// Deletes one document; true when it existed.
 pub async fn delete(
     conn: &impl ConnectionTrait,

@@ -12,6 +12,10 @@ pub mod tasks;
 pub mod users;
 
 pub use cuttle_domain::SpaceId;
+pub mod sea_orm_err {
+    //! Re-export so callers can convert database errors without depending on sea-orm.
+    pub use sea_orm::DbErr;
+}
 pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
 
 use sea_orm::{ConnectOptions, Database, DbErr};

@@ -280,3 +280,27 @@ pub async fn read_log(conn: &impl ConnectionTrait, task_id: &str) -> Result<Vec<
         .all(conn)
         .await?)
 }
+
+/// Records a heartbeat, only while the job is still running (a late heartbeat must never
+/// resurrect a job the reaper or a finish already ended).
+pub async fn touch_job_heartbeat(conn: &impl ConnectionTrait, job_id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+    use sea_orm::sea_query::Expr;
+    let result = task_job::Entity::update_many()
+        .col_expr(task_job::Column::HeartbeatAt, Expr::value(at))
+        .filter(task_job::Column::JobId.eq(job_id))
+        .filter(task_job::Column::Status.eq(job_status::RUNNING))
+        .exec(conn)
+        .await?;
+    Ok(result.rows_affected > 0)
+}
+
+/// Sets `HasWarningsOrErrors` without touching any other column.
+pub async fn mark_task_warnings(conn: &impl ConnectionTrait, task_id: &str) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    server_task::Entity::update_many()
+        .col_expr(server_task::Column::HasWarningsOrErrors, Expr::value(true))
+        .filter(server_task::Column::Id.eq(task_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}

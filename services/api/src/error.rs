@@ -1,0 +1,103 @@
+//! The api's one error type: a single status mapping and a single Octopus-shaped body.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use cuttle_store::StoreError;
+use cuttle_wire::ErrorBody;
+
+/// An error answered to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    errors: Vec<String>,
+}
+
+impl ApiError {
+    /// 400 with a message and one detail per problem.
+    pub fn bad_request(message: impl Into<String>, errors: Vec<String>) -> Self {
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), errors }
+    }
+
+    /// 400 for one invalid field: the detail names it.
+    pub fn invalid_field(field: &str, problem: impl Into<String>) -> Self {
+        let problem = problem.into();
+        ApiError::bad_request(
+            "There was a problem with your request.",
+            vec![format!("{field}: {problem}")],
+        )
+    }
+
+    /// 404 naming what was not found.
+    pub fn not_found(what: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The resource you requested was not found: {}", what.into()),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 409 Conflict.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        ApiError { status: StatusCode::CONFLICT, message: message.into(), errors: Vec::new() }
+    }
+
+    /// 401: no or unknown credentials.
+    pub fn unauthorized() -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "You must be logged in to perform this action. Please provide a valid API key in the X-Octopus-ApiKey header.".into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 501: a route Octopus has that Cuttle does not implement yet; never a fake success.
+    pub fn not_implemented(what: &str) -> Self {
+        ApiError {
+            status: StatusCode::NOT_IMPLEMENTED,
+            message: format!("{what} is not available in this version of Cuttle yet."),
+            errors: Vec::new(),
+        }
+    }
+
+    /// 500: logged once here with its cause chain; the client gets a generic message.
+    pub fn internal(err: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %err, "request failed with an internal error");
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: "The server could not complete the request because of an internal error. It has been logged.".into(),
+            errors: Vec::new(),
+        }
+    }
+
+    /// The status, for tests and middleware.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Conflict(message) => ApiError::bad_request(message.clone(), vec![message]),
+            StoreError::VersionMismatch(message) => ApiError::conflict(message),
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+impl From<cuttle_store::sea_orm_err::DbErr> for ApiError {
+    fn from(err: cuttle_store::sea_orm_err::DbErr) -> Self {
+        ApiError::internal(err)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody::new(self.message, self.errors))).into_response()
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

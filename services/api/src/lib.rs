@@ -1,0 +1,123 @@
+//! The api service: Octopus-compatible REST API under `/api`, the outbox relay, and first-start
+//! bootstrap (default space, administrator, API key).
+//!
+//! Handlers read top to bottom: extract (principal, space, params, body), load, change inside
+//! one transaction (with the outbox message that change causes), map to the response. Each area
+//! has its own module and `routes()`.
+
+pub mod bootstrap;
+pub mod error;
+pub mod extract;
+pub mod links;
+pub mod projects;
+pub mod releases;
+pub mod resources;
+pub mod root;
+pub mod spaces;
+pub mod tasks;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use cuttle_bus::Bus;
+use cuttle_cache::Cache;
+use cuttle_platform::outbox::RelayWaker;
+use cuttle_store::Store;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// Database.
+    pub store: Store,
+    /// Cache (cancel markers, later rate limits).
+    pub cache: Arc<dyn Cache>,
+    /// Wakes the outbox relay after a commit that wrote outbox rows.
+    pub relay: RelayWaker,
+    /// `InstallationId` of the root document.
+    pub installation_id: String,
+    /// This node's name.
+    pub node_name: String,
+}
+
+/// Every route of the api: `/api/...` plus health and metrics.
+pub fn router(state: AppState) -> Router {
+    let ready_store = state.store.clone();
+    let api = Router::new()
+        .merge(root::routes())
+        .merge(spaces::routes())
+        .merge(tasks::global_routes())
+        .merge(space_scoped_routes("/api/{space_id}"))
+        .merge(space_scoped_routes("/api/spaces/{space_id}"))
+        .merge(space_scoped_routes("/api"))
+        .with_state(state)
+        // Package uploads send whole files in one body; Octopus has no small limit.
+        .layer(DefaultBodyLimit::max(1024 * 1024 * 1024))
+        .layer(axum::middleware::from_fn(cuttle_telemetry::track_http))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            error::ApiError::internal("a request handler panicked").into_response_boxed()
+        }));
+    api.merge(cuttle_telemetry::ops_router(move || {
+        let store = ready_store.clone();
+        async move { store.health().await.map_err(|err| format!("database: {err}")) }
+    }))
+}
+
+/// Routes that exist once per space, mounted under the three prefixes Octopus accepts:
+/// `/api/{spaceId}/x`, `/api/spaces/{spaceId}/x` and `/api/x` (the default space).
+fn space_scoped_routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .merge(resources::routes(prefix))
+        .merge(projects::routes(prefix))
+        .merge(releases::routes(prefix))
+        .merge(tasks::space_routes(prefix))
+}
+
+/// Serves the api on `listener` until `shutdown` resolves, with the outbox relay beside it.
+pub async fn run(
+    state: AppState,
+    bus: Arc<dyn Bus>,
+    listener: TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let relay = tokio::spawn(cuttle_platform::outbox::run_relay(
+        state.store.clone(),
+        bus,
+        state.relay.clone(),
+        wait_for(stop_rx.clone()),
+    ));
+    let app = router(state);
+    let served = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            if stop_tx.send(true).is_err() {
+                tracing::debug!("outbox relay already stopped");
+            }
+        })
+        .await;
+    if let Err(err) = relay.await {
+        tracing::error!(error = %err, "outbox relay task ended abnormally");
+    }
+    served.map_err(Into::into)
+}
+
+/// Resolves when the watch flips to true (or its sender is gone).
+pub async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+trait IntoResponseBoxed {
+    fn into_response_boxed(self) -> axum::response::Response;
+}
+
+impl IntoResponseBoxed for error::ApiError {
+    fn into_response_boxed(self) -> axum::response::Response {
+        axum::response::IntoResponse::into_response(self)
+    }
+}

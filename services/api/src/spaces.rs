@@ -1,0 +1,329 @@
+//! Spaces: `/api/spaces` CRUD, `/api/spaces/all`, the space home `/api/{spaceId}`, and the
+//! defaults every new space gets (project group, lifecycle, built-in feed).
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope, resolve_space};
+use crate::links::links;
+use crate::resources::{self, require_name};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use cuttle_domain::SpaceId;
+use cuttle_domain::ids::slugify;
+use cuttle_store::documents::{self, Document, ListQuery, NewDocument, Replacement, SPACE_KIND};
+use cuttle_store::{ConnectionTrait, TransactionTrait};
+use cuttle_wire::resources::{Feed, Lifecycle, ProjectGroup, Space};
+use cuttle_wire::{Collection, Links};
+use serde_json::{Value, json};
+
+/// Document kind of spaces.
+pub const KIND: &str = SPACE_KIND;
+
+/// Routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/spaces", get(list).post(create))
+        .route("/api/spaces/all", get(all))
+        .route("/api/spaces/{id}", get(get_one).put(update).delete(delete))
+        .route("/api/{space_id}", get(space_home))
+}
+
+fn space_links(space: &Space) -> Links {
+    links([
+        ("Self", format!("/api/spaces/{}", space.id)),
+        ("SpaceHome", format!("/api/{}", space.id)),
+        ("Web", format!("/app#/spaces/{}", space.id)),
+        ("Logo", format!("/api/spaces/{}/logo", space.id)),
+        ("Search", format!("/api/spaces/{}/search", space.id)),
+    ])
+}
+
+fn present(doc: &Document) -> ApiResult<Space> {
+    let mut space: Space = documents::decode(doc)?;
+    space.links = space_links(&space);
+    Ok(space)
+}
+
+/// The space marked `IsDefault`.
+pub async fn default_space(state: &AppState) -> ApiResult<Option<SpaceScope>> {
+    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
+    for doc in docs {
+        let space: Space = documents::decode(&doc)?;
+        if space.is_default {
+            let id = SpaceId::parse(&space.id).map_err(ApiError::internal)?;
+            return Ok(Some(SpaceScope { id, space }));
+        }
+    }
+    Ok(None)
+}
+
+/// Finds a space by slug or exact (case-insensitive) name.
+pub async fn find_by_slug_or_name(state: &AppState, identifier: &str) -> ApiResult<Option<Document>> {
+    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
+    for doc in docs {
+        let space: Space = documents::decode(&doc)?;
+        if space.slug.eq_ignore_ascii_case(identifier) || space.name.eq_ignore_ascii_case(identifier) {
+            return Ok(Some(doc));
+        }
+    }
+    Ok(None)
+}
+
+async fn list(State(state): State<AppState>, _: Principal, params: Params) -> ApiResult<Json<Collection<Space>>> {
+    let query = resources::list_query(&params)?;
+    let (docs, total) = documents::list_spaces(state.store.conn(), &query).await?;
+    let items = docs.iter().map(present).collect::<ApiResult<Vec<_>>>()?;
+    Ok(Json(Collection::page(
+        "Space",
+        items,
+        total,
+        query.skip,
+        query.take,
+        "/api/spaces",
+        "/api/spaces{/id}{?skip,ids,take,partialName}",
+    )))
+}
+
+async fn all(State(state): State<AppState>, _: Principal) -> ApiResult<Json<Vec<Space>>> {
+    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
+    Ok(Json(docs.iter().map(present).collect::<ApiResult<_>>()?))
+}
+
+async fn load(state: &AppState, identifier: &str) -> ApiResult<SpaceScope> {
+    resolve_space(state, identifier).await?.ok_or_else(|| ApiError::not_found(format!("space '{identifier}'")))
+}
+
+async fn get_one(State(state): State<AppState>, _: Principal, path: PathParams) -> ApiResult<Json<Space>> {
+    let scope = load(&state, path.get("id")?).await?;
+    let mut space = scope.space;
+    space.links = space_links(&space);
+    Ok(Json(space))
+}
+
+/// Creates a space and its defaults in the caller's transaction. Used by the API and bootstrap.
+pub async fn insert_space(conn: &impl ConnectionTrait, mut space: Space, owner: Option<&str>) -> ApiResult<Space> {
+    let name = require_name(&space.name, "space")?;
+    let number = cuttle_store::next_number(conn, "Spaces").await?;
+    let id = SpaceId::from_number(number as u64);
+    space.id = id.to_string();
+    space.name = name.clone();
+    space.slug = if space.slug.trim().is_empty() { slugify(&name) } else { slugify(&space.slug) };
+    if space.space_managers_teams.is_empty() {
+        space.space_managers_teams = vec![format!("teams-spacemanagers-{id}")];
+    }
+    if space.space_managers_team_members.is_empty() {
+        space.space_managers_team_members = owner.map(|o| vec![o.to_owned()]).unwrap_or_default();
+    }
+    space.last_modified_on = Some(Utc::now());
+    documents::insert(
+        conn,
+        NewDocument {
+            id: id.to_string(),
+            space_id: id.clone(),
+            kind: KIND,
+            name: name.clone(),
+            parent_id: None,
+            // Names and slugs are unique across the installation, not per space.
+            unique_key: None,
+            sort_order: number,
+            data: documents::encode(&space),
+        },
+        "",
+    )
+    .await?;
+    ensure_unique_space(conn, &space).await?;
+    resources::insert(conn, &id, ProjectGroup { name: "Default Project Group".into(), ..Default::default() }).await?;
+    resources::insert(
+        conn,
+        &id,
+        Lifecycle {
+            name: "Default Lifecycle".into(),
+            description: "The default lifecycle: environments in their sort order.".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let feed = Feed {
+        id: "feeds-builtin".into(),
+        name: "Octopus Server (built-in)".into(),
+        slug: "octopus-server-built-in".into(),
+        feed_type: "BuiltIn".into(),
+        space_id: id.to_string(),
+        delete_unreleased_packages_after_days: 0,
+        is_built_in_repo_sync_enabled: false,
+        package_acquisition_location_options: vec!["Server".into(), "ExecutionTarget".into()],
+        links: Links::new(),
+    };
+    documents::insert(
+        conn,
+        NewDocument {
+            id: feed.id.clone(),
+            space_id: id.clone(),
+            kind: "Feed",
+            name: feed.name.clone(),
+            parent_id: None,
+            unique_key: Some(feed.name.to_lowercase()),
+            // Listed first: clients take `list({take:1}).Items[0]` as the built-in feed.
+            sort_order: 0,
+            data: documents::encode(&feed),
+        },
+        "",
+    )
+    .await?;
+    space.links = space_links(&space);
+    Ok(space)
+}
+
+/// Space names and slugs are unique installation-wide (checked inside the transaction).
+async fn ensure_unique_space(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
+    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let (docs, _) = documents::list_spaces(conn, &query).await?;
+    for doc in docs.iter().filter(|d| d.id != space.id) {
+        let other: Space = documents::decode(doc)?;
+        if other.name.eq_ignore_ascii_case(&space.name) {
+            return Err(ApiError::invalid_field("Name", format!("the name '{}' is already in use by another space", space.name)));
+        }
+        if other.slug.eq_ignore_ascii_case(&space.slug) {
+            return Err(ApiError::invalid_field("Slug", format!("the slug '{}' is already in use by another space", space.slug)));
+        }
+    }
+    Ok(())
+}
+
+async fn create(
+    State(state): State<AppState>,
+    principal: Principal,
+    JsonBody(space): JsonBody<Space>,
+) -> ApiResult<(StatusCode, Json<Space>)> {
+    let make_default = space.is_default;
+    let txn = state.store.conn().begin().await?;
+    let mut created = insert_space(&txn, Space { is_default: false, ..space }, Some(&principal.user.id)).await?;
+    if make_default {
+        created = set_default(&txn, created).await?;
+    }
+    txn.commit().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Makes `space` the only default space.
+async fn set_default(conn: &impl ConnectionTrait, mut space: Space) -> ApiResult<Space> {
+    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let (docs, _) = documents::list_spaces(conn, &query).await?;
+    for doc in docs.iter().filter(|d| d.id != space.id) {
+        let mut other: Space = documents::decode(doc)?;
+        if other.is_default {
+            other.is_default = false;
+            save(conn, &other).await?;
+        }
+    }
+    space.is_default = true;
+    save(conn, &space).await?;
+    space.links = space_links(&space);
+    Ok(space)
+}
+
+async fn save(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
+    let id = SpaceId::parse(&space.id).map_err(ApiError::internal)?;
+    let number = cuttle_domain::ids::numeric_suffix(&space.id, "Spaces").unwrap_or(0) as i64;
+    documents::replace(
+        conn,
+        &id,
+        KIND,
+        &space.id,
+        Replacement { name: space.name.clone(), unique_key: None, sort_order: number, data: documents::encode(space), expected_version: None },
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
+async fn update(
+    State(state): State<AppState>,
+    _: Principal,
+    path: PathParams,
+    JsonBody(body): JsonBody<Space>,
+) -> ApiResult<Json<Space>> {
+    let current = load(&state, path.get("id")?).await?.space;
+    let name = require_name(&body.name, "space")?;
+    let slug = if body.slug.trim().is_empty() { current.slug.clone() } else { slugify(&body.slug) };
+    if current.is_default && !body.is_default {
+        return Err(ApiError::invalid_field("IsDefault", "make another space the default instead of clearing it here"));
+    }
+    let space = Space {
+        id: current.id.clone(),
+        name,
+        slug,
+        description: body.description,
+        is_default: body.is_default,
+        is_private: body.is_private,
+        task_queue_stopped: body.task_queue_stopped,
+        space_managers_teams: body.space_managers_teams,
+        space_managers_team_members: body.space_managers_team_members,
+        icon: body.icon,
+        extension_settings: body.extension_settings,
+        last_modified_on: Some(Utc::now()),
+        links: Links::new(),
+    };
+    let txn = state.store.conn().begin().await?;
+    ensure_unique_space(&txn, &space).await?;
+    let mut space = if space.is_default && !current.is_default { set_default(&txn, space).await? } else { space };
+    save(&txn, &space).await?;
+    txn.commit().await?;
+    space.links = space_links(&space);
+    Ok(Json(space))
+}
+
+async fn delete(State(state): State<AppState>, _: Principal, path: PathParams) -> ApiResult<StatusCode> {
+    let scope = load(&state, path.get("id")?).await?;
+    if scope.space.is_default {
+        return Err(ApiError::bad_request("The default space cannot be deleted.", vec!["Make another space the default first.".into()]));
+    }
+    if !scope.space.task_queue_stopped {
+        return Err(ApiError::bad_request(
+            format!("The task queue of space '{}' must be stopped before the space can be deleted.", scope.space.name),
+            vec!["Set TaskQueueStopped to true with PUT /api/spaces/{id}, then delete.".into()],
+        ));
+    }
+    let txn = state.store.conn().begin().await?;
+    cuttle_store::tasks::delete_space_tasks(&txn, &scope.id).await?;
+    documents::delete_space(&txn, &scope.id).await?;
+    txn.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+/// The space-scoped links of one space (`GET /api/{spaceId}`).
+pub fn space_home_links(space_id: &str) -> Value {
+    let p = format!("/api/{space_id}");
+    json!({
+        "Self": p,
+        "SpaceHome": p,
+        "Projects": format!("{p}/projects{{/id}}{{?name,skip,ids,clone,take,partialName,clonedFromProjectId}}"),
+        "ProjectGroups": format!("{p}/projectgroups{{/id}}{{?skip,take,ids,partialName}}"),
+        "Environments": format!("{p}/environments{{/id}}{{?name,skip,ids,take,partialName}}"),
+        "EnvironmentSortOrder": format!("{p}/environments/sortorder"),
+        "Lifecycles": format!("{p}/lifecycles{{/id}}{{?skip,take,ids,partialName}}"),
+        "Channels": format!("{p}/channels{{/id}}{{?skip,take,ids,partialName}}"),
+        "Releases": format!("{p}/releases{{/id}}{{?skip,ignoreChannelRules,take,ids}}"),
+        "Deployments": format!("{p}/deployments{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState,partialName}}"),
+        "DeploymentProcesses": format!("{p}/deploymentprocesses{{/id}}{{?skip,take,ids}}"),
+        "Feeds": format!("{p}/feeds{{/id}}{{?skip,take,ids,partialName,feedType,name}}"),
+        "Tasks": format!("{p}/tasks{{/id}}{{?skip,active,environment,project,name,node,running,states,take,ids,partialName}}"),
+        "Variables": format!("{p}/variables{{/id}}{{?ids}}"),
+        "CreateRelease": format!("{p}/releases/create/v1"),
+        "CreateDeploymentUntenanted": format!("{p}/deployments/create/untenanted/v1"),
+    })
+}
+
+async fn space_home(scope: SpaceScope) -> ApiResult<Json<Value>> {
+    Ok(Json(json!({
+        "Id": scope.id.as_str(),
+        "Name": scope.space.name,
+        "Links": space_home_links(scope.id.as_str()),
+    })))
+}

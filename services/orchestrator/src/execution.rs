@@ -1,0 +1,401 @@
+//! The task state machine. Every function here runs one transaction that starts by locking the
+//! task's row, so replicas never advance the same task twice.
+
+use crate::Orchestrator;
+use crate::plan::{PlannedJob, plan};
+use anyhow::Context;
+use chrono::Utc;
+use cuttle_contracts::{CancelTask, JobOutcome, StepJob, WorkerEvent, cancel_marker_key, queues};
+use cuttle_domain::{LogCategory, SpaceId, TaskState};
+use cuttle_store::documents;
+use cuttle_store::tasks::{self, Job, NewLogLine, Task, job_status};
+use cuttle_store::{ConnectionTrait, TransactionTrait};
+use cuttle_wire::resources::{Deployment, DeploymentProcess, Space};
+use std::time::Duration;
+
+/// A log line for the task (`node` = task id) or one of its jobs (`node` = job id).
+pub fn line(node: &str, category: LogCategory, message: impl Into<String>) -> NewLogLine {
+    NewLogLine { node_id: node.to_owned(), source_seq: None, occurred_at: Utc::now(), category, message: message.into() }
+}
+
+/// What to do once the transaction has committed.
+#[derive(Default)]
+#[must_use]
+pub struct AfterCommit {
+    wake_relay: bool,
+    cancel_broadcast: Option<String>,
+}
+
+impl Orchestrator {
+    async fn after_commit(&self, after: AfterCommit) {
+        if after.wake_relay {
+            self.relay.wake();
+        }
+        if let Some(task_id) = after.cancel_broadcast {
+            self.broadcast_cancel(&task_id).await;
+        }
+    }
+
+    /// Tells every worker to stop the task's jobs. Best effort: workers also poll the cancel
+    /// marker while they run, and the reaper ends jobs whose worker is gone.
+    pub async fn broadcast_cancel(&self, task_id: &str) {
+        if let Err(err) = self.cache.set(&cancel_marker_key(task_id), b"1", Some(Duration::from_secs(86_400))).await {
+            tracing::warn!(task.id = %task_id, error = %err, "could not set the cancel marker");
+        }
+        let message = match cuttle_bus::Message::json(CancelTask::KIND, &CancelTask { task_id: task_id.to_owned() }) {
+            Ok(message) => message,
+            Err(err) => {
+                tracing::error!(task.id = %task_id, error = %err, "could not encode a cancel broadcast");
+                return;
+            }
+        };
+        if let Err(err) = self.bus.broadcast(queues::WORKER_CANCEL_TOPIC, message).await {
+            tracing::warn!(task.id = %task_id, error = %err, "cancel broadcast failed; workers will see the cancel marker at their next heartbeat");
+        }
+    }
+
+    /// Handles `TaskQueued`: plans the deployment and dispatches its first job.
+    pub async fn start_task(&self, task_id: &str) -> anyhow::Result<()> {
+        let txn = self.store.conn().begin().await?;
+        let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
+            // Deleted with its space: nothing to run.
+            return Ok(txn.commit().await?);
+        };
+        if task.state != TaskState::Queued.as_str() {
+            // A redelivery, or the reaper's nudge for a task another replica already started.
+            return Ok(txn.commit().await?);
+        }
+        let space_id = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
+        let space: Option<Space> = match documents::get(&txn, &space_id, "Space", space_id.as_str()).await? {
+            Some(doc) => Some(documents::decode(&doc)?),
+            None => None,
+        };
+        if space.as_ref().is_some_and(|s| s.task_queue_stopped) {
+            // The reaper re-queues it once the space's queue runs again.
+            return Ok(txn.commit().await?);
+        }
+        let now = Utc::now();
+        task.state = TaskState::Executing.as_str().into();
+        task.start_time = Some(now);
+        task.server_node = Some(self.node_name.clone());
+        let latency = (now - task.queue_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
+        cuttle_telemetry::metrics().dispatch_latency.observe(latency.max(0.0));
+        let mut log = vec![line(&task.id, LogCategory::Info, format!("{} started on {}", task.description, self.node_name))];
+        let after = match self.plan_task(&txn, &space_id, &task).await {
+            Ok(planned) => {
+                let jobs = planned
+                    .into_iter()
+                    .enumerate()
+                    .map(|(position, job)| to_job(&task, &space_id, position, job))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                if jobs.is_empty() {
+                    log.push(line(&task.id, LogCategory::Info, "The deployment process has no steps to run for this environment."));
+                }
+                tasks::insert_jobs(&txn, jobs).await?;
+                tasks::append_log(&txn, &task.id, log).await?;
+                self.advance(&txn, &mut task).await?
+            }
+            Err(reason) => {
+                log.push(line(&task.id, LogCategory::Fatal, reason.clone()));
+                tasks::append_log(&txn, &task.id, log).await?;
+                finalize(&txn, &mut task, TaskState::Failed, Some(reason)).await?;
+                AfterCommit::default()
+            }
+        };
+        tasks::save_task(&txn, &task).await?;
+        txn.commit().await?;
+        tracing::info!(task.id = %task.id, dispatch_latency_ms = latency * 1000.0, "task started");
+        self.after_commit(after).await;
+        Ok(())
+    }
+
+    /// Loads the deployment and its frozen process and plans them; `Err` is the sentence the task
+    /// fails with.
+    async fn plan_task(&self, conn: &impl ConnectionTrait, space: &SpaceId, task: &Task) -> Result<Vec<PlannedJob>, String> {
+        let deployment_id = task
+            .deployment_id
+            .clone()
+            .ok_or_else(|| format!("Task {} is not a deployment; this orchestrator only runs deployments.", task.id))?;
+        let deployment: Deployment = match documents::get(conn, space, "Deployment", &deployment_id).await {
+            Ok(Some(doc)) => documents::decode(&doc).map_err(|e| e.to_string())?,
+            Ok(None) => return Err(format!("Deployment {deployment_id} no longer exists.")),
+            Err(err) => return Err(format!("Deployment {deployment_id} could not be read: {err}")),
+        };
+        let process: DeploymentProcess =
+            match documents::get(conn, space, "DeploymentProcessSnapshot", &deployment.deployment_process_id).await {
+                Ok(Some(doc)) => documents::decode(&doc).map_err(|e| e.to_string())?,
+                Ok(None) => return Err(format!("The process snapshot {} of this release no longer exists.", deployment.deployment_process_id)),
+                Err(err) => return Err(format!("The process snapshot could not be read: {err}")),
+            };
+        plan(&process, &deployment).map_err(|e| e.0)
+    }
+
+    /// Moves the task forward: dispatches the next job, skips jobs whose condition is false, or
+    /// finishes the task. Runs inside the caller's transaction, with the task row locked.
+    pub async fn advance(&self, conn: &impl ConnectionTrait, task: &mut Task) -> anyhow::Result<AfterCommit> {
+        let mut jobs = tasks::jobs_for_task(conn, &task.id).await?;
+        let mut after = AfterCommit::default();
+        loop {
+            if jobs.iter().any(|j| j.status == job_status::DISPATCHED || j.status == job_status::RUNNING) {
+                return Ok(after);
+            }
+            let failed = jobs.iter().any(|j| j.status == job_status::FAILED);
+            let Some(next) = jobs.iter_mut().find(|j| j.status == job_status::PENDING) else {
+                let state = if task.cancel_requested {
+                    TaskState::Canceled
+                } else if failed {
+                    TaskState::Failed
+                } else {
+                    TaskState::Success
+                };
+                let reason = match state {
+                    TaskState::Failed => Some(jobs.iter().find_map(|j| j.error.clone()).unwrap_or_else(|| "A step failed.".into())),
+                    TaskState::Canceled => Some("The task was canceled.".to_owned()),
+                    _ => None,
+                };
+                finalize(conn, task, state, reason).await?;
+                return Ok(after);
+            };
+            let runs = !task.cancel_requested
+                && match next.condition.as_str() {
+                    "Always" => true,
+                    "Failure" => failed,
+                    _ => !failed,
+                };
+            let now = Utc::now();
+            if !runs {
+                next.status = if task.cancel_requested { job_status::CANCELED } else { job_status::SKIPPED }.into();
+                next.ended_at = Some(now);
+                let why = if task.cancel_requested { "the task was canceled" } else if failed { "a previous step failed" } else { "no previous step failed" };
+                tasks::append_log(conn, &task.id, vec![line(&next.job_id, LogCategory::Info, format!("Step '{}' was skipped because {why}.", next.step_name))]).await?;
+                tasks::save_job(conn, next).await?;
+                continue;
+            }
+            next.status = job_status::DISPATCHED.into();
+            next.dispatched_at = Some(now);
+            tasks::save_job(conn, next).await?;
+            let job: StepJob = serde_json::from_str(&next.payload).context("stored job payload is unreadable")?;
+            cuttle_platform::outbox::enqueue(conn, queues::WORKER_JOBS, StepJob::KIND, &job).await?;
+            after.wake_relay = true;
+            return Ok(after);
+        }
+    }
+
+    /// Handles one worker report.
+    pub async fn apply_event(&self, event: WorkerEvent) -> anyhow::Result<()> {
+        match event {
+            WorkerEvent::JobHeartbeat { job_id, .. } => {
+                tasks::touch_job_heartbeat(self.store.conn(), &job_id, Utc::now()).await?;
+                Ok(())
+            }
+            WorkerEvent::JobLog { task_id, job_id, lines } => {
+                let warn = lines.iter().any(|l| l.category.is_warning_or_error());
+                let rows = lines
+                    .into_iter()
+                    .map(|l| NewLogLine { node_id: job_id.clone(), source_seq: Some(l.seq), occurred_at: l.at, category: l.category, message: l.text })
+                    .collect();
+                let txn = self.store.conn().begin().await?;
+                tasks::append_log(&txn, &task_id, rows).await?;
+                if warn {
+                    tasks::mark_task_warnings(&txn, &task_id).await?;
+                }
+                txn.commit().await?;
+                Ok(())
+            }
+            WorkerEvent::JobStarted { task_id, job_id, worker } => self.job_started(&task_id, &job_id, &worker).await,
+            WorkerEvent::JobFinished { task_id, job_id, outcome, exit_code } => {
+                self.job_finished(&task_id, &job_id, outcome, exit_code).await
+            }
+        }
+    }
+
+    async fn job_started(&self, task_id: &str, job_id: &str, worker: &str) -> anyhow::Result<()> {
+        let txn = self.store.conn().begin().await?;
+        let Some(_task) = tasks::lock_task(&txn, task_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        let Some(mut job) = tasks::get_job(&txn, job_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        let mut after = AfterCommit::default();
+        match job.status.as_str() {
+            job_status::DISPATCHED => {
+                let now = Utc::now();
+                job.status = job_status::RUNNING.into();
+                job.worker = Some(worker.to_owned());
+                job.started_at = Some(now);
+                job.heartbeat_at = Some(now);
+                tasks::save_job(&txn, &job).await?;
+                tasks::append_log(&txn, task_id, vec![line(job_id, LogCategory::Verbose, format!("Running on worker {worker}"))]).await?;
+            }
+            job_status::RUNNING => {}
+            // Already ended (canceled, or failed by the reaper): the worker must not go on.
+            _ => after.cancel_broadcast = Some(task_id.to_owned()),
+        }
+        txn.commit().await?;
+        self.after_commit(after).await;
+        Ok(())
+    }
+
+    async fn job_finished(&self, task_id: &str, job_id: &str, outcome: JobOutcome, exit_code: Option<i32>) -> anyhow::Result<()> {
+        let txn = self.store.conn().begin().await?;
+        let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        let Some(mut job) = tasks::get_job(&txn, job_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        if job.status != job_status::RUNNING && job.status != job_status::DISPATCHED {
+            // Duplicate delivery, or the reaper already ended the job.
+            return Ok(txn.commit().await?);
+        }
+        let now = Utc::now();
+        job.ended_at = Some(now);
+        job.exit_code = exit_code;
+        if let Some(started) = job.started_at {
+            cuttle_telemetry::metrics().step_duration.observe((now - started).num_milliseconds().max(0) as f64 / 1000.0);
+        }
+        let (status, message) = match outcome {
+            JobOutcome::Succeeded => (job_status::SUCCESS, None),
+            JobOutcome::Failed { reason } => (job_status::FAILED, Some(reason)),
+            JobOutcome::Canceled => (job_status::CANCELED, Some("The step was canceled.".to_owned())),
+        };
+        job.status = status.into();
+        if let Some(message) = &message {
+            let category = if status == job_status::FAILED { LogCategory::Error } else { LogCategory::Info };
+            tasks::append_log(&txn, task_id, vec![line(job_id, category, message.clone())]).await?;
+            if status == job_status::FAILED {
+                job.error = Some(format!("Step '{}' failed: {message}", job.step_name));
+                tasks::mark_task_warnings(&txn, task_id).await?;
+                task.has_warnings_or_errors = true;
+            }
+        }
+        tasks::save_job(&txn, &job).await?;
+        let after = self.advance(&txn, &mut task).await?;
+        tasks::save_task(&txn, &task).await?;
+        txn.commit().await?;
+        self.after_commit(after).await;
+        Ok(())
+    }
+
+    /// Handles `CancelRequested`: nothing new starts, running jobs are told to stop, and the task
+    /// ends Canceled once none runs.
+    pub async fn cancel_task(&self, task_id: &str) -> anyhow::Result<()> {
+        let txn = self.store.conn().begin().await?;
+        let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        if TaskState::parse(&task.state).is_some_and(TaskState::is_completed) {
+            return Ok(txn.commit().await?);
+        }
+        task.cancel_requested = true;
+        task.state = TaskState::Cancelling.as_str().into();
+        let now = Utc::now();
+        let mut running = false;
+        for mut job in tasks::jobs_for_task(&txn, task_id).await? {
+            match job.status.as_str() {
+                job_status::PENDING | job_status::DISPATCHED => {
+                    job.status = job_status::CANCELED.into();
+                    job.ended_at = Some(now);
+                    tasks::save_job(&txn, &job).await?;
+                }
+                job_status::RUNNING => running = true,
+                _ => {}
+            }
+        }
+        tasks::append_log(&txn, task_id, vec![line(task_id, LogCategory::Warning, "Cancellation was requested.")]).await?;
+        let mut after = self.advance(&txn, &mut task).await?;
+        if running {
+            after.cancel_broadcast = Some(task_id.to_owned());
+        }
+        tasks::save_task(&txn, &task).await?;
+        txn.commit().await?;
+        self.after_commit(after).await;
+        Ok(())
+    }
+
+    /// Fails a job whose worker went silent or that nobody started, then advances its task.
+    pub async fn fail_stale_job(&self, job_id: &str, expected_status: &str, reason: &str) -> anyhow::Result<()> {
+        let txn = self.store.conn().begin().await?;
+        let Some(job) = tasks::get_job(&txn, job_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        let Some(mut task) = tasks::lock_task(&txn, &job.task_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        // Re-read under the lock: the job may have finished while we looked.
+        let Some(mut job) = tasks::get_job(&txn, job_id).await? else {
+            return Ok(txn.commit().await?);
+        };
+        if job.status != expected_status {
+            return Ok(txn.commit().await?);
+        }
+        job.status = job_status::FAILED.into();
+        job.ended_at = Some(Utc::now());
+        job.error = Some(format!("Step '{}' failed: {reason}", job.step_name));
+        tasks::save_job(&txn, &job).await?;
+        tasks::append_log(&txn, &task.id, vec![line(job_id, LogCategory::Error, reason)]).await?;
+        task.has_warnings_or_errors = true;
+        let after = self.advance(&txn, &mut task).await?;
+        tasks::save_task(&txn, &task).await?;
+        txn.commit().await?;
+        tracing::warn!(task.id = %task.id, job.id = %job_id, reason, "failed a stale job");
+        self.after_commit(after).await;
+        Ok(())
+    }
+}
+
+/// Builds the stored job (its payload is the exact message a worker receives).
+fn to_job(task: &Task, space: &SpaceId, position: usize, planned: PlannedJob) -> anyhow::Result<Job> {
+    let job_id = uuid::Uuid::new_v4().to_string();
+    let message = StepJob {
+        task_id: task.id.clone(),
+        job_id: job_id.clone(),
+        space_id: space.to_string(),
+        step_name: planned.step_name.clone(),
+        action_name: planned.action_name.clone(),
+        work: planned.work,
+    };
+    Ok(Job {
+        job_id,
+        task_id: task.id.clone(),
+        position: position as i32,
+        step_number: planned.step_number,
+        step_name: planned.step_name,
+        action_name: planned.action_name,
+        condition: planned.condition,
+        status: job_status::PENDING.into(),
+        payload: serde_json::to_string(&message)?,
+        worker: None,
+        dispatched_at: None,
+        started_at: None,
+        heartbeat_at: None,
+        ended_at: None,
+        exit_code: None,
+        error: None,
+    })
+}
+
+/// Ends a task in a terminal state with its timestamps, log line and metrics.
+pub async fn finalize(conn: &impl ConnectionTrait, task: &mut Task, state: TaskState, reason: Option<String>) -> anyhow::Result<()> {
+    let now = Utc::now();
+    task.state = state.as_str().into();
+    task.completed_time = Some(now);
+    if task.start_time.is_none() {
+        task.start_time = Some(now);
+    }
+    task.error_message = match state {
+        TaskState::Success => None,
+        _ => reason,
+    };
+    let summary = match state {
+        TaskState::Success => format!("{} succeeded.", task.description),
+        TaskState::Canceled => format!("{} was canceled.", task.description),
+        _ => format!("{} failed: {}", task.description, task.error_message.clone().unwrap_or_default()),
+    };
+    let category = if state == TaskState::Success { LogCategory::Info } else { LogCategory::Error };
+    tasks::append_log(conn, &task.id.clone(), vec![line(&task.id, category, summary)]).await?;
+    cuttle_telemetry::metrics().tasks_finished.with_label_values(&[state.as_str()]).inc();
+    tracing::info!(task.id = %task.id, task.state = state.as_str(), "task finished");
+    Ok(())
+}

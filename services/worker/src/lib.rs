@@ -1,0 +1,268 @@
+//! The worker: consumes step jobs, runs them, and reports back over the bus. It keeps no
+//! database connection: everything it knows arrives in the job, and everything it learns leaves
+//! as an event (started, heartbeat, log lines, finished).
+//!
+//! A job is claimed in the cache before it runs, so a redelivered job never runs twice; the job
+//! message is acknowledged once the orchestrator has been told it started. Cancellation arrives
+//! by broadcast, and as a cache marker checked before start and at every heartbeat.
+
+pub mod script;
+
+use cuttle_bus::{Bus, Delivery, Message, QueueSpec};
+use cuttle_cache::Cache;
+use cuttle_contracts::{CancelTask, JobWork, StepJob, WorkerEvent, cancel_marker_key, job_claim_key, queues};
+use cuttle_platform::WorkerConfig;
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// A worker process (or the worker part of `cuttle server`).
+#[derive(Clone)]
+pub struct Worker {
+    /// Bus: jobs in, events out.
+    pub bus: Arc<dyn Bus>,
+    /// Cache: job claims and cancel markers.
+    pub cache: Arc<dyn Cache>,
+    /// Settings.
+    pub config: WorkerConfig,
+    /// Name in task logs.
+    pub name: String,
+    /// Where job directories are created.
+    pub work_dir: PathBuf,
+    running: Arc<Mutex<HashMap<String, Vec<CancellationToken>>>>,
+}
+
+impl Worker {
+    /// A worker named `name` writing scripts under `work_dir`.
+    pub fn new(bus: Arc<dyn Bus>, cache: Arc<dyn Cache>, config: WorkerConfig, name: String, work_dir: PathBuf) -> Self {
+        Worker { bus, cache, config, name, work_dir, running: Arc::default() }
+    }
+
+    /// Consumes jobs until `shutdown`; running jobs are canceled on shutdown.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.work_dir)?;
+        let stop = CancellationToken::new();
+        let listener = tokio::spawn(self.clone().listen_for_cancels(stop.clone()));
+        let consumer = tokio::spawn(self.clone().consume(stop.clone()));
+        tracing::info!(worker = %self.name, work_dir = %self.work_dir.display(), "worker started");
+        shutdown.await;
+        stop.cancel();
+        for handle in [listener, consumer] {
+            if let Err(err) = handle.await {
+                tracing::error!(error = %err, "a worker loop ended abnormally");
+            }
+        }
+        tracing::info!(worker = %self.name, "worker stopped");
+        Ok(())
+    }
+
+    async fn consume(self, stop: CancellationToken) {
+        let queue = QueueSpec::new(queues::WORKER_JOBS);
+        let slots = Arc::new(Semaphore::new(usize::from(self.config.concurrency)));
+        let mut in_flight = tokio::task::JoinSet::new();
+        'outer: loop {
+            let mut subscription = match self.bus.consume(&queue).await {
+                Ok(subscription) => subscription,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot consume jobs; retrying in 1 s");
+                    tokio::select! {
+                        () = stop.cancelled() => break 'outer,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let permit = tokio::select! {
+                    () = stop.cancelled() => break 'outer,
+                    permit = slots.clone().acquire_owned() => match permit {
+                        Ok(permit) => permit,
+                        Err(_) => break 'outer,
+                    },
+                };
+                let delivery = tokio::select! {
+                    () = stop.cancelled() => break 'outer,
+                    next = subscription.next() => match next {
+                        Some(delivery) => delivery,
+                        None => break,
+                    },
+                };
+                let worker = self.clone();
+                let stop = stop.clone();
+                in_flight.spawn(async move {
+                    worker.handle(delivery, stop).await;
+                    drop(permit);
+                });
+                while in_flight.try_join_next().is_some() {}
+            }
+            tracing::warn!("job subscription ended; consuming again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Running scripts were told to stop through `stop`; wait for them to report.
+        while in_flight.join_next().await.is_some() {}
+    }
+
+    async fn listen_for_cancels(self, stop: CancellationToken) {
+        loop {
+            let mut subscription = match self.bus.subscribe(queues::WORKER_CANCEL_TOPIC).await {
+                Ok(subscription) => subscription,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot subscribe to cancellations; retrying in 1 s");
+                    tokio::select! {
+                        () = stop.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let delivery = tokio::select! {
+                    () = stop.cancelled() => return,
+                    next = subscription.next() => match next { Some(d) => d, None => break },
+                };
+                match delivery.message.decode::<CancelTask>() {
+                    Ok(cancel) => self.cancel_local(&cancel.task_id),
+                    Err(err) => tracing::warn!(error = %err, "ignoring an unreadable cancel message"),
+                }
+                if let Err(err) = delivery.ack().await {
+                    tracing::debug!(error = %err, "could not ack a cancel broadcast");
+                }
+            }
+        }
+    }
+
+    fn cancel_local(&self, task_id: &str) {
+        let tokens = match self.running.lock() {
+            Ok(running) => running.get(task_id).cloned().unwrap_or_default(),
+            Err(poisoned) => poisoned.into_inner().get(task_id).cloned().unwrap_or_default(),
+        };
+        for token in tokens {
+            token.cancel();
+        }
+    }
+
+    async fn handle(&self, delivery: Delivery, stop: CancellationToken) {
+        let job: StepJob = match delivery.message.decode() {
+            Ok(job) => job,
+            Err(err) => {
+                let reason = format!("unreadable step job: {err}");
+                if let Err(err) = delivery.dead_letter(&reason).await {
+                    tracing::warn!(error = %err, "could not dead-letter an unreadable job");
+                }
+                return;
+            }
+        };
+        let span = tracing::info_span!("worker.job", task.id = %job.task_id, job.id = %job.job_id, step = %job.step_name);
+        cuttle_telemetry::set_parent_from_headers(&span, &delivery.message.headers);
+        self.run_job(job, delivery, stop).instrument(span).await;
+    }
+
+    async fn run_job(&self, job: StepJob, delivery: Delivery, stop: CancellationToken) {
+        match self.cache.get(&cancel_marker_key(&job.task_id)).await {
+            Ok(Some(_)) => {
+                // Canceled while queued: the orchestrator already marked the job canceled.
+                settle(delivery.ack().await);
+                return;
+            }
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot read the cancel marker; running the job"),
+        }
+        match self.cache.set_if_absent(&job_claim_key(&job.job_id), self.name.as_bytes(), Some(Duration::from_secs(86_400))).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!("job already claimed by another worker; dropping this delivery");
+                settle(delivery.ack().await);
+                return;
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot claim the job; it will be retried");
+                settle(delivery.retry("the cache was unavailable to claim the job").await);
+                return;
+            }
+        }
+        let started = WorkerEvent::JobStarted { task_id: job.task_id.clone(), job_id: job.job_id.clone(), worker: self.name.clone() };
+        if let Err(err) = self.report(&started).await {
+            tracing::warn!(error = %err, "cannot report the job start; releasing it for a retry");
+            if let Err(err) = self.cache.delete(&job_claim_key(&job.job_id)).await {
+                tracing::warn!(error = %err, "could not release the job claim; the orchestrator's start timeout will fail the job");
+            }
+            settle(delivery.retry("the start of the job could not be reported").await);
+            return;
+        }
+        // The orchestrator now owns the outcome: from here a lost worker is caught by heartbeats.
+        settle(delivery.ack().await);
+
+        let cancel = stop.child_token();
+        self.register(&job.task_id, cancel.clone());
+        let heartbeat = tokio::spawn(self.clone().heartbeat(job.task_id.clone(), job.job_id.clone(), cancel.clone()));
+        let (outcome, exit_code) = match &job.work {
+            JobWork::Script { syntax, body } => {
+                let sink = script::BusLogSink { bus: self.bus.clone(), task_id: job.task_id.clone(), job_id: job.job_id.clone() };
+                script::run(&self.work_dir, &job.job_id, *syntax, body, &self.name, Duration::from_secs(self.config.kill_grace_secs), cancel.clone(), sink).await
+            }
+        };
+        heartbeat.abort();
+        self.unregister(&job.task_id, &cancel);
+        let finished = WorkerEvent::JobFinished { task_id: job.task_id.clone(), job_id: job.job_id.clone(), outcome, exit_code };
+        for attempt in 1..=5u32 {
+            match self.report(&finished).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, attempt, "cannot report the job's end; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+                }
+            }
+        }
+        tracing::error!("gave up reporting the job's end; the orchestrator will fail it when heartbeats stop");
+    }
+
+    fn register(&self, task_id: &str, token: CancellationToken) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        running.entry(task_id.to_owned()).or_default().push(token);
+    }
+
+    fn unregister(&self, task_id: &str, token: &CancellationToken) {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tokens) = running.get_mut(task_id) {
+            tokens.retain(|t| !t.is_cancelled() && !std::ptr::eq(t, token));
+            if tokens.is_empty() {
+                running.remove(task_id);
+            }
+        }
+    }
+
+    async fn heartbeat(self, task_id: String, job_id: String, cancel: CancellationToken) {
+        let period = Duration::from_millis(self.config.heartbeat_interval_ms.max(100));
+        loop {
+            tokio::time::sleep(period).await;
+            let beat = WorkerEvent::JobHeartbeat { task_id: task_id.clone(), job_id: job_id.clone() };
+            if let Err(err) = self.report(&beat).await {
+                tracing::warn!(error = %err, "heartbeat not delivered");
+            }
+            if let Ok(Some(_)) = self.cache.get(&cancel_marker_key(&task_id)).await {
+                cancel.cancel();
+            }
+        }
+    }
+
+    async fn report(&self, event: &WorkerEvent) -> Result<(), cuttle_bus::BusError> {
+        report(self.bus.as_ref(), event).await
+    }
+}
+
+/// Sends one event to the orchestrator, with the current trace context.
+pub async fn report(bus: &dyn Bus, event: &WorkerEvent) -> Result<(), cuttle_bus::BusError> {
+    let mut message = Message::json(event.kind(), event).map_err(|e| cuttle_bus::BusError::Other(e.to_string()))?;
+    cuttle_telemetry::inject_context(&mut message.headers);
+    bus.send(&QueueSpec::new(queues::ORCHESTRATOR_EVENTS), message).await
+}
+
+fn settle(result: Result<(), cuttle_bus::BusError>) {
+    if let Err(err) = result {
+        tracing::warn!(error = %err, "could not settle a job message; the broker will redeliver it and the claim prevents a second run");
+    }
+}
+

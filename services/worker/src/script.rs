@@ -1,0 +1,350 @@
+//! Runs one script in its own process group, streaming its output in batches, and stops the
+//! whole group on cancel.
+
+use cuttle_bus::Bus;
+use cuttle_contracts::{JobOutcome, LogLine, WorkerEvent};
+use cuttle_domain::LogCategory;
+use cuttle_domain::script::ScriptSyntax;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Where output lines go.
+pub trait LogSink: Send + 'static {
+    /// Delivers one batch of lines, in order.
+    fn send(&self, lines: Vec<LogLine>) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Sends batches to the orchestrator as `JobLog` events.
+pub struct BusLogSink {
+    /// The bus.
+    pub bus: Arc<dyn Bus>,
+    /// Task.
+    pub task_id: String,
+    /// Job.
+    pub job_id: String,
+}
+
+impl LogSink for BusLogSink {
+    async fn send(&self, lines: Vec<LogLine>) {
+        let event = WorkerEvent::JobLog { task_id: self.task_id.clone(), job_id: self.job_id.clone(), lines };
+        for attempt in 1..=3u64 {
+            match crate::report(self.bus.as_ref(), &event).await {
+                Ok(()) => return,
+                Err(err) => {
+                    tracing::warn!(error = %err, attempt, "log batch not delivered; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+            }
+        }
+        tracing::error!("dropped a log batch after 3 attempts");
+    }
+}
+
+/// Largest batch; a batch is also flushed after [`FLUSH_EVERY`].
+const BATCH_LINES: usize = 200;
+/// Longest a line waits before it is sent, so the task log is live.
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+/// How long output may keep arriving after the script exits (from children it left behind).
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
+
+fn interpreter(syntax: ScriptSyntax, path: &Path) -> Result<Command, String> {
+    match syntax {
+        ScriptSyntax::Bash => {
+            let mut command = Command::new("bash");
+            command.arg(path);
+            Ok(command)
+        }
+        ScriptSyntax::Python => {
+            let mut command = Command::new("python3");
+            command.arg("-u").arg(path);
+            Ok(command)
+        }
+        ScriptSyntax::PowerShell => {
+            let pwsh = find_on_path("pwsh").ok_or_else(|| {
+                "PowerShell scripts run through pwsh, and pwsh is not installed on this worker. Install PowerShell, or use Bash or Python.".to_owned()
+            })?;
+            let mut command = Command::new(pwsh);
+            command.args(["-NoLogo", "-NoProfile", "-NonInteractive", "-File"]).arg(path);
+            Ok(command)
+        }
+    }
+}
+
+/// Finds an executable on PATH.
+pub fn find_on_path(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+}
+
+/// Runs `body` and returns how it ended and its exit code.
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    work_dir: &Path,
+    job_id: &str,
+    syntax: ScriptSyntax,
+    body: &str,
+    worker_name: &str,
+    kill_grace: Duration,
+    cancel: CancellationToken,
+    sink: impl LogSink,
+) -> (JobOutcome, Option<i32>) {
+    let dir = work_dir.join(job_id);
+    let result = run_in(&dir, syntax, body, worker_name, kill_grace, cancel, sink).await;
+    if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
+        tracing::warn!(dir = %dir.display(), error = %err, "could not remove the job directory");
+    }
+    result
+}
+
+async fn run_in(
+    dir: &Path,
+    syntax: ScriptSyntax,
+    body: &str,
+    worker_name: &str,
+    kill_grace: Duration,
+    cancel: CancellationToken,
+    sink: impl LogSink,
+) -> (JobOutcome, Option<i32>) {
+    let failed = |reason: String| (JobOutcome::Failed { reason }, None);
+    if let Err(err) = tokio::fs::create_dir_all(dir).await {
+        return failed(format!("The worker could not create its job directory {}: {err}", dir.display()));
+    }
+    let path = dir.join(format!("script.{}", syntax.extension()));
+    if let Err(err) = tokio::fs::write(&path, body).await {
+        return failed(format!("The worker could not write the script file: {err}"));
+    }
+    let mut command = match interpreter(syntax, &path) {
+        Ok(command) => command,
+        Err(reason) => return failed(reason),
+    };
+    command
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, so cancel stops everything the script started.
+        .process_group(0)
+        .kill_on_drop(true)
+        .env("CUTTLE_WORKER_NAME", worker_name);
+    // Scripts must not see the server's own secrets (database, broker and S3 credentials).
+    for (key, _) in std::env::vars_os() {
+        let name = key.to_string_lossy();
+        if name.starts_with("CUTTLE_") || name.starts_with("AWS_") {
+            command.env_remove(&key);
+        }
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return failed(format!("The script could not be started: {err}")),
+    };
+    let (tx, rx) = mpsc::channel::<(LogCategory, String)>(1024);
+    let mut readers = Vec::new();
+    if let Some(stdout) = child.stdout.take() {
+        readers.push(tokio::spawn(read_lines(stdout, LogCategory::Info, tx.clone())));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        readers.push(tokio::spawn(read_lines(stderr, LogCategory::Error, tx.clone())));
+    }
+    drop(tx);
+    let batcher = tokio::spawn(batch(rx, sink));
+    let pid = child.id();
+
+    let mut canceled = false;
+    let status = tokio::select! {
+        status = child.wait() => status,
+        () = cancel.cancelled() => {
+            canceled = true;
+            stop_group(pid, kill_grace, &mut child).await
+        }
+    };
+    // Output can still be in flight; children left running may hold the pipes open.
+    let drain = async {
+        for reader in readers {
+            if let Err(err) = reader.await {
+                tracing::warn!(error = %err, "an output reader ended abnormally");
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await.is_err() {
+        tracing::info!("the script left processes holding its output open; stopping its process group");
+        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+    if let Err(err) = batcher.await {
+        tracing::warn!(error = %err, "the log batcher ended abnormally");
+    }
+    if canceled {
+        return (JobOutcome::Canceled, status.ok().and_then(|s| s.code()));
+    }
+    match status {
+        Ok(status) if status.success() => (JobOutcome::Succeeded, Some(0)),
+        Ok(status) => match status.code() {
+            Some(code) => (JobOutcome::Failed { reason: format!("The script returned exit code {code}") }, Some(code)),
+            None => {
+                use std::os::unix::process::ExitStatusExt;
+                let signal = status.signal().unwrap_or(0);
+                (JobOutcome::Failed { reason: format!("The script was killed by signal {signal}") }, None)
+            }
+        },
+        Err(err) => failed(format!("The worker lost track of the script: {err}")),
+    }
+}
+
+fn signal_group(pid: Option<u32>, signal: nix::sys::signal::Signal) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else { return };
+    // The child leads its own group (process_group(0)), so its pid is the group id.
+    if let Err(err) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal) {
+        if err != nix::errno::Errno::ESRCH {
+            tracing::warn!(error = %err, ?signal, "could not signal the script's process group");
+        }
+    }
+}
+
+/// SIGTERM to the whole group, then SIGKILL after the grace period.
+async fn stop_group(pid: Option<u32>, grace: Duration, child: &mut tokio::process::Child) -> std::io::Result<std::process::ExitStatus> {
+    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
+    match tokio::time::timeout(grace, child.wait()).await {
+        Ok(status) => {
+            // The leader is gone; make sure nothing it started lives on.
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            status
+        }
+        Err(_) => {
+            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            child.wait().await
+        }
+    }
+}
+
+async fn read_lines(stream: impl AsyncRead + Unpin, category: LogCategory, tx: mpsc::Sender<(LogCategory, String)>) {
+    let mut reader = BufReader::new(stream);
+    let mut buffer = Vec::new();
+    loop {
+        buffer.clear();
+        match reader.read_until(b'\n', &mut buffer).await {
+            Ok(0) => return,
+            Ok(_) => {
+                let text = String::from_utf8_lossy(&buffer);
+                let text = text.trim_end_matches(['\n', '\r']).to_owned();
+                if tx.send((category, text)).await.is_err() {
+                    return;
+                }
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "reading script output failed");
+                return;
+            }
+        }
+    }
+}
+
+async fn batch(mut rx: mpsc::Receiver<(LogCategory, String)>, sink: impl LogSink) {
+    let mut seq = 0i64;
+    let mut pending: Vec<LogLine> = Vec::new();
+    loop {
+        let next = if pending.is_empty() {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(FLUSH_EVERY, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    sink.send(std::mem::take(&mut pending)).await;
+                    continue;
+                }
+            }
+        };
+        match next {
+            Some((category, text)) => {
+                seq += 1;
+                pending.push(LogLine { seq, at: chrono::Utc::now(), category, text });
+                if pending.len() >= BATCH_LINES {
+                    sink.send(std::mem::take(&mut pending)).await;
+                }
+            }
+            None => {
+                if !pending.is_empty() {
+                    sink.send(pending).await;
+                }
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Collect(Arc<Mutex<Vec<LogLine>>>);
+
+    impl LogSink for Collect {
+        async fn send(&self, lines: Vec<LogLine>) {
+            self.0.lock().unwrap().extend(lines);
+        }
+    }
+
+    async fn run_bash(body: &str, cancel: CancellationToken) -> (JobOutcome, Option<i32>, Vec<LogLine>) {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Collect::default();
+        let (outcome, code) = run(dir.path(), "job", ScriptSyntax::Bash, body, "test", Duration::from_millis(500), cancel, sink.clone()).await;
+        let lines = sink.0.lock().unwrap().clone();
+        (outcome, code, lines)
+    }
+
+    #[tokio::test]
+    async fn stdout_and_stderr_lines_arrive_numbered_with_their_categories() {
+        let (outcome, code, lines) = run_bash("echo hello\necho oops >&2\nexit 0", CancellationToken::new()).await;
+        assert_eq!(outcome, JobOutcome::Succeeded);
+        assert_eq!(code, Some(0));
+        assert!(lines.iter().any(|l| l.text == "hello" && l.category == LogCategory::Info));
+        assert!(lines.iter().any(|l| l.text == "oops" && l.category == LogCategory::Error));
+        let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
+        let mut sorted = seqs.clone();
+        sorted.sort();
+        assert_eq!(seqs, sorted);
+    }
+
+    #[tokio::test]
+    async fn a_non_zero_exit_code_fails_with_the_code_in_the_reason() {
+        let (outcome, code, _) = run_bash("exit 3", CancellationToken::new()).await;
+        assert_eq!(code, Some(3));
+        assert!(matches!(outcome, JobOutcome::Failed { reason } if reason.contains("exit code 3")));
+    }
+
+    #[tokio::test]
+    async fn cancel_kills_the_script_and_its_children() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("child-alive");
+        let body = format!("(sleep 30; touch {}) &\necho started\nsleep 30", marker.display());
+        let cancel = CancellationToken::new();
+        let trigger = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            trigger.cancel();
+        });
+        let (outcome, _, lines) = run_bash(&body, cancel).await;
+        assert_eq!(outcome, JobOutcome::Canceled);
+        assert!(lines.iter().any(|l| l.text == "started"));
+        // The background child was in the same group: it must be gone too.
+        let output = std::process::Command::new("pgrep").args(["-f", &marker.display().to_string()]).output().unwrap();
+        assert!(output.stdout.is_empty(), "a child of the canceled script survived");
+    }
+
+    #[tokio::test]
+    async fn powershell_without_pwsh_fails_with_a_clear_reason() {
+        if find_on_path("pwsh").is_some() {
+            // With pwsh installed the step runs instead; that path is covered end to end.
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (outcome, _) = run(dir.path(), "job", ScriptSyntax::PowerShell, "Write-Host hi", "test", Duration::from_millis(100), CancellationToken::new(), Collect::default()).await;
+        assert!(matches!(outcome, JobOutcome::Failed { reason } if reason.contains("pwsh is not installed")));
+    }
+}
