@@ -428,6 +428,16 @@ impl Backends {
     }
 }
 
+/// Resolves when the watch flips to true (or its sender is gone): how one shutdown signal
+/// reaches every loop of a process.
+pub async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Resolves when the process receives SIGINT or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

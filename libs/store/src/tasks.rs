@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use cuttle_domain::TaskState;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
 
@@ -71,7 +71,8 @@ pub async fn lock_task(conn: &impl ConnectionTrait, id: &str) -> Result<Option<T
 pub async fn save_task(conn: &impl ConnectionTrait, task: &Task) -> Result<(), StoreError> {
     let mut task = task.clone();
     task.last_updated_time = Utc::now();
-    server_task::Entity::update(server_task::ActiveModel::from(task)).exec(conn).await?;
+    // Every column is written: callers hold the task's row lock and own its whole state.
+    server_task::Entity::update(server_task::ActiveModel::from(task).reset_all()).exec(conn).await?;
     Ok(())
 }
 
@@ -200,7 +201,7 @@ pub async fn get_job(conn: &impl ConnectionTrait, job_id: &str) -> Result<Option
 
 /// Saves every column of a job.
 pub async fn save_job(conn: &impl ConnectionTrait, job: &Job) -> Result<(), StoreError> {
-    task_job::Entity::update(task_job::ActiveModel::from(job.clone())).exec(conn).await?;
+    task_job::Entity::update(task_job::ActiveModel::from(job.clone()).reset_all()).exec(conn).await?;
     Ok(())
 }
 

@@ -86,7 +86,7 @@ pub async fn run(
         state.store.clone(),
         bus,
         state.relay.clone(),
-        wait_for(stop_rx.clone()),
+        cuttle_platform::wait_for(stop_rx.clone()),
     ));
     let app = router(state);
     let served = axum::serve(listener, app)
@@ -103,14 +103,6 @@ pub async fn run(
     served.map_err(Into::into)
 }
 
-/// Resolves when the watch flips to true (or its sender is gone).
-pub async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}
 
 trait IntoResponseBoxed {
     fn into_response_boxed(self) -> axum::response::Response;

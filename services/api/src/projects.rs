@@ -325,7 +325,7 @@ async fn project_channels(
 fn channel_routes(prefix: &str) -> Router<AppState> {
     // Channels share the generic handlers; creating one checks its project exists.
     let base = format!("{prefix}/channels");
-    resources::crud::<Channel>(prefix).route(&base, get(list_channels).post(create_channel))
+    resources::item_routes::<Channel>(prefix).route(&base, get(list_channels).post(create_channel))
 }
 
 async fn list_channels(State(state): State<AppState>, scope: SpaceScope, params: Params) -> ApiResult<Json<Collection<Channel>>> {

@@ -263,8 +263,13 @@ async fn delete<T: Resource>(
 /// list, all, get, create, modify and delete for one resource under `prefix`.
 pub fn crud<T: Resource>(prefix: &str) -> Router<AppState> {
     let base = format!("{prefix}/{}", T::COLLECTION);
+    item_routes::<T>(prefix).route(&base, get(list::<T>).post(create::<T>))
+}
+
+/// all, get, modify and delete, for resources whose list or create has extra rules.
+pub fn item_routes<T: Resource>(prefix: &str) -> Router<AppState> {
+    let base = format!("{prefix}/{}", T::COLLECTION);
     Router::new()
-        .route(&base, get(list::<T>).post(create::<T>))
         .route(&format!("{base}/all"), get(all::<T>))
         .route(&format!("{base}/{{id}}"), get(get_one::<T>).put(update::<T>).delete(delete::<T>))
 }

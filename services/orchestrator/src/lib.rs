@@ -42,7 +42,7 @@ impl Orchestrator {
     /// Runs the command and event consumers, the reaper and an outbox relay until `shutdown`.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |rx: tokio::sync::watch::Receiver<bool>| wait_for(rx);
+        let stopped = |rx: tokio::sync::watch::Receiver<bool>| cuttle_platform::wait_for(rx);
         let mut handles = Vec::new();
         handles.push(tokio::spawn(cuttle_platform::outbox::run_relay(
             self.store.clone(),
@@ -179,11 +179,3 @@ pub async fn consume_loop<F, Fut>(
     }
 }
 
-/// Resolves when the watch flips to true (or its sender is gone).
-pub async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
-    while !*stop.borrow() {
-        if stop.changed().await.is_err() {
-            return;
-        }
-    }
-}

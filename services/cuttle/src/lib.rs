@@ -1,0 +1,204 @@
+//! The `cuttle` binary's library: how the services are put together, once per process
+//! (`cuttle api`, `cuttle worker`, ...) or all in one (`cuttle server`, embedded mode).
+//!
+//! Every service follows the same shape: backends from config, then serve or consume until the
+//! shutdown future resolves. Tests drive exactly these functions.
+
+use anyhow::Context;
+use cuttle_api::AppState;
+use cuttle_api::bootstrap::{self, Bootstrap};
+use cuttle_orchestrator::Orchestrator;
+use cuttle_package_feed::PackageFeed;
+use cuttle_platform::outbox::RelayWaker;
+use cuttle_platform::{Backends, Config, Secret};
+use cuttle_worker::Worker;
+use std::future::Future;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// Backends connected, database migrated and bootstrapped: ready to serve.
+pub struct Prepared {
+    /// The configuration.
+    pub config: Config,
+    /// Connected ports.
+    pub backends: Backends,
+    /// What first-start bootstrap did (the admin key on a first start).
+    pub bootstrap: Bootstrap,
+}
+
+/// Connects every port, migrates, and bootstraps the installation (embedded mode).
+pub async fn prepare_embedded(config: Config) -> anyhow::Result<Prepared> {
+    let backends = Backends::connect(&config, true).await?;
+    let fixed_key = config.admin_api_key.as_ref().map(Secret::expose);
+    let bootstrap = bootstrap::ensure(&backends.store, fixed_key).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e:?}"))?;
+    Ok(Prepared { config, backends, bootstrap })
+}
+
+fn api_state(config: &Config, backends: &Backends, bootstrap: &Bootstrap) -> AppState {
+    AppState {
+        store: backends.store.clone(),
+        cache: backends.cache.clone(),
+        relay: RelayWaker::new(),
+        installation_id: bootstrap.installation_id.clone(),
+        node_name: config.node_name(),
+    }
+}
+
+/// The directory where this worker writes job scripts.
+fn work_dir(config: &Config) -> PathBuf {
+    config.worker.work_dir.clone().unwrap_or_else(|| config.server.data_dir.join("work"))
+}
+
+fn worker_name(config: &Config) -> String {
+    format!("{}:{}", config.node_name(), std::process::id())
+}
+
+/// Runs api, orchestrator, package feed and worker in this process until `shutdown`.
+pub async fn serve_all(
+    prepared: Prepared,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let Prepared { config, backends, bootstrap } = prepared;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || cuttle_platform::wait_for(stop_rx.clone());
+    let orchestrator = Orchestrator {
+        store: backends.store.clone(),
+        bus: backends.bus.clone(),
+        cache: backends.cache.clone(),
+        config: config.orchestrator.clone(),
+        node_name: config.node_name(),
+        relay: RelayWaker::new(),
+    };
+    let worker = Worker::new(backends.bus.clone(), backends.cache.clone(), config.worker.clone(), worker_name(&config), work_dir(&config));
+    let feed = PackageFeed { store: backends.store.clone(), blob: backends.blob.clone() };
+    let state = api_state(&config, &backends, &bootstrap);
+    let mut services = tokio::task::JoinSet::new();
+    services.spawn(orchestrator.run(stopped()));
+    services.spawn(worker.run(stopped()));
+    services.spawn(feed.run_embedded(stopped()));
+    services.spawn(cuttle_api::run(state, backends.bus.clone(), listener, stopped()));
+    let mut first_error = None;
+    tokio::select! {
+        () = shutdown => {}
+        Some(result) = services.join_next() => {
+            // A service ended on its own: stop the others and report why.
+            first_error = Some(flatten(result).err().unwrap_or_else(|| anyhow::anyhow!("a service stopped unexpectedly")));
+        }
+    }
+    if stop_tx.send(true).is_err() {
+        tracing::debug!("services already stopped");
+    }
+    while let Some(result) = services.join_next().await {
+        if let Err(err) = flatten(result) {
+            tracing::error!(error = format!("{err:#}"), "a service failed while stopping");
+        }
+    }
+    match first_error {
+        Some(err) => Err(err),
+        None => Ok(()),
+    }
+}
+
+fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow::Result<()> {
+    result.map_err(|err| anyhow::anyhow!("service task failed: {err}"))?
+}
+
+/// `cuttle api`: the REST API and outbox relay (bootstraps on start; run `cuttle migrate` first).
+pub async fn run_api(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store = cuttle_platform::connect_store(&config).await?;
+    let bus = cuttle_platform::connect_bus(&config).await?;
+    let cache = cuttle_platform::connect_cache(&config).await?;
+    let fixed_key = config.admin_api_key.as_ref().map(Secret::expose);
+    let bootstrap = bootstrap::ensure(&store, fixed_key).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e:?}"))?;
+    if let Some(key) = &bootstrap.new_admin_api_key {
+        println!("Administrator API key (shown once): {key}");
+    }
+    let state = AppState {
+        store,
+        cache,
+        relay: RelayWaker::new(),
+        installation_id: bootstrap.installation_id,
+        node_name: config.node_name(),
+    };
+    tracing::info!(address = %listener.local_addr()?, "api started");
+    cuttle_api::run(state, bus, listener, shutdown).await
+}
+
+/// Serves `/health/*` and `/metrics` for a service without its own HTTP API.
+async fn serve_ops<F, Fut>(listener: TcpListener, ready: F, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+where
+    F: Fn() -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), String>> + Send + 'static,
+{
+    axum::serve(listener, cuttle_telemetry::ops_router(ready)).with_graceful_shutdown(stop).await?;
+    Ok(())
+}
+
+/// `cuttle orchestrator`.
+pub async fn run_orchestrator(config: Config, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store = cuttle_platform::connect_store(&config).await?;
+    let orchestrator = Orchestrator {
+        store: store.clone(),
+        bus: cuttle_platform::connect_bus(&config).await?,
+        cache: cuttle_platform::connect_cache(&config).await?,
+        config: config.orchestrator.clone(),
+        node_name: config.node_name(),
+        relay: RelayWaker::new(),
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let bus = orchestrator.bus.clone();
+    let ops = tokio::spawn(serve_ops(
+        ops,
+        move || {
+            let (store, bus) = (store.clone(), bus.clone());
+            async move {
+                store.health().await.map_err(|e| format!("database: {e}"))?;
+                bus.health().await.map_err(|e| format!("bus: {e}"))
+            }
+        },
+        cuttle_platform::wait_for(stop_rx.clone()),
+    ));
+    let result = orchestrator.run(shutdown).await;
+    if stop_tx.send(true).is_err() {
+        tracing::debug!("ops listener already stopped");
+    }
+    ops.await.context("ops listener task failed")??;
+    result
+}
+
+/// `cuttle worker`.
+pub async fn run_worker(config: Config, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let bus = cuttle_platform::connect_bus(&config).await?;
+    let cache = cuttle_platform::connect_cache(&config).await?;
+    let dir = config.worker.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("cuttle-worker-{}", std::process::id())));
+    let worker = Worker::new(bus.clone(), cache.clone(), config.worker.clone(), worker_name(&config), dir);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let ops = tokio::spawn(serve_ops(
+        ops,
+        move || {
+            let (bus, cache) = (bus.clone(), cache.clone());
+            async move {
+                bus.health().await.map_err(|e| format!("bus: {e}"))?;
+                cache.health().await.map_err(|e| format!("cache: {e}"))
+            }
+        },
+        cuttle_platform::wait_for(stop_rx.clone()),
+    ));
+    let result = worker.run(shutdown).await;
+    if stop_tx.send(true).is_err() {
+        tracing::debug!("ops listener already stopped");
+    }
+    ops.await.context("ops listener task failed")??;
+    result
+}
+
+/// `cuttle package-feed`.
+pub async fn run_package_feed(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let feed = PackageFeed {
+        store: cuttle_platform::connect_store(&config).await?,
+        blob: cuttle_platform::connect_blob(&config).await?,
+    };
+    feed.serve(listener, shutdown).await
+}
