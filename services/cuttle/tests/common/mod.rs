@@ -1,0 +1,187 @@
+//! Shared harness of the integration tests: starts Cuttle in-process (all services in one
+//! process, on either mode's backends) or as real processes (`cuttle server`, or one process per
+//! service on the distributed backends), and tears it down.
+#![allow(dead_code)]
+
+use cuttle_testkit::{Client, Mode, TestEnv};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// Generates one `#[tokio::test]` per mode from an `async fn(Mode)`.
+#[macro_export]
+macro_rules! both_modes {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(cuttle_testkit::Mode::Embedded).await }
+            )*
+        }
+        mod distributed {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() { super::$name(cuttle_testkit::Mode::Distributed).await }
+            )*
+        }
+    };
+}
+
+/// Cuttle running inside the test process.
+pub struct InProcess {
+    /// Authenticated client.
+    pub client: Client,
+    env: Option<TestEnv>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl InProcess {
+    /// Starts every service in this process on `mode`'s backends.
+    pub async fn start(mode: Mode) -> InProcess {
+        let env = TestEnv::new(mode).await.expect("test environment");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let prepared = cuttle::prepare_embedded(env.config.clone()).await.expect("backends must be reachable (run infra/up.sh)");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(cuttle::serve_all(prepared, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = Client::new(format!("http://{address}"), env.api_key.clone());
+        client.wait_until_up("/api", Duration::from_secs(10)).await.expect("api up");
+        InProcess { client, env: Some(env), stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops the services and drops the test's database.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            match tokio::time::timeout(Duration::from_secs(15), task).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(err))) => panic!("server ended with an error: {err:#}"),
+                Ok(Err(err)) => panic!("server task panicked: {err}"),
+                Err(_) => panic!("server did not stop within 15 s"),
+            }
+        }
+        if let Some(env) = self.env.take() {
+            env.cleanup().await;
+        }
+    }
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+}
+
+/// The built `cuttle` binary.
+pub fn cuttle_binary() -> &'static str {
+    env!("CARGO_BIN_EXE_cuttle")
+}
+
+/// One child process, killed on drop.
+pub struct Proc {
+    /// Name for messages.
+    pub name: String,
+    /// The child.
+    pub child: Child,
+}
+
+impl Proc {
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts `cuttle <args>` with the environment's variables; output goes to files in the test
+/// directory (printed when a test fails via `logs`).
+pub fn spawn_cuttle(env: &TestEnv, name: &str, args: &[&str]) -> Proc {
+    let log = std::fs::File::create(env.dir.path().join(format!("{name}.log"))).expect("log file");
+    let err = log.try_clone().expect("log file");
+    let child = Command::new(cuttle_binary())
+        .args(args)
+        .envs(env.env_vars())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .spawn()
+        .expect("spawn cuttle");
+    Proc { name: name.to_owned(), child }
+}
+
+/// The logs of every process of a test, for failure messages.
+pub fn logs(env: &TestEnv) -> String {
+    let mut out = String::new();
+    if let Ok(entries) = std::fs::read_dir(env.dir.path()) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "log") {
+                let text = std::fs::read_to_string(&path).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                out.push_str(&format!("--- {} ---\n{}\n", path.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+            }
+        }
+    }
+    out
+}
+
+/// Distributed mode as real processes: migrate, then api, orchestrator, package-feed, worker.
+pub struct Distributed {
+    /// Authenticated client of the api process.
+    pub client: Client,
+    /// The environment (config, data dir, database).
+    pub env: TestEnv,
+    /// The api process.
+    pub api: Proc,
+    /// The orchestrator process.
+    pub orchestrator: Proc,
+    /// The package-feed process.
+    pub feed: Proc,
+    /// Worker processes.
+    pub workers: Vec<Proc>,
+}
+
+impl Distributed {
+    /// Starts each service as its own process on PostgreSQL, RabbitMQ, Redis and S3.
+    pub async fn start() -> Distributed {
+        let env = TestEnv::new(Mode::Distributed).await.expect("test environment");
+        let status = Command::new(cuttle_binary()).arg("migrate").envs(env.env_vars()).status().expect("migrate");
+        assert!(status.success(), "cuttle migrate failed");
+        let api_port = free_port();
+        let api = spawn_cuttle(&env, "api", &["api", "--listen", &format!("127.0.0.1:{api_port}")]);
+        let orchestrator = spawn_cuttle(&env, "orchestrator", &["orchestrator", "--ops-listen", &format!("127.0.0.1:{}", free_port())]);
+        let feed = spawn_cuttle(&env, "package-feed", &["package-feed", "--listen", &format!("127.0.0.1:{}", free_port())]);
+        let client = Client::new(format!("http://127.0.0.1:{api_port}"), env.api_key.clone());
+        if let Err(err) = client.wait_until_up("/api", Duration::from_secs(20)).await {
+            panic!("{err:#}\n{}", logs(&env));
+        }
+        let mut distributed = Distributed { client, env, api, orchestrator, feed, workers: Vec::new() };
+        distributed.add_worker();
+        distributed
+    }
+
+    /// Starts one more worker process.
+    pub fn add_worker(&mut self) -> usize {
+        let name = format!("worker-{}", self.workers.len() + 1);
+        let proc = spawn_cuttle(&self.env, &name, &["worker", "--ops-listen", &format!("127.0.0.1:{}", free_port())]);
+        self.workers.push(proc);
+        self.workers.len() - 1
+    }
+
+    /// Stops every process and drops the database.
+    pub async fn stop(self) {
+        let Distributed { env, api, orchestrator, feed, workers, .. } = self;
+        drop((api, orchestrator, feed, workers));
+        env.cleanup().await;
+    }
+}
