@@ -378,7 +378,9 @@ impl MigrationTrait for Migration {
             IdCounters::Table.into_iden(),
             Documents::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).if_exists().to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).if_exists().to_owned())
+                .await?;
         }
         Ok(())
     }

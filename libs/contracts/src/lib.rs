@@ -178,11 +178,15 @@ impl WorkerEvent {
     }
 }
 
-/// Broadcast to all workers: stop every job of this task.
+/// Broadcast to all workers: stop every job of this task, or only one of its jobs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CancelTask {
     /// Task.
     pub task_id: String,
+    /// When set, only this job is stopped (a job that started after the orchestrator had
+    /// already ended it); the rest of the task goes on.
+    #[serde(default)]
+    pub job_id: Option<String>,
 }
 
 impl CancelTask {
@@ -206,7 +210,9 @@ mod tests {
 
     #[test]
     fn messages_carry_their_versioned_kind_on_the_wire() {
-        let command = OrchestratorCommand::TaskQueued { task_id: "ServerTasks-1".into() };
+        let command = OrchestratorCommand::TaskQueued {
+            task_id: "ServerTasks-1".into(),
+        };
         let json = serde_json::to_value(&command).unwrap();
         assert_eq!(json["Type"], "TaskQueued.v1");
         assert_eq!(json["Type"], command.kind());

@@ -35,7 +35,10 @@ impl SpaceId {
     pub fn parse(value: &str) -> Result<Self, IdError> {
         match numeric_suffix(value, "Spaces") {
             Some(n) => Ok(SpaceId(format!("Spaces-{n}"))),
-            None => Err(IdError { kind: "Space", value: value.to_owned() }),
+            None => Err(IdError {
+                kind: "Space",
+                value: value.to_owned(),
+            }),
         }
     }
 

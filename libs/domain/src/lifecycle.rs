@@ -31,7 +31,9 @@ pub enum ProgressionError {
         lifecycle: String,
     },
     /// An earlier phase is not complete yet.
-    #[error("the release cannot be deployed to '{environment}' yet: phase '{phase}' of lifecycle '{lifecycle}' must be completed first")]
+    #[error(
+        "the release cannot be deployed to '{environment}' yet: phase '{phase}' of lifecycle '{lifecycle}' must be completed first"
+    )]
     EarlierPhaseIncomplete {
         /// Environment name.
         environment: String,
@@ -56,7 +58,10 @@ pub fn effective_phases(phases: &[Phase], all_environments: &[(String, String)])
             })
             .collect();
     }
-    let named: Vec<&String> = phases.iter().flat_map(|p| p.environment_ids.iter()).collect();
+    let named: Vec<&String> = phases
+        .iter()
+        .flat_map(|p| p.environment_ids.iter())
+        .collect();
     phases
         .iter()
         .map(|phase| {
@@ -66,7 +71,10 @@ pub fn effective_phases(phases: &[Phase], all_environments: &[(String, String)])
                     .filter(|(id, _)| !named.contains(&id))
                     .map(|(id, _)| id.clone())
                     .collect();
-                Phase { environment_ids: rest, ..phase.clone() }
+                Phase {
+                    environment_ids: rest,
+                    ..phase.clone()
+                }
             } else {
                 phase.clone()
             }
@@ -89,8 +97,9 @@ pub fn check_progression(
         .map(|(_, name)| name.clone())
         .unwrap_or_else(|| environment_id.to_owned());
     let phases = effective_phases(phases, all_environments);
-    let Some(target_index) =
-        phases.iter().position(|p| p.environment_ids.iter().any(|id| id == environment_id))
+    let Some(target_index) = phases
+        .iter()
+        .position(|p| p.environment_ids.iter().any(|id| id == environment_id))
     else {
         return Err(ProgressionError::NotInLifecycle {
             environment: environment_name,
@@ -101,8 +110,11 @@ pub fn check_progression(
         if phase.is_optional || phase.environment_ids.is_empty() {
             continue;
         }
-        let done =
-            phase.environment_ids.iter().filter(|id| deployed_successfully.contains(id)).count();
+        let done = phase
+            .environment_ids
+            .iter()
+            .filter(|id| deployed_successfully.contains(id))
+            .count();
         let needed = match phase.minimum_environments_before_promotion {
             0 => phase.environment_ids.len(),
             n => n.min(phase.environment_ids.len()),

@@ -48,7 +48,9 @@ impl TaskState {
 
     /// Parses the wire spelling, case-insensitively.
     pub fn parse(value: &str) -> Option<TaskState> {
-        Self::ALL.into_iter().find(|state| state.as_str().eq_ignore_ascii_case(value.trim()))
+        Self::ALL
+            .into_iter()
+            .find(|state| state.as_str().eq_ignore_ascii_case(value.trim()))
     }
 
     /// True for the four terminal states.
@@ -158,7 +160,10 @@ impl LogCategory {
 
     /// Warnings and worse make `HasWarningsOrErrors` true.
     pub fn is_warning_or_error(self) -> bool {
-        matches!(self, LogCategory::Warning | LogCategory::Error | LogCategory::Fatal)
+        matches!(
+            self,
+            LogCategory::Warning | LogCategory::Error | LogCategory::Fatal
+        )
     }
 }
 
@@ -166,7 +171,11 @@ impl LogCategory {
 pub fn describe_duration(millis: i64) -> String {
     let seconds = (millis.max(0) + 500) / 1000;
     let plural = |n: i64, unit: &str| {
-        if n == 1 { format!("1 {unit}") } else { format!("{n} {unit}s") }
+        if n == 1 {
+            format!("1 {unit}")
+        } else {
+            format!("{n} {unit}s")
+        }
     };
     if seconds < 60 {
         plural(seconds, "second")
@@ -183,10 +192,18 @@ mod tests {
 
     #[test]
     fn only_the_four_terminal_states_are_completed() {
-        let completed: Vec<_> = TaskState::ALL.into_iter().filter(|s| s.is_completed()).collect();
+        let completed: Vec<_> = TaskState::ALL
+            .into_iter()
+            .filter(|s| s.is_completed())
+            .collect();
         assert_eq!(
             completed,
-            [TaskState::Success, TaskState::Failed, TaskState::Canceled, TaskState::TimedOut]
+            [
+                TaskState::Success,
+                TaskState::Failed,
+                TaskState::Canceled,
+                TaskState::TimedOut
+            ]
         );
         assert_eq!(TaskState::parse("executing"), Some(TaskState::Executing));
         assert_eq!(TaskState::parse("New"), None);

@@ -9,7 +9,9 @@ pub struct ReleaseVersion {
 
 /// A version string that is not a valid release version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{0}' is not a valid version: expected Major.Minor.Patch with an optional -prerelease or +metadata, such as 1.2.3 or 1.2.3-beta.1")]
+#[error(
+    "'{0}' is not a valid version: expected Major.Minor.Patch with an optional -prerelease or +metadata, such as 1.2.3 or 1.2.3-beta.1"
+)]
 pub struct InvalidVersion(pub String);
 
 impl ReleaseVersion {
@@ -35,12 +37,18 @@ impl ReleaseVersion {
         if !(2..=4).contains(&numbers.len()) {
             return Err(invalid());
         }
-        let suffix_ok = suffix.chars().skip(1).all(|c| c.is_ascii_alphanumeric() || "-.+".contains(c))
+        let suffix_ok = suffix
+            .chars()
+            .skip(1)
+            .all(|c| c.is_ascii_alphanumeric() || "-.+".contains(c))
             && suffix.len() != 1;
         if !suffix_ok {
             return Err(invalid());
         }
-        Ok(ReleaseVersion { numbers, suffix: suffix.to_owned() })
+        Ok(ReleaseVersion {
+            numbers,
+            suffix: suffix.to_owned(),
+        })
     }
 
     /// The version after this one under the default template
@@ -77,10 +85,26 @@ mod tests {
 
     #[test]
     fn versions_accept_semver_and_four_parts_and_refuse_garbage() {
-        for ok in ["1.0", "1.2.3", "1.2.3.4", "1.2.3-beta.1", "1.2.3+build.5", "2025.1.0-rc1+sha"] {
+        for ok in [
+            "1.0",
+            "1.2.3",
+            "1.2.3.4",
+            "1.2.3-beta.1",
+            "1.2.3+build.5",
+            "2025.1.0-rc1+sha",
+        ] {
             assert!(ReleaseVersion::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "1", "1.2.3.4.5", "a.b.c", "1..2", "1.2.3-", "1.2.3 beta", "1.2.3-bé"] {
+        for bad in [
+            "",
+            "1",
+            "1.2.3.4.5",
+            "a.b.c",
+            "1..2",
+            "1.2.3-",
+            "1.2.3 beta",
+            "1.2.3-bé",
+        ] {
             assert!(ReleaseVersion::parse(bad).is_err(), "{bad}");
         }
     }

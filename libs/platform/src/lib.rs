@@ -42,7 +42,11 @@ impl Secret {
 
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"********\"" })
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"********\""
+        })
     }
 }
 
@@ -226,7 +230,11 @@ pub struct OrchestratorConfig {
 
 impl Default for OrchestratorConfig {
     fn default() -> Self {
-        OrchestratorConfig { heartbeat_timeout_secs: 15, start_timeout_secs: 900, reaper_interval_ms: 2_000 }
+        OrchestratorConfig {
+            heartbeat_timeout_secs: 15,
+            start_timeout_secs: 900,
+            reaper_interval_ms: 2_000,
+        }
     }
 }
 
@@ -253,7 +261,12 @@ pub struct WorkerConfig {
 
 impl Default for WorkerConfig {
     fn default() -> Self {
-        WorkerConfig { concurrency: 8, heartbeat_interval_ms: 3_000, work_dir: None, kill_grace_secs: 3 }
+        WorkerConfig {
+            concurrency: 8,
+            heartbeat_interval_ms: 3_000,
+            work_dir: None,
+            kill_grace_secs: 3,
+        }
     }
 }
 
@@ -269,8 +282,10 @@ impl Config {
             figment = figment.merge(Toml::file(path));
         }
         figment = figment.merge(Env::prefixed("CUTTLE_").split("__").filter(|key| {
-            // CUTTLE_TEST_* variables belong to the test suite, not to the server.
-            !key.as_str().starts_with("test")
+            // CUTTLE_TEST_* belong to the test suite and CUTTLE_CONFIG names the file (read by
+            // the CLI), so neither is a configuration key.
+            let key = key.as_str().to_ascii_lowercase();
+            !key.starts_with("test_") && key != "config"
         }));
         let config: Config = figment.extract().context("invalid configuration")?;
         config.validate()?;
@@ -288,12 +303,12 @@ impl Config {
         if self.blob.kind == BlobKind::S3 && self.blob.bucket.trim().is_empty() {
             anyhow::bail!("blob.bucket (CUTTLE_BLOB__BUCKET) is required when blob.kind is s3");
         }
-        if let Some(key) = &self.admin_api_key {
-            if !is_valid_api_key(key.expose()) {
-                anyhow::bail!(
-                    "admin_api_key (CUTTLE_ADMIN_API_KEY) must look like API-XXXXXXXX: 'API-' then at least 16 upper-case letters or digits"
-                );
-            }
+        if let Some(key) = &self.admin_api_key
+            && !is_valid_api_key(key.expose())
+        {
+            anyhow::bail!(
+                "admin_api_key (CUTTLE_ADMIN_API_KEY) must look like API-XXXXXXXX: 'API-' then at least 16 upper-case letters or digits"
+            );
         }
         if self.worker.concurrency == 0 {
             anyhow::bail!("worker.concurrency must be at least 1");
@@ -305,7 +320,10 @@ impl Config {
     pub fn database_url(&self) -> String {
         match &self.database.url {
             Some(url) if !url.expose().is_empty() => url.expose().to_owned(),
-            _ => format!("sqlite://{}?mode=rwc", self.server.data_dir.join("cuttle.db").display()),
+            _ => format!(
+                "sqlite://{}?mode=rwc",
+                self.server.data_dir.join("cuttle.db").display()
+            ),
         }
     }
 
@@ -331,8 +349,12 @@ impl Config {
 
 /// The shape Go's client enforces and Octopus issues: `API-` then upper-case letters and digits.
 pub fn is_valid_api_key(key: &str) -> bool {
-    key.strip_prefix("API-")
-        .is_some_and(|rest| rest.len() >= 16 && rest.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()))
+    key.strip_prefix("API-").is_some_and(|rest| {
+        rest.len() >= 16
+            && rest
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    })
 }
 
 /// Opens the database (creating the data directory for SQLite).
@@ -340,10 +362,15 @@ pub async fn connect_store(config: &Config) -> anyhow::Result<Store> {
     let url = config.database_url();
     if url.starts_with("sqlite:") {
         std::fs::create_dir_all(&config.server.data_dir).with_context(|| {
-            format!("cannot create data directory {}", config.server.data_dir.display())
+            format!(
+                "cannot create data directory {}",
+                config.server.data_dir.display()
+            )
         })?;
     }
-    Store::connect(&url).await.context("cannot connect to the database (database.url)")
+    Store::connect(&url)
+        .await
+        .context("cannot connect to the database (database.url)")
 }
 
 /// Connects the configured bus. The in-process bus only connects services of this process.
@@ -351,7 +378,12 @@ pub async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
     Ok(match config.bus.kind {
         BusKind::InProcess => Arc::new(InProcessBus::new()),
         BusKind::Rabbitmq => {
-            let url = config.bus.url.as_ref().map(Secret::expose).unwrap_or_default();
+            let url = config
+                .bus
+                .url
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default();
             Arc::new(
                 RabbitMqBus::connect(url, &config.bus.prefix)
                     .await
@@ -365,7 +397,11 @@ pub async fn connect_bus(config: &Config) -> anyhow::Result<Arc<dyn Bus>> {
 pub async fn connect_blob(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>> {
     Ok(match config.blob.kind {
         BlobKind::Local => {
-            let dir = config.blob.dir.clone().unwrap_or_else(|| config.server.data_dir.join("blobs"));
+            let dir = config
+                .blob
+                .dir
+                .clone()
+                .unwrap_or_else(|| config.server.data_dir.join("blobs"));
             Arc::new(LocalBlobStore::new(dir).context("cannot open the blob directory (blob.dir)")?)
         }
         BlobKind::S3 => {
@@ -375,11 +411,18 @@ pub async fn connect_blob(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>>
                 region: blob.region.clone(),
                 bucket: blob.bucket.clone(),
                 access_key_id: blob.access_key_id.clone(),
-                secret_access_key: blob.secret_access_key.as_ref().map(|s| s.expose().to_owned()),
+                secret_access_key: blob
+                    .secret_access_key
+                    .as_ref()
+                    .map(|s| s.expose().to_owned()),
                 force_path_style: blob.force_path_style,
                 part_size: cuttle_blob::DEFAULT_PART_SIZE,
             };
-            Arc::new(S3BlobStore::connect(s3).await.context("cannot connect to S3 (blob.*)")?)
+            Arc::new(
+                S3BlobStore::connect(s3)
+                    .await
+                    .context("cannot connect to S3 (blob.*)")?,
+            )
         }
     })
 }
@@ -389,7 +432,12 @@ pub async fn connect_cache(config: &Config) -> anyhow::Result<Arc<dyn Cache>> {
     Ok(match config.cache.kind {
         CacheKind::Memory => Arc::new(MemoryCache::new()),
         CacheKind::Redis => {
-            let url = config.cache.url.as_ref().map(Secret::expose).unwrap_or_default();
+            let url = config
+                .cache
+                .url
+                .as_ref()
+                .map(Secret::expose)
+                .unwrap_or_default();
             Arc::new(
                 RedisCache::connect(url, &config.cache.prefix)
                     .await
@@ -472,7 +520,10 @@ mod tests {
 
     #[test]
     fn secrets_never_print() {
-        let config = Config { admin_api_key: Some(Secret::new("API-SECRETSECRETSECRET")), ..Config::default() };
+        let config = Config {
+            admin_api_key: Some(Secret::new("API-SECRETSECRETSECRET")),
+            ..Config::default()
+        };
         assert!(!format!("{config:?}").contains("SECRETSECRET"));
     }
 
@@ -486,6 +537,22 @@ mod tests {
         std::fs::write(&path, "[bus]\nkinds = \"rabbitmq\"\n").unwrap();
         let err = format!("{:#}", Config::load(Some(&path)).unwrap_err());
         assert!(err.contains("kinds"), "{err}");
+    }
+
+    #[test]
+    #[allow(
+        clippy::result_large_err,
+        reason = "figment's Jail API fixes the error type"
+    )]
+    fn test_suite_variables_are_not_read_as_configuration() {
+        // SAFETY of the global environment: no other test in this crate reads CUTTLE_TEST_*.
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CUTTLE_TEST_SOMETHING", "1");
+            jail.set_env("CUTTLE_BUS__PREFIX", "from-env.");
+            let config = Config::load(None).map_err(|e| figment::Error::from(e.to_string()))?;
+            assert_eq!(config.bus.prefix, "from-env.");
+            Ok(())
+        });
     }
 
     #[test]

@@ -39,7 +39,15 @@ pub async fn enqueue<T: serde::Serialize>(
     })?;
     let mut headers = BTreeMap::new();
     cuttle_telemetry::inject_context(&mut headers);
-    outbox::enqueue(conn, queue, &message.id, &message.kind, &message.payload, &headers).await
+    outbox::enqueue(
+        conn,
+        queue,
+        &message.id,
+        &message.kind,
+        &message.payload,
+        &headers,
+    )
+    .await
 }
 
 /// Publishes pending outbox rows until `shutdown` resolves.
@@ -77,7 +85,8 @@ pub async fn relay_once(store: &Store, bus: &dyn Bus) -> Result<u64, anyhow::Err
     let mut done = Vec::with_capacity(rows.len());
     let mut failure = None;
     for row in rows {
-        let headers: BTreeMap<String, String> = serde_json::from_str(&row.headers).unwrap_or_default();
+        let headers: BTreeMap<String, String> =
+            serde_json::from_str(&row.headers).unwrap_or_default();
         let message = Message {
             id: row.message_id.clone(),
             kind: row.kind.clone(),
@@ -96,7 +105,9 @@ pub async fn relay_once(store: &Store, bus: &dyn Bus) -> Result<u64, anyhow::Err
     outbox::remove(&txn, done).await?;
     txn.commit().await?;
     match failure {
-        Some(err) => Err(anyhow::anyhow!("publishing an outbox message failed: {err}")),
+        Some(err) => Err(anyhow::anyhow!(
+            "publishing an outbox message failed: {err}"
+        )),
         None => Ok(n),
     }
 }

@@ -6,8 +6,8 @@ use crate::{SpaceId, StoreError};
 use chrono::Utc;
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -116,18 +116,21 @@ pub async fn replace(
     let Some(current) = get(conn, space_id, kind, id).await? else {
         return Ok(None);
     };
-    if let Some(expected) = replacement.expected_version {
-        if expected != current.version {
-            return Err(StoreError::VersionMismatch(format!(
-                "{kind} {id} was modified by someone else (version {expected} was sent, the current version is {}); reload it and try again",
-                current.version
-            )));
-        }
+    if let Some(expected) = replacement.expected_version
+        && expected != current.version
+    {
+        return Err(StoreError::VersionMismatch(format!(
+            "{kind} {id} was modified by someone else (version {expected} was sent, the current version is {}); reload it and try again",
+            current.version
+        )));
     }
     let now = Utc::now();
     let result = Entity::update_many()
         .col_expr(Column::Name, Expr::value(replacement.name.clone()))
-        .col_expr(Column::UniqueKey, Expr::value(replacement.unique_key.clone()))
+        .col_expr(
+            Column::UniqueKey,
+            Expr::value(replacement.unique_key.clone()),
+        )
         .col_expr(Column::SortOrder, Expr::value(replacement.sort_order))
         .col_expr(Column::Data, Expr::value(replacement.data.to_string()))
         .col_expr(Column::Version, Expr::value(current.version + 1))
@@ -180,7 +183,9 @@ pub async fn find_by_name(
     let mut query = Entity::find()
         .filter(Column::SpaceId.eq(space_id.as_str()))
         .filter(Column::Kind.eq(kind))
-        .filter(Expr::expr(Func::lower(Expr::col(Column::Name))).eq(Expr::val(name.to_lowercase())));
+        .filter(
+            Expr::expr(Func::lower(Expr::col(Column::Name))).eq(Expr::val(name.to_lowercase())),
+        );
     if let Some(parent) = parent_id {
         query = query.filter(Column::ParentId.eq(parent));
     }
@@ -204,11 +209,16 @@ pub async fn list(
         select = select.filter(Column::ParentId.eq(parent.as_str()));
     }
     if let Some(name) = &query.name {
-        select =
-            select.filter(Expr::expr(Func::lower(Expr::col(Column::Name))).eq(Expr::val(name.to_lowercase())));
+        select = select.filter(
+            Expr::expr(Func::lower(Expr::col(Column::Name))).eq(Expr::val(name.to_lowercase())),
+        );
     }
     if let Some(partial) = query.partial_name.as_deref().filter(|p| !p.is_empty()) {
-        let escaped = partial.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = partial
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         select = select.filter(
             Expr::expr(Func::lower(Expr::col(Column::Name)))
                 .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
@@ -235,7 +245,11 @@ pub async fn list_spaces(
         select = select.filter(Column::Id.is_in(query.ids.clone()));
     }
     if let Some(partial) = query.partial_name.as_deref().filter(|p| !p.is_empty()) {
-        let escaped = partial.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+        let escaped = partial
+            .to_lowercase()
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
         select = select.filter(
             Expr::expr(Func::lower(Expr::col(Column::Name)))
                 .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
@@ -285,15 +299,23 @@ pub async fn delete_children(
 }
 
 /// Deletes every document of a space, the space's own included.
-pub async fn delete_space(conn: &impl ConnectionTrait, space_id: &SpaceId) -> Result<u64, StoreError> {
-    let result = Entity::delete_many().filter(Column::SpaceId.eq(space_id.as_str())).exec(conn).await?;
+pub async fn delete_space(
+    conn: &impl ConnectionTrait,
+    space_id: &SpaceId,
+) -> Result<u64, StoreError> {
+    let result = Entity::delete_many()
+        .filter(Column::SpaceId.eq(space_id.as_str()))
+        .exec(conn)
+        .await?;
     Ok(result.rows_affected)
 }
 
 /// Parses a document's JSON into its wire type.
 pub fn decode<T: DeserializeOwned>(doc: &Document) -> Result<T, StoreError> {
-    serde_json::from_str(&doc.data)
-        .map_err(|err| StoreError::Corrupt { id: doc.id.clone(), reason: err.to_string() })
+    serde_json::from_str(&doc.data).map_err(|err| StoreError::Corrupt {
+        id: doc.id.clone(),
+        reason: err.to_string(),
+    })
 }
 
 /// Serialises a wire type for storage; `Links` are dropped since they are computed on output.

@@ -16,10 +16,12 @@ pub mod sea_orm_err {
     //! Re-export so callers can convert database errors without depending on sea-orm.
     pub use sea_orm::DbErr;
 }
-pub use sea_orm::{ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait};
+pub use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbBackend, TransactionTrait,
+};
 
-use sea_orm::{ConnectOptions, Database, DbErr};
 use cuttle_migrations::MigratorTrait;
+use sea_orm::{ConnectOptions, Database, DbErr};
 use std::time::Duration;
 
 /// What can go wrong in the store.
@@ -57,14 +59,19 @@ impl Store {
     /// connection turns "database is locked" races into an orderly queue.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let mut options = ConnectOptions::new(url.to_owned());
-        options.sqlx_logging(false).acquire_timeout(Duration::from_secs(30));
+        options
+            .sqlx_logging(false)
+            .acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite:") {
-            options.max_connections(1).min_connections(1).map_sqlx_sqlite_opts(|o| {
-                o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
-                    .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
-                    .busy_timeout(Duration::from_secs(10))
-                    .create_if_missing(true)
-            });
+            options
+                .max_connections(1)
+                .min_connections(1)
+                .map_sqlx_sqlite_opts(|o| {
+                    o.journal_mode(sea_orm::sqlx::sqlite::SqliteJournalMode::Wal)
+                        .synchronous(sea_orm::sqlx::sqlite::SqliteSynchronous::Normal)
+                        .busy_timeout(Duration::from_secs(10))
+                        .create_if_missing(true)
+                });
         } else {
             options.max_connections(16).min_connections(1);
         }
@@ -108,15 +115,21 @@ pub async fn next_id(conn: &impl ConnectionTrait, prefix: &str) -> Result<String
 pub async fn next_number(conn: &impl ConnectionTrait, prefix: &str) -> Result<i64, StoreError> {
     use entities::id_counter;
     use sea_orm::sea_query::{Expr, ExprTrait};
-    use sea_orm::{ActiveValue::Set, EntityTrait, QueryFilter, ColumnTrait};
+    use sea_orm::{ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
     // Insert-or-ignore, then increment: both backends serialise the UPDATE on the row, so two
     // transactions never receive the same number.
-    id_counter::Entity::insert(id_counter::ActiveModel { prefix: Set(prefix.to_owned()), last: Set(0) })
-        .on_conflict_do_nothing_on([id_counter::Column::Prefix])
-        .exec(conn)
-        .await?;
+    id_counter::Entity::insert(id_counter::ActiveModel {
+        prefix: Set(prefix.to_owned()),
+        last: Set(0),
+    })
+    .on_conflict_do_nothing_on([id_counter::Column::Prefix])
+    .exec(conn)
+    .await?;
     id_counter::Entity::update_many()
-        .col_expr(id_counter::Column::Last, Expr::col(id_counter::Column::Last).add(1))
+        .col_expr(
+            id_counter::Column::Last,
+            Expr::col(id_counter::Column::Last).add(1),
+        )
         .filter(id_counter::Column::Prefix.eq(prefix))
         .exec(conn)
         .await?;

@@ -7,8 +7,8 @@ use chrono::Utc;
 use sea_orm::sea_query::LockBehavior;
 use sea_orm::sea_query::LockType;
 use sea_orm::{
-    ActiveValue::{NotSet, Set}, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 use std::collections::BTreeMap;
 
@@ -58,6 +58,9 @@ pub async fn remove(conn: &impl ConnectionTrait, ids: Vec<i64>) -> Result<(), St
     if ids.is_empty() {
         return Ok(());
     }
-    Entity::delete_many().filter(Column::Id.is_in(ids)).exec(conn).await?;
+    Entity::delete_many()
+        .filter(Column::Id.is_in(ids))
+        .exec(conn)
+        .await?;
     Ok(())
 }

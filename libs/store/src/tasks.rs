@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use cuttle_domain::TaskState;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 
 /// A stored task.
@@ -72,7 +72,9 @@ pub async fn save_task(conn: &impl ConnectionTrait, task: &Task) -> Result<(), S
     let mut task = task.clone();
     task.last_updated_time = Utc::now();
     // Every column is written: callers hold the task's row lock and own its whole state.
-    server_task::Entity::update(server_task::ActiveModel::from(task).reset_all()).exec(conn).await?;
+    server_task::Entity::update(server_task::ActiveModel::from(task).reset_all())
+        .exec(conn)
+        .await?;
     Ok(())
 }
 
@@ -134,7 +136,10 @@ pub async fn list_tasks(
 }
 
 /// Counts tasks in a state (for the queued/executing gauges).
-pub async fn count_in_state(conn: &impl ConnectionTrait, state: TaskState) -> Result<u64, StoreError> {
+pub async fn count_in_state(
+    conn: &impl ConnectionTrait,
+    state: TaskState,
+) -> Result<u64, StoreError> {
     Ok(server_task::Entity::find()
         .filter(server_task::Column::State.eq(state.as_str()))
         .count(conn)
@@ -158,7 +163,10 @@ pub async fn tasks_in_state_since(
 }
 
 /// Deletes every task of a space with its jobs and logs.
-pub async fn delete_space_tasks(conn: &impl ConnectionTrait, space_id: &SpaceId) -> Result<(), StoreError> {
+pub async fn delete_space_tasks(
+    conn: &impl ConnectionTrait,
+    space_id: &SpaceId,
+) -> Result<(), StoreError> {
     let ids: Vec<String> = server_task::Entity::find()
         .filter(server_task::Column::SpaceId.eq(space_id.as_str()))
         .all(conn)
@@ -167,9 +175,18 @@ pub async fn delete_space_tasks(conn: &impl ConnectionTrait, space_id: &SpaceId)
         .map(|t| t.id)
         .collect();
     for chunk in ids.chunks(500) {
-        task_log::Entity::delete_many().filter(task_log::Column::TaskId.is_in(chunk.to_vec())).exec(conn).await?;
-        task_job::Entity::delete_many().filter(task_job::Column::TaskId.is_in(chunk.to_vec())).exec(conn).await?;
-        server_task::Entity::delete_many().filter(server_task::Column::Id.is_in(chunk.to_vec())).exec(conn).await?;
+        task_log::Entity::delete_many()
+            .filter(task_log::Column::TaskId.is_in(chunk.to_vec()))
+            .exec(conn)
+            .await?;
+        task_job::Entity::delete_many()
+            .filter(task_job::Column::TaskId.is_in(chunk.to_vec()))
+            .exec(conn)
+            .await?;
+        server_task::Entity::delete_many()
+            .filter(server_task::Column::Id.is_in(chunk.to_vec()))
+            .exec(conn)
+            .await?;
     }
     Ok(())
 }
@@ -186,7 +203,10 @@ pub async fn insert_jobs(conn: &impl ConnectionTrait, jobs: Vec<Job>) -> Result<
 }
 
 /// Jobs of a task in plan order.
-pub async fn jobs_for_task(conn: &impl ConnectionTrait, task_id: &str) -> Result<Vec<Job>, StoreError> {
+pub async fn jobs_for_task(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+) -> Result<Vec<Job>, StoreError> {
     Ok(task_job::Entity::find()
         .filter(task_job::Column::TaskId.eq(task_id))
         .order_by_asc(task_job::Column::Position)
@@ -196,12 +216,16 @@ pub async fn jobs_for_task(conn: &impl ConnectionTrait, task_id: &str) -> Result
 
 /// Reads one job.
 pub async fn get_job(conn: &impl ConnectionTrait, job_id: &str) -> Result<Option<Job>, StoreError> {
-    Ok(task_job::Entity::find_by_id(job_id.to_owned()).one(conn).await?)
+    Ok(task_job::Entity::find_by_id(job_id.to_owned())
+        .one(conn)
+        .await?)
 }
 
 /// Saves every column of a job.
 pub async fn save_job(conn: &impl ConnectionTrait, job: &Job) -> Result<(), StoreError> {
-    task_job::Entity::update(task_job::ActiveModel::from(job.clone()).reset_all()).exec(conn).await?;
+    task_job::Entity::update(task_job::ActiveModel::from(job.clone()).reset_all())
+        .exec(conn)
+        .await?;
     Ok(())
 }
 
@@ -274,7 +298,10 @@ pub async fn append_log(
 }
 
 /// A task's whole log, in order.
-pub async fn read_log(conn: &impl ConnectionTrait, task_id: &str) -> Result<Vec<LogRow>, StoreError> {
+pub async fn read_log(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+) -> Result<Vec<LogRow>, StoreError> {
     Ok(task_log::Entity::find()
         .filter(task_log::Column::TaskId.eq(task_id))
         .order_by_asc(task_log::Column::Id)
@@ -284,7 +311,11 @@ pub async fn read_log(conn: &impl ConnectionTrait, task_id: &str) -> Result<Vec<
 
 /// Records a heartbeat, only while the job is still running (a late heartbeat must never
 /// resurrect a job the reaper or a finish already ended).
-pub async fn touch_job_heartbeat(conn: &impl ConnectionTrait, job_id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+pub async fn touch_job_heartbeat(
+    conn: &impl ConnectionTrait,
+    job_id: &str,
+    at: DateTime<Utc>,
+) -> Result<bool, StoreError> {
     use sea_orm::sea_query::Expr;
     let result = task_job::Entity::update_many()
         .col_expr(task_job::Column::HeartbeatAt, Expr::value(at))
@@ -296,7 +327,10 @@ pub async fn touch_job_heartbeat(conn: &impl ConnectionTrait, job_id: &str, at: 
 }
 
 /// Sets `HasWarningsOrErrors` without touching any other column.
-pub async fn mark_task_warnings(conn: &impl ConnectionTrait, task_id: &str) -> Result<(), StoreError> {
+pub async fn mark_task_warnings(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+) -> Result<(), StoreError> {
     use sea_orm::sea_query::Expr;
     server_task::Entity::update_many()
         .col_expr(server_task::Column::HasWarningsOrErrors, Expr::value(true))

@@ -10,7 +10,9 @@ pub type User = user::Model;
 
 /// Creates a user.
 pub async fn insert_user(conn: &impl ConnectionTrait, user: User) -> Result<User, StoreError> {
-    user::Entity::insert(user::ActiveModel::from(user.clone())).exec_without_returning(conn).await?;
+    user::Entity::insert(user::ActiveModel::from(user.clone()))
+        .exec_without_returning(conn)
+        .await?;
     Ok(user)
 }
 
@@ -24,7 +26,10 @@ pub async fn find_user_by_name(
     conn: &impl ConnectionTrait,
     username: &str,
 ) -> Result<Option<User>, StoreError> {
-    Ok(user::Entity::find().filter(user::Column::Username.eq(username)).one(conn).await?)
+    Ok(user::Entity::find()
+        .filter(user::Column::Username.eq(username))
+        .one(conn)
+        .await?)
 }
 
 /// Stores a new API key hash for a user.
@@ -53,8 +58,10 @@ pub async fn user_for_key_hash(
     conn: &impl ConnectionTrait,
     key_hash: &str,
 ) -> Result<Option<User>, StoreError> {
-    let Some(key) =
-        api_key::Entity::find().filter(api_key::Column::KeyHash.eq(key_hash)).one(conn).await?
+    let Some(key) = api_key::Entity::find()
+        .filter(api_key::Column::KeyHash.eq(key_hash))
+        .one(conn)
+        .await?
     else {
         return Ok(None);
     };

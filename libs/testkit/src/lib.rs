@@ -23,11 +23,13 @@ pub enum Mode {
 pub mod endpoints {
     /// PostgreSQL server URL (without a database).
     pub fn postgres() -> String {
-        std::env::var("CUTTLE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+        std::env::var("CUTTLE_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
     }
     /// RabbitMQ URL.
     pub fn amqp() -> String {
-        std::env::var("CUTTLE_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
+        std::env::var("CUTTLE_TEST_AMQP_URL")
+            .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
     }
     /// Redis URL.
     pub fn redis() -> String {
@@ -41,7 +43,13 @@ pub mod endpoints {
 
 /// A generated administrator key in Octopus's shape.
 pub fn random_api_key() -> String {
-    let tail: String = uuid::Uuid::new_v4().simple().to_string().to_uppercase().chars().take(26).collect();
+    let tail: String = uuid::Uuid::new_v4()
+        .simple()
+        .to_string()
+        .to_uppercase()
+        .chars()
+        .take(26)
+        .collect();
     format!("API-{tail}")
 }
 
@@ -91,7 +99,12 @@ impl TestEnv {
             config.blob.force_path_style = true;
             database = Some(name);
         }
-        Ok(TestEnv { config, api_key, dir, database })
+        Ok(TestEnv {
+            config,
+            api_key,
+            dir,
+            database,
+        })
     }
 
     /// The same configuration as `CUTTLE_*` environment variables, for child processes.
@@ -99,11 +112,23 @@ impl TestEnv {
         let c = &self.config;
         let mut vars = vec![
             ("CUTTLE_ADMIN_API_KEY".into(), self.api_key.clone()),
-            ("CUTTLE_SERVER__DATA_DIR".into(), c.server.data_dir.display().to_string()),
+            (
+                "CUTTLE_SERVER__DATA_DIR".into(),
+                c.server.data_dir.display().to_string(),
+            ),
             ("CUTTLE_SERVER__NODE_NAME".into(), "test".into()),
-            ("CUTTLE_ORCHESTRATOR__HEARTBEAT_TIMEOUT_SECS".into(), c.orchestrator.heartbeat_timeout_secs.to_string()),
-            ("CUTTLE_ORCHESTRATOR__REAPER_INTERVAL_MS".into(), c.orchestrator.reaper_interval_ms.to_string()),
-            ("CUTTLE_WORKER__HEARTBEAT_INTERVAL_MS".into(), c.worker.heartbeat_interval_ms.to_string()),
+            (
+                "CUTTLE_ORCHESTRATOR__HEARTBEAT_TIMEOUT_SECS".into(),
+                c.orchestrator.heartbeat_timeout_secs.to_string(),
+            ),
+            (
+                "CUTTLE_ORCHESTRATOR__REAPER_INTERVAL_MS".into(),
+                c.orchestrator.reaper_interval_ms.to_string(),
+            ),
+            (
+                "CUTTLE_WORKER__HEARTBEAT_INTERVAL_MS".into(),
+                c.worker.heartbeat_interval_ms.to_string(),
+            ),
             ("CUTTLE_TELEMETRY__LOG_FORMAT".into(), "json".into()),
         ];
         if let Some(url) = &c.database.url {
@@ -124,7 +149,10 @@ impl TestEnv {
             vars.push(("CUTTLE_BLOB__ENDPOINT".into(), endpoints::s3()));
             vars.push(("CUTTLE_BLOB__BUCKET".into(), c.blob.bucket.clone()));
             vars.push(("CUTTLE_BLOB__ACCESS_KEY_ID".into(), "cuttle".into()));
-            vars.push(("CUTTLE_BLOB__SECRET_ACCESS_KEY".into(), "cuttle-secret".into()));
+            vars.push((
+                "CUTTLE_BLOB__SECRET_ACCESS_KEY".into(),
+                "cuttle-secret".into(),
+            ));
         }
         vars
     }
@@ -132,23 +160,26 @@ impl TestEnv {
     /// Drops the test's PostgreSQL database (best effort: a leftover is removed by
     /// `infra/clean-test-data.sh`).
     pub async fn cleanup(self) {
-        if let Some(name) = &self.database {
-            if let Err(err) = drop_database(name).await {
-                eprintln!("could not drop test database {name}: {err:#}");
-            }
+        if let Some(name) = &self.database
+            && let Err(err) = drop_database(name).await
+        {
+            eprintln!("could not drop test database {name}: {err:#}");
         }
     }
 }
 
 async fn admin_connection() -> anyhow::Result<sea_orm::DatabaseConnection> {
     let url = format!("{}/postgres", endpoints::postgres());
-    sea_orm::Database::connect(&url).await.with_context(|| format!("cannot reach PostgreSQL at {url}; run infra/up.sh"))
+    sea_orm::Database::connect(&url)
+        .await
+        .with_context(|| format!("cannot reach PostgreSQL at {url}; run infra/up.sh"))
 }
 
 async fn create_database(name: &str) -> anyhow::Result<()> {
     use sea_orm::ConnectionTrait;
     let conn = admin_connection().await?;
-    conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\"")).await?;
+    conn.execute_unprepared(&format!("CREATE DATABASE \"{name}\""))
+        .await?;
     conn.close().await?;
     Ok(())
 }
@@ -156,7 +187,8 @@ async fn create_database(name: &str) -> anyhow::Result<()> {
 async fn drop_database(name: &str) -> anyhow::Result<()> {
     use sea_orm::ConnectionTrait;
     let conn = admin_connection().await?;
-    conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).await?;
+    conn.execute_unprepared(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await?;
     conn.close().await?;
     Ok(())
 }
@@ -184,7 +216,11 @@ impl Reply {
     /// Panics with the body unless the status matches: test helper.
     #[track_caller]
     pub fn expect(self, status: u16) -> Value {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
         self.body
     }
 }
@@ -192,13 +228,23 @@ impl Reply {
 impl Client {
     /// A client for `base` using `api_key`.
     pub fn new(base: impl Into<String>, api_key: impl Into<String>) -> Client {
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap_or_default();
-        Client { base: base.into(), api_key: api_key.into(), http }
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap_or_default();
+        Client {
+            base: base.into(),
+            api_key: api_key.into(),
+            http,
+        }
     }
 
     /// The same client without credentials.
     pub fn anonymous(&self) -> Client {
-        Client { api_key: String::new(), ..self.clone() }
+        Client {
+            api_key: String::new(),
+            ..self.clone()
+        }
     }
 
     /// Sends a request with an optional JSON body.
@@ -275,15 +321,38 @@ pub mod flow {
 
     /// Creates environment `env` (if needed) and project `project` whose process runs `script`
     /// in Bash on the server. Returns the project id.
-    pub async fn project_with_script(client: &Client, space: &str, env: &str, project: &str, script: &str) -> String {
-        let envs = client.get(&format!("/api/{space}/environments?name={env}")).await.expect(200);
+    pub async fn project_with_script(
+        client: &Client,
+        space: &str,
+        env: &str,
+        project: &str,
+        script: &str,
+    ) -> String {
+        let envs = client
+            .get(&format!("/api/{space}/environments?name={env}"))
+            .await
+            .expect(200);
         if envs["TotalResults"] == json!(0) {
-            client.post(&format!("/api/{space}/environments"), json!({"Name": env})).await.expect(201);
+            client
+                .post(&format!("/api/{space}/environments"), json!({"Name": env}))
+                .await
+                .expect(201);
         }
-        let group = client.get(&format!("/api/{space}/projectgroups?take=1")).await.expect(200)["Items"][0]["Id"].clone();
-        let lifecycle = client.get(&format!("/api/{space}/lifecycles?take=1")).await.expect(200)["Items"][0]["Id"].clone();
+        let group = client
+            .get(&format!("/api/{space}/projectgroups?take=1"))
+            .await
+            .expect(200)["Items"][0]["Id"]
+            .clone();
+        let lifecycle = client
+            .get(&format!("/api/{space}/lifecycles?take=1"))
+            .await
+            .expect(200)["Items"][0]["Id"]
+            .clone();
         let created = client
-            .post(&format!("/api/{space}/projects"), json!({"Name": project, "ProjectGroupId": group, "LifecycleId": lifecycle}))
+            .post(
+                &format!("/api/{space}/projects"),
+                json!({"Name": project, "ProjectGroupId": group, "LifecycleId": lifecycle}),
+            )
             .await
             .expect(201);
         let id = created["Id"].as_str().unwrap_or_default().to_owned();
@@ -311,12 +380,23 @@ pub mod flow {
     }
 
     /// Creates a release and deploys it to `env`; returns the task id.
-    pub async fn release_and_deploy(client: &Client, space: &str, project: &str, env: &str) -> String {
+    pub async fn release_and_deploy(
+        client: &Client,
+        space: &str,
+        project: &str,
+        env: &str,
+    ) -> String {
         let release = client
-            .post(&format!("/api/{space}/releases/create/v1"), json!({"spaceIdOrName": space, "ProjectName": project}))
+            .post(
+                &format!("/api/{space}/releases/create/v1"),
+                json!({"spaceIdOrName": space, "ProjectName": project}),
+            )
             .await
             .expect(201);
-        let version = release["ReleaseVersion"].as_str().unwrap_or_default().to_owned();
+        let version = release["ReleaseVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
         let deployed = client
             .post(
                 &format!("/api/{space}/deployments/create/untenanted/v1"),
@@ -324,6 +404,9 @@ pub mod flow {
             )
             .await
             .expect(201);
-        deployed["DeploymentServerTasks"][0]["ServerTaskId"].as_str().unwrap_or_default().to_owned()
+        deployed["DeploymentServerTasks"][0]["ServerTaskId"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 }

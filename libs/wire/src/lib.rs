@@ -10,7 +10,7 @@ pub mod normalize;
 pub mod resources;
 pub mod tasks;
 
-pub use normalize::{from_request_json, NormalizeError};
+pub use normalize::{NormalizeError, from_request_json};
 
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -60,7 +60,10 @@ impl<T> Collection<T> {
         links.insert("Template".into(), template.to_owned());
         links.insert("Page.All".into(), format!("{path}?skip=0&take=2147483647"));
         links.insert("Page.Current".into(), at(skip));
-        links.insert("Page.Last".into(), at(last_page_number.saturating_mul(page_size)));
+        links.insert(
+            "Page.Last".into(),
+            at(last_page_number.saturating_mul(page_size)),
+        );
         if skip > 0 {
             links.insert("Page.Previous".into(), at(skip.saturating_sub(page_size)));
         }

@@ -102,6 +102,9 @@ mod tests {
         assert_eq!(value["EnvironmentNames"][0], "x");
         assert_eq!(value["SpaceId"], "Spaces-1");
         assert_eq!(value["Properties"]["lower.key"], "1");
-        assert_eq!(value["Steps"][0]["Actions"][0]["ActionType"], "Octopus.Script");
+        assert_eq!(
+            value["Steps"][0]["Actions"][0]["ActionType"],
+            "Octopus.Script"
+        );
     }
 }

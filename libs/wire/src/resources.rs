@@ -16,7 +16,13 @@ pub fn string_map<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<String, St
         let text = match value {
             Value::String(s) => s,
             Value::Null => String::new(),
-            Value::Bool(b) => if b { "True".to_owned() } else { "False".to_owned() },
+            Value::Bool(b) => {
+                if b {
+                    "True".to_owned()
+                } else {
+                    "False".to_owned()
+                }
+            }
             Value::Number(n) => n.to_string(),
             Value::Object(_) | Value::Array(_) => {
                 return Err(serde::de::Error::custom(format!(
@@ -77,7 +83,11 @@ pub struct RetentionPeriod {
 impl Default for RetentionPeriod {
     /// Octopus's default is to keep everything.
     fn default() -> Self {
-        RetentionPeriod { unit: "Days".into(), quantity_to_keep: 0, should_keep_forever: true }
+        RetentionPeriod {
+            unit: "Days".into(),
+            quantity_to_keep: 0,
+            should_keep_forever: true,
+        }
     }
 }
 
@@ -417,17 +427,26 @@ pub struct User {
 /// [`crate::normalize`] learns every canonical field name without a hand-kept list.
 pub fn field_samples() -> Vec<Value> {
     let step = Step {
-        actions: vec![Action { packages: vec![PackageReference::default()], ..Action::default() }],
+        actions: vec![Action {
+            packages: vec![PackageReference::default()],
+            ..Action::default()
+        }],
         ..Step::default()
     };
     let values = [
         serde_json::to_value(Space::default()),
         serde_json::to_value(ProjectGroup::default()),
-        serde_json::to_value(Lifecycle { phases: vec![Phase::default()], ..Lifecycle::default() }),
+        serde_json::to_value(Lifecycle {
+            phases: vec![Phase::default()],
+            ..Lifecycle::default()
+        }),
         serde_json::to_value(Environment::default()),
         serde_json::to_value(Project::default()),
         serde_json::to_value(Channel::default()),
-        serde_json::to_value(DeploymentProcess { steps: vec![step], ..DeploymentProcess::default() }),
+        serde_json::to_value(DeploymentProcess {
+            steps: vec![step],
+            ..DeploymentProcess::default()
+        }),
         serde_json::to_value(VariableSet {
             variables: vec![Variable::default()],
             scope_values: ScopeValues {

@@ -26,7 +26,9 @@ pub struct Bootstrap {
 pub fn generate_api_key() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
-    let tail: String = (0..26).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    let tail: String = (0..26)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
     format!("API-{tail}")
 }
 
@@ -55,7 +57,15 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
             .await?
         }
     };
-    if documents::get(&txn, &default_space, crate::spaces::KIND, default_space.as_str()).await?.is_none() {
+    if documents::get(
+        &txn,
+        &default_space,
+        crate::spaces::KIND,
+        default_space.as_str(),
+    )
+    .await?
+    .is_none()
+    {
         let space = Space {
             name: "Default".into(),
             slug: "default".into(),
@@ -80,8 +90,12 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
     // admin gets a generated key only once: a restart never mints a second one.
     let new_admin_api_key = match fixed_admin_key {
         Some(key) => {
-            if users::user_for_key_hash(&txn, &hash_api_key(key)).await?.is_none() {
-                users::insert_api_key(&txn, &admin.id, "CUTTLE_ADMIN_API_KEY", &hash_api_key(key)).await?;
+            if users::user_for_key_hash(&txn, &hash_api_key(key))
+                .await?
+                .is_none()
+            {
+                users::insert_api_key(&txn, &admin.id, "CUTTLE_ADMIN_API_KEY", &hash_api_key(key))
+                    .await?;
             }
             settings::get_or_init(&txn, "admin_api_key_issued", "true").await?;
             None
@@ -89,13 +103,22 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
         None if settings::get(&txn, "admin_api_key_issued").await?.is_some() => None,
         None => {
             let key = generate_api_key();
-            users::insert_api_key(&txn, &admin.id, "Created at first start", &hash_api_key(&key)).await?;
+            users::insert_api_key(
+                &txn,
+                &admin.id,
+                "Created at first start",
+                &hash_api_key(&key),
+            )
+            .await?;
             settings::get_or_init(&txn, "admin_api_key_issued", "true").await?;
             Some(key)
         }
     };
     txn.commit().await?;
-    Ok(Bootstrap { installation_id, new_admin_api_key })
+    Ok(Bootstrap {
+        installation_id,
+        new_admin_api_key,
+    })
 }
 
 /// Issues a new API key for the administrator (`cuttle admin new-api-key`).

@@ -17,7 +17,11 @@ pub struct ApiError {
 impl ApiError {
     /// 400 with a message and one detail per problem.
     pub fn bad_request(message: impl Into<String>, errors: Vec<String>) -> Self {
-        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), errors }
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            message: message.into(),
+            errors,
+        }
     }
 
     /// 400 for one invalid field: the detail names it.
@@ -40,7 +44,11 @@ impl ApiError {
 
     /// 409 Conflict.
     pub fn conflict(message: impl Into<String>) -> Self {
-        ApiError { status: StatusCode::CONFLICT, message: message.into(), errors: Vec::new() }
+        ApiError {
+            status: StatusCode::CONFLICT,
+            message: message.into(),
+            errors: Vec::new(),
+        }
     }
 
     /// 401: no or unknown credentials.

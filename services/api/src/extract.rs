@@ -26,7 +26,9 @@ impl Params {
     pub fn parse(query: Option<&str>) -> Params {
         let mut map: HashMap<String, Vec<String>> = HashMap::new();
         for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
-            map.entry(key.to_ascii_lowercase()).or_default().push(value.into_owned());
+            map.entry(key.to_ascii_lowercase())
+                .or_default()
+                .push(value.into_owned());
         }
         Params(map)
     }
@@ -56,9 +58,9 @@ impl Params {
     pub fn number(&self, key: &str, default: u64) -> Result<u64, ApiError> {
         match self.get(key) {
             None => Ok(default),
-            Some(text) => text
-                .parse::<u64>()
-                .map_err(|_| ApiError::invalid_field(key, format!("'{text}' is not a non-negative whole number"))),
+            Some(text) => text.parse::<u64>().map_err(|_| {
+                ApiError::invalid_field(key, format!("'{text}' is not a non-negative whole number"))
+            }),
         }
     }
 
@@ -68,7 +70,10 @@ impl Params {
             None => Ok(None),
             Some(text) if text.eq_ignore_ascii_case("true") => Ok(Some(true)),
             Some(text) if text.eq_ignore_ascii_case("false") => Ok(Some(false)),
-            Some(text) => Err(ApiError::invalid_field(key, format!("'{text}' is not true or false"))),
+            Some(text) => Err(ApiError::invalid_field(
+                key,
+                format!("'{text}' is not true or false"),
+            )),
         }
     }
 
@@ -91,6 +96,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
 pub struct PathParams(HashMap<String, String>);
 
 impl PathParams {
+    /// A path parameter that only some of a handler's routes have.
+    pub fn optional(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
     /// A path parameter the route is known to have.
     pub fn get(&self, name: &str) -> Result<&str, ApiError> {
         self.0
@@ -127,7 +137,12 @@ pub fn hash_api_key(key: &str) -> String {
 
 fn presented_key(parts: &Parts) -> Option<String> {
     let header = |name: &str| {
-        parts.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
     };
     if let Some(key) = header("x-octopus-apikey") {
         return Some(key.to_owned());
@@ -135,13 +150,18 @@ fn presented_key(parts: &Parts) -> Option<String> {
     if let Some(bearer) = header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
         return Some(bearer.trim().to_owned());
     }
-    Params::parse(parts.uri.query()).get("apikey").map(str::to_owned)
+    Params::parse(parts.uri.query())
+        .get("apikey")
+        .map(str::to_owned)
 }
 
 impl FromRequestParts<AppState> for Principal {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(principal.clone());
         }
@@ -166,7 +186,10 @@ pub struct SpaceScope {
 }
 
 /// Finds a space by id, slug or exact name.
-pub async fn resolve_space(state: &AppState, identifier: &str) -> Result<Option<SpaceScope>, ApiError> {
+pub async fn resolve_space(
+    state: &AppState,
+    identifier: &str,
+) -> Result<Option<SpaceScope>, ApiError> {
     let conn = state.store.conn();
     let doc = match SpaceId::parse(identifier) {
         Ok(id) => documents::get(conn, &id, crate::spaces::KIND, id.as_str()).await?,
@@ -175,7 +198,10 @@ pub async fn resolve_space(state: &AppState, identifier: &str) -> Result<Option<
     match doc {
         Some(doc) => {
             let space: Space = documents::decode(&doc)?;
-            Ok(Some(SpaceScope { id: SpaceId::parse(&doc.id).map_err(ApiError::internal)?, space }))
+            Ok(Some(SpaceScope {
+                id: SpaceId::parse(&doc.id).map_err(ApiError::internal)?,
+                space,
+            }))
         }
         None => Ok(None),
     }
@@ -184,17 +210,22 @@ pub async fn resolve_space(state: &AppState, identifier: &str) -> Result<Option<
 impl FromRequestParts<AppState> for SpaceScope {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         // Authenticate first: an anonymous caller must not learn which spaces exist.
         Principal::from_request_parts(parts, state).await?;
-        let params = PathParams::from_request_parts(parts, state).await.unwrap_or_default();
+        let params = PathParams::from_request_parts(parts, state)
+            .await
+            .unwrap_or_default();
         match params.0.get("space_id") {
             Some(identifier) => resolve_space(state, identifier)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("space '{identifier}'"))),
-            None => crate::spaces::default_space(state)
-                .await?
-                .ok_or_else(|| ApiError::not_found("the default space (no space is marked IsDefault)")),
+            None => crate::spaces::default_space(state).await?.ok_or_else(|| {
+                ApiError::not_found("the default space (no space is marked IsDefault)")
+            }),
         }
     }
 }
@@ -208,13 +239,25 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state)
             .await
-            .map_err(|err| ApiError::bad_request(format!("The request body could not be read: {err}"), Vec::new()))?;
-        let text = if bytes.iter().all(u8::is_ascii_whitespace) { &b"{}"[..] } else { &bytes[..] };
+            .map_err(|err| {
+                ApiError::bad_request(
+                    format!("The request body could not be read: {err}"),
+                    Vec::new(),
+                )
+            })?;
+        let text = if bytes.iter().all(u8::is_ascii_whitespace) {
+            &b"{}"[..]
+        } else {
+            &bytes[..]
+        };
         let value: serde_json::Value = serde_json::from_slice(text).map_err(|err| {
             ApiError::bad_request("The request body is not valid JSON.", vec![err.to_string()])
         })?;
         let parsed = cuttle_wire::from_request_json(value).map_err(|err| {
-            ApiError::bad_request("The request body has a field of the wrong type.", vec![err.0])
+            ApiError::bad_request(
+                "The request body has a field of the wrong type.",
+                vec![err.0],
+            )
         })?;
         Ok(JsonBody(parsed))
     }

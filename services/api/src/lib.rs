@@ -8,6 +8,7 @@
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod fallback;
 pub mod links;
 pub mod projects;
 pub mod releases;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))
+        .fallback(fallback::fallback)
         .with_state(state)
         // Package uploads send whole files in one body; Octopus has no small limit.
         .layer(DefaultBodyLimit::max(1024 * 1024 * 1024))
@@ -60,7 +62,12 @@ pub fn router(state: AppState) -> Router {
         }));
     api.merge(cuttle_telemetry::ops_router(move || {
         let store = ready_store.clone();
-        async move { store.health().await.map_err(|err| format!("database: {err}")) }
+        async move {
+            store
+                .health()
+                .await
+                .map_err(|err| format!("database: {err}"))
+        }
     }))
 }
 
@@ -102,7 +109,6 @@ pub async fn run(
     }
     served.map_err(Into::into)
 }
-
 
 trait IntoResponseBoxed {
     fn into_response_boxed(self) -> axum::response::Response;

@@ -38,13 +38,34 @@ pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
         .route(&projects, get(list_projects).post(create_project))
         .route(&format!("{projects}/all"), get(all_projects))
-        .route(&format!("{projects}/{{id}}"), get(get_project).put(update_project).delete(delete_project))
-        .route(&format!("{projects}/{{id}}/channels"), get(project_channels))
-        .route(&format!("{projects}/{{id}}/deploymentprocesses"), get(get_process).put(update_process))
-        .route(&format!("{projects}/{{id}}/deploymentprocesses/template"), get(process_template))
-        .route(&format!("{projects}/{{id}}/variables"), get(get_project_variables).put(update_project_variables))
-        .route(&format!("{prefix}/deploymentprocesses/{{id}}"), get(get_process_by_id))
-        .route(&format!("{prefix}/variables/{{id}}"), get(get_variables_by_id).put(update_variables_by_id))
+        .route(
+            &format!("{projects}/{{id}}"),
+            get(get_project).put(update_project).delete(delete_project),
+        )
+        .route(
+            &format!("{projects}/{{id}}/channels"),
+            get(project_channels),
+        )
+        .route(
+            &format!("{projects}/{{id}}/deploymentprocesses"),
+            get(get_process).put(update_process),
+        )
+        .route(
+            &format!("{projects}/{{id}}/deploymentprocesses/template"),
+            get(process_template),
+        )
+        .route(
+            &format!("{projects}/{{id}}/variables"),
+            get(get_project_variables).put(update_project_variables),
+        )
+        .route(
+            &format!("{prefix}/deploymentprocesses/{{id}}"),
+            get(get_process_by_id),
+        )
+        .route(
+            &format!("{prefix}/variables/{{id}}"),
+            get(get_variables_by_id).put(update_variables_by_id),
+        )
         .merge(channel_routes(prefix))
 }
 
@@ -70,8 +91,14 @@ impl Resource for Project {
         let base = format!("{}/projects/{}", space_prefix(space.as_str()), self.id);
         links([
             ("Self", base.clone()),
-            ("Releases", format!("{base}/releases{{/version}}{{?skip,take,searchByVersion}}")),
-            ("Channels", format!("{base}/channels{{/id}}{{?skip,take,partialName}}")),
+            (
+                "Releases",
+                format!("{base}/releases{{/version}}{{?skip,take,searchByVersion}}"),
+            ),
+            (
+                "Channels",
+                format!("{base}/channels{{/id}}{{?skip,take,partialName}}"),
+            ),
             ("DeploymentProcess", format!("{base}/deploymentprocesses")),
             ("Variables", format!("{base}/variables")),
             ("DeploymentSettings", format!("{base}/deploymentsettings")),
@@ -89,8 +116,13 @@ impl Resource for Project {
         if self.tenanted_deployment_mode.is_empty() {
             self.tenanted_deployment_mode = "Untenanted".into();
         }
-        if !["Untenanted", "TenantedOrUntenanted", "Tenanted"].contains(&self.tenanted_deployment_mode.as_str()) {
-            return Err(ApiError::invalid_field("TenantedDeploymentMode", "must be Untenanted, TenantedOrUntenanted or Tenanted"));
+        if !["Untenanted", "TenantedOrUntenanted", "Tenanted"]
+            .contains(&self.tenanted_deployment_mode.as_str())
+        {
+            return Err(ApiError::invalid_field(
+                "TenantedDeploymentMode",
+                "must be Untenanted, TenantedOrUntenanted or Tenanted",
+            ));
         }
         if self.default_guided_failure_mode.is_empty() {
             self.default_guided_failure_mode = "EnvironmentDefault".into();
@@ -102,8 +134,7 @@ impl Resource for Project {
             });
         }
         if self.release_creation_strategy.is_null() {
-            self.release_creation_strategy =
-                json!({"ChannelId": null, "ReleaseCreationPackage": null, "ReleaseCreationPackageStepId": null});
+            self.release_creation_strategy = json!({"ChannelId": null, "ReleaseCreationPackage": null, "ReleaseCreationPackageStepId": null});
         }
         if self.persistence_settings.is_null() {
             self.persistence_settings = json!({"Type": "Database"});
@@ -139,7 +170,13 @@ impl Resource for Channel {
         links([
             ("Self", format!("{prefix}/channels/{}", self.id)),
             ("Project", format!("{prefix}/projects/{}", self.project_id)),
-            ("Releases", format!("{prefix}/channels/{}/releases{{?skip,take,searchByVersion}}", self.id)),
+            (
+                "Releases",
+                format!(
+                    "{prefix}/channels/{}/releases{{?skip,take,searchByVersion}}",
+                    self.id
+                ),
+            ),
         ])
     }
     fn set_links(&mut self, links: Links) {
@@ -151,7 +188,10 @@ impl Resource for Channel {
     fn prepare(&mut self) -> ApiResult<()> {
         self.slug = slugify(&self.name);
         if self.project_id.trim().is_empty() {
-            return Err(ApiError::invalid_field("ProjectId", "a channel belongs to a project"));
+            return Err(ApiError::invalid_field(
+                "ProjectId",
+                "a channel belongs to a project",
+            ));
         }
         Ok(())
     }
@@ -163,10 +203,15 @@ pub async fn find_project(
     space: &SpaceId,
     id_or_slug_or_name: &str,
 ) -> ApiResult<Option<(Document, Project)>> {
-    if let Some(found) = resources::load_by_id_or_name::<Project>(conn, space, id_or_slug_or_name).await? {
+    if let Some(found) =
+        resources::load_by_id_or_name::<Project>(conn, space, id_or_slug_or_name).await?
+    {
         return Ok(Some(found));
     }
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(conn, space, Project::KIND, &query).await?;
     for doc in docs {
         let project: Project = documents::decode(&doc)?;
@@ -178,40 +223,93 @@ pub async fn find_project(
 }
 
 /// Like [`find_project`], 404 when absent.
-pub async fn require_project(conn: &impl ConnectionTrait, space: &SpaceId, key: &str) -> ApiResult<(Document, Project)> {
-    find_project(conn, space, key).await?.ok_or_else(|| ApiError::not_found(format!("project '{key}'")))
+pub async fn require_project(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    key: &str,
+) -> ApiResult<(Document, Project)> {
+    find_project(conn, space, key)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("project '{key}'")))
 }
 
-async fn list_projects(State(state): State<AppState>, scope: SpaceScope, params: Params) -> ApiResult<Json<Collection<Project>>> {
+async fn list_projects(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    params: Params,
+) -> ApiResult<Json<Collection<Project>>> {
     let query = resources::list_query(&params)?;
-    let (docs, total) = documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
+    let (docs, total) =
+        documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
     let path = format!("{}/projects", space_prefix(scope.id.as_str()));
     Ok(Json(resources::page(docs, total, &query, &scope.id, path)?))
 }
 
-async fn all_projects(State(state): State<AppState>, scope: SpaceScope) -> ApiResult<Json<Vec<Project>>> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+async fn all_projects(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+) -> ApiResult<Json<Vec<Project>>> {
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
-    Ok(Json(docs.iter().map(|d| present::<Project>(d, &scope.id)).collect::<ApiResult<_>>()?))
+    Ok(Json(
+        docs.iter()
+            .map(|d| present::<Project>(d, &scope.id))
+            .collect::<ApiResult<_>>()?,
+    ))
 }
 
-async fn get_project(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<Project>> {
+async fn get_project(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<Project>> {
     let (doc, _) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
     Ok(Json(present(&doc, &scope.id)?))
 }
 
-async fn check_references(conn: &impl ConnectionTrait, space: &SpaceId, project: &Project) -> ApiResult<()> {
+async fn check_references(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project: &Project,
+) -> ApiResult<()> {
     if project.project_group_id.trim().is_empty() {
-        return Err(ApiError::invalid_field("ProjectGroupId", "a project belongs to a project group"));
+        return Err(ApiError::invalid_field(
+            "ProjectGroupId",
+            "a project belongs to a project group",
+        ));
     }
-    if documents::get(conn, space, ProjectGroup::KIND, &project.project_group_id).await?.is_none() {
-        return Err(ApiError::invalid_field("ProjectGroupId", format!("project group '{}' does not exist in this space", project.project_group_id)));
+    if documents::get(conn, space, ProjectGroup::KIND, &project.project_group_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "ProjectGroupId",
+            format!(
+                "project group '{}' does not exist in this space",
+                project.project_group_id
+            ),
+        ));
     }
     if project.lifecycle_id.trim().is_empty() {
-        return Err(ApiError::invalid_field("LifecycleId", "a project needs a lifecycle"));
+        return Err(ApiError::invalid_field(
+            "LifecycleId",
+            "a project needs a lifecycle",
+        ));
     }
-    if documents::get(conn, space, Lifecycle::KIND, &project.lifecycle_id).await?.is_none() {
-        return Err(ApiError::invalid_field("LifecycleId", format!("lifecycle '{}' does not exist in this space", project.lifecycle_id)));
+    if documents::get(conn, space, Lifecycle::KIND, &project.lifecycle_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "LifecycleId",
+            format!(
+                "lifecycle '{}' does not exist in this space",
+                project.lifecycle_id
+            ),
+        ));
     }
     Ok(())
 }
@@ -231,7 +329,15 @@ async fn create_project(
         version: 1,
         ..DeploymentProcess::default()
     };
-    insert_owned(&txn, &scope.id, PROCESS_KIND, &project.id, &process.id, documents::encode(&process)).await?;
+    insert_owned(
+        &txn,
+        &scope.id,
+        PROCESS_KIND,
+        &project.id,
+        &process.id,
+        documents::encode(&process),
+    )
+    .await?;
     let variables = VariableSet {
         id: project.variable_set_id.clone(),
         owner_id: project.id.clone(),
@@ -239,7 +345,15 @@ async fn create_project(
         version: 1,
         ..VariableSet::default()
     };
-    insert_owned(&txn, &scope.id, VARIABLES_KIND, &project.id, &variables.id, documents::encode(&variables)).await?;
+    insert_owned(
+        &txn,
+        &scope.id,
+        VARIABLES_KIND,
+        &project.id,
+        &variables.id,
+        documents::encode(&variables),
+    )
+    .await?;
     let channel = Channel {
         name: "Default".into(),
         description: String::new(),
@@ -293,12 +407,21 @@ async fn update_project(
     Ok(Json(updated))
 }
 
-async fn delete_project(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<StatusCode> {
+async fn delete_project(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
     let txn = state.store.conn().begin().await?;
     let (doc, _) = require_project(&txn, &scope.id, path.get("id")?).await?;
     // Releases own their deployments; the project owns everything else.
-    let query = ListQuery { parent_id: Some(doc.id.clone()), take: u64::from(u32::MAX), ..ListQuery::default() };
-    let (releases, _) = documents::list(&txn, &scope.id, crate::releases::RELEASE_KIND, &query).await?;
+    let query = ListQuery {
+        parent_id: Some(doc.id.clone()),
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
+    let (releases, _) =
+        documents::list(&txn, &scope.id, crate::releases::RELEASE_KIND, &query).await?;
     for release in releases {
         documents::delete_children(&txn, &scope.id, &release.id).await?;
     }
@@ -317,8 +440,13 @@ async fn project_channels(
     let (project_doc, _) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
     let mut query = resources::list_query(&params)?;
     query.parent_id = Some(project_doc.id.clone());
-    let (docs, total) = documents::list(state.store.conn(), &scope.id, Channel::KIND, &query).await?;
-    let path = format!("{}/projects/{}/channels", space_prefix(scope.id.as_str()), project_doc.id);
+    let (docs, total) =
+        documents::list(state.store.conn(), &scope.id, Channel::KIND, &query).await?;
+    let path = format!(
+        "{}/projects/{}/channels",
+        space_prefix(scope.id.as_str()),
+        project_doc.id
+    );
     Ok(Json(resources::page(docs, total, &query, &scope.id, path)?))
 }
 
@@ -328,9 +456,14 @@ fn channel_routes(prefix: &str) -> Router<AppState> {
     resources::item_routes::<Channel>(prefix).route(&base, get(list_channels).post(create_channel))
 }
 
-async fn list_channels(State(state): State<AppState>, scope: SpaceScope, params: Params) -> ApiResult<Json<Collection<Channel>>> {
+async fn list_channels(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    params: Params,
+) -> ApiResult<Json<Collection<Channel>>> {
     let query = resources::list_query(&params)?;
-    let (docs, total) = documents::list(state.store.conn(), &scope.id, Channel::KIND, &query).await?;
+    let (docs, total) =
+        documents::list(state.store.conn(), &scope.id, Channel::KIND, &query).await?;
     let path = format!("{}/channels", space_prefix(scope.id.as_str()));
     Ok(Json(resources::page(docs, total, &query, &scope.id, path)?))
 }
@@ -343,7 +476,15 @@ async fn create_channel(
     let txn = state.store.conn().begin().await?;
     let (project_doc, _) = find_project(&txn, &scope.id, &channel.project_id)
         .await?
-        .ok_or_else(|| ApiError::invalid_field("ProjectId", format!("project '{}' does not exist in this space", channel.project_id)))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "ProjectId",
+                format!(
+                    "project '{}' does not exist in this space",
+                    channel.project_id
+                ),
+            )
+        })?;
     channel.project_id = project_doc.id;
     channel.is_default = false;
     let created = resources::insert(&txn, &scope.id, channel).await?;
@@ -354,10 +495,28 @@ async fn create_channel(
 fn process_links(process: &DeploymentProcess, space: &SpaceId) -> Links {
     let prefix = space_prefix(space.as_str());
     links([
-        ("Self", format!("{prefix}/deploymentprocesses/{}", process.id)),
-        ("Project", format!("{prefix}/projects/{}", process.project_id)),
-        ("Template", format!("{prefix}/projects/{}/deploymentprocesses/template{{?channel,releaseId}}", process.project_id)),
-        ("Validation", format!("{prefix}/projects/{}/deploymentprocesses/validate", process.project_id)),
+        (
+            "Self",
+            format!("{prefix}/deploymentprocesses/{}", process.id),
+        ),
+        (
+            "Project",
+            format!("{prefix}/projects/{}", process.project_id),
+        ),
+        (
+            "Template",
+            format!(
+                "{prefix}/projects/{}/deploymentprocesses/template{{?channel,releaseId}}",
+                process.project_id
+            ),
+        ),
+        (
+            "Validation",
+            format!(
+                "{prefix}/projects/{}/deploymentprocesses/validate",
+                process.project_id
+            ),
+        ),
     ])
 }
 
@@ -372,20 +531,38 @@ pub fn present_process(doc: &Document, space: &SpaceId) -> ApiResult<DeploymentP
 }
 
 /// Loads the live process of a project.
-pub async fn load_process(conn: &impl ConnectionTrait, space: &SpaceId, project: &Project) -> ApiResult<(Document, DeploymentProcess)> {
+pub async fn load_process(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project: &Project,
+) -> ApiResult<(Document, DeploymentProcess)> {
     let doc = documents::get(conn, space, PROCESS_KIND, &project.deployment_process_id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("deployment process of project '{}'", project.name)))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("deployment process of project '{}'", project.name))
+        })?;
     let process = present_process(&doc, space)?;
     Ok((doc, process))
 }
 
-async fn get_process(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<DeploymentProcess>> {
+async fn get_process(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<DeploymentProcess>> {
     let (_, project) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
-    Ok(Json(load_process(state.store.conn(), &scope.id, &project).await?.1))
+    Ok(Json(
+        load_process(state.store.conn(), &scope.id, &project)
+            .await?
+            .1,
+    ))
 }
 
-async fn get_process_by_id(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<DeploymentProcess>> {
+async fn get_process_by_id(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<DeploymentProcess>> {
     let id = path.get("id")?;
     let conn = state.store.conn();
     let doc = match documents::get(conn, &scope.id, PROCESS_KIND, id).await? {
@@ -406,10 +583,16 @@ pub fn prepare_process(process: &mut DeploymentProcess) -> ApiResult<()> {
         let field = format!("Steps[{s}]");
         step.name = step.name.trim().to_owned();
         if step.name.is_empty() {
-            return Err(ApiError::invalid_field(&format!("{field}.Name"), "every step needs a name"));
+            return Err(ApiError::invalid_field(
+                &format!("{field}.Name"),
+                "every step needs a name",
+            ));
         }
         if !step_names.insert(step.name.to_lowercase()) {
-            return Err(ApiError::invalid_field(&format!("{field}.Name"), format!("the step name '{}' is used twice", step.name)));
+            return Err(ApiError::invalid_field(
+                &format!("{field}.Name"),
+                format!("the step name '{}' is used twice", step.name),
+            ));
         }
         if step.id.trim().is_empty() {
             step.id = new_id();
@@ -419,7 +602,10 @@ pub fn prepare_process(process: &mut DeploymentProcess) -> ApiResult<()> {
             step.condition = "Success".into();
         }
         if !["Success", "Failure", "Always", "Variable"].contains(&step.condition.as_str()) {
-            return Err(ApiError::invalid_field(&format!("{field}.Condition"), "must be Success, Failure, Always or Variable"));
+            return Err(ApiError::invalid_field(
+                &format!("{field}.Condition"),
+                "must be Success, Failure, Always or Variable",
+            ));
         }
         if step.start_trigger.is_empty() {
             step.start_trigger = "StartAfterPrevious".into();
@@ -428,19 +614,31 @@ pub fn prepare_process(process: &mut DeploymentProcess) -> ApiResult<()> {
             step.package_requirement = "LetOctopusDecide".into();
         }
         if step.actions.is_empty() {
-            return Err(ApiError::invalid_field(&format!("{field}.Actions"), format!("step '{}' has no actions", step.name)));
+            return Err(ApiError::invalid_field(
+                &format!("{field}.Actions"),
+                format!("step '{}' has no actions", step.name),
+            ));
         }
         for (a, action) in step.actions.iter_mut().enumerate() {
             let field = format!("{field}.Actions[{a}]");
             action.name = action.name.trim().to_owned();
             if action.name.is_empty() {
-                return Err(ApiError::invalid_field(&format!("{field}.Name"), "every action needs a name"));
+                return Err(ApiError::invalid_field(
+                    &format!("{field}.Name"),
+                    "every action needs a name",
+                ));
             }
             if !action_names.insert(action.name.to_lowercase()) {
-                return Err(ApiError::invalid_field(&format!("{field}.Name"), format!("the action name '{}' is used twice", action.name)));
+                return Err(ApiError::invalid_field(
+                    &format!("{field}.Name"),
+                    format!("the action name '{}' is used twice", action.name),
+                ));
             }
             if action.action_type.trim().is_empty() {
-                return Err(ApiError::invalid_field(&format!("{field}.ActionType"), "an action needs a type such as Octopus.Script"));
+                return Err(ApiError::invalid_field(
+                    &format!("{field}.ActionType"),
+                    "an action needs a type such as Octopus.Script",
+                ));
             }
             if action.id.trim().is_empty() {
                 action.id = new_id();
@@ -459,16 +657,37 @@ pub fn prepare_process(process: &mut DeploymentProcess) -> ApiResult<()> {
     Ok(())
 }
 
-fn check_script_action(field: &str, properties: &std::collections::BTreeMap<String, String>) -> ApiResult<()> {
-    let source = properties.get("Octopus.Action.Script.ScriptSource").map(String::as_str).unwrap_or("Inline");
+fn check_script_action(
+    field: &str,
+    properties: &std::collections::BTreeMap<String, String>,
+) -> ApiResult<()> {
+    let source = properties
+        .get("Octopus.Action.Script.ScriptSource")
+        .map(String::as_str)
+        .unwrap_or("Inline");
     if source.eq_ignore_ascii_case("Inline") {
-        let body = properties.get("Octopus.Action.Script.ScriptBody").map(String::as_str).unwrap_or("");
+        let body = properties
+            .get("Octopus.Action.Script.ScriptBody")
+            .map(String::as_str)
+            .unwrap_or("");
         if body.trim().is_empty() {
-            return Err(ApiError::invalid_field(&format!("{field}.Properties['Octopus.Action.Script.ScriptBody']"), "an inline script needs a body"));
+            return Err(ApiError::invalid_field(
+                &format!("{field}.Properties['Octopus.Action.Script.ScriptBody']"),
+                "an inline script needs a body",
+            ));
         }
     }
-    ScriptSyntax::parse(properties.get("Octopus.Action.Script.Syntax").map(String::as_str))
-        .map_err(|err| ApiError::invalid_field(&format!("{field}.Properties['Octopus.Action.Script.Syntax']"), err.to_string()))?;
+    ScriptSyntax::parse(
+        properties
+            .get("Octopus.Action.Script.Syntax")
+            .map(String::as_str),
+    )
+    .map_err(|err| {
+        ApiError::invalid_field(
+            &format!("{field}.Properties['Octopus.Action.Script.Syntax']"),
+            err.to_string(),
+        )
+    })?;
     Ok(())
 }
 
@@ -487,13 +706,23 @@ async fn update_process(
     process.space_id = scope.id.to_string();
     process.last_snapshot_id = current.last_snapshot_id;
     // Version 0 means the client did not send one; otherwise it must be the version it read.
-    let expected = if process.version > 0 { process.version } else { doc.version };
+    let expected = if process.version > 0 {
+        process.version
+    } else {
+        doc.version
+    };
     let saved = documents::replace(
         &txn,
         &scope.id,
         PROCESS_KIND,
         &doc.id,
-        Replacement { name: doc.name.clone(), unique_key: None, sort_order: 0, data: documents::encode(&process), expected_version: Some(expected) },
+        Replacement {
+            name: doc.name.clone(),
+            unique_key: None,
+            sort_order: 0,
+            data: documents::encode(&process),
+            expected_version: Some(expected),
+        },
         "",
     )
     .await?
@@ -525,24 +754,43 @@ async fn process_template(
 }
 
 fn variables_links(set: &VariableSet, space: &SpaceId) -> Links {
-    links([("Self", format!("{}/variables/{}", space_prefix(space.as_str()), set.id))])
+    links([(
+        "Self",
+        format!("{}/variables/{}", space_prefix(space.as_str()), set.id),
+    )])
 }
 
 /// Reads a variable set for output, with `ScopeValues` filled from the space.
-pub async fn present_variables(conn: &impl ConnectionTrait, doc: &Document, space: &SpaceId) -> ApiResult<VariableSet> {
+pub async fn present_variables(
+    conn: &impl ConnectionTrait,
+    doc: &Document,
+    space: &SpaceId,
+) -> ApiResult<VariableSet> {
     let mut set: VariableSet = documents::decode(doc)?;
     if doc.kind == VARIABLES_KIND {
         set.version = doc.version;
     }
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (environments, _) = documents::list(conn, space, Environment::KIND, &query).await?;
-    set.scope_values.environments =
-        environments.iter().map(|e| ReferenceItem { id: e.id.clone(), name: e.name.clone() }).collect();
+    set.scope_values.environments = environments
+        .iter()
+        .map(|e| ReferenceItem {
+            id: e.id.clone(),
+            name: e.name.clone(),
+        })
+        .collect();
     set.links = variables_links(&set, space);
     Ok(set)
 }
 
-async fn load_variables(conn: &impl ConnectionTrait, space: &SpaceId, id: &str) -> ApiResult<Document> {
+async fn load_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    id: &str,
+) -> ApiResult<Document> {
     match documents::get(conn, space, VARIABLES_KIND, id).await? {
         Some(doc) => Ok(doc),
         None => documents::get(conn, space, VARIABLES_SNAPSHOT_KIND, id)
@@ -551,28 +799,46 @@ async fn load_variables(conn: &impl ConnectionTrait, space: &SpaceId, id: &str) 
     }
 }
 
-async fn get_project_variables(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<VariableSet>> {
+async fn get_project_variables(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<VariableSet>> {
     let conn = state.store.conn();
     let (_, project) = require_project(conn, &scope.id, path.get("id")?).await?;
     let doc = load_variables(conn, &scope.id, &project.variable_set_id).await?;
     Ok(Json(present_variables(conn, &doc, &scope.id).await?))
 }
 
-async fn get_variables_by_id(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<VariableSet>> {
+async fn get_variables_by_id(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<VariableSet>> {
     let conn = state.store.conn();
     let doc = load_variables(conn, &scope.id, path.get("id")?).await?;
     Ok(Json(present_variables(conn, &doc, &scope.id).await?))
 }
 
-async fn save_variables(state: &AppState, scope: &SpaceScope, id: &str, mut set: VariableSet) -> ApiResult<VariableSet> {
+async fn save_variables(
+    state: &AppState,
+    scope: &SpaceScope,
+    id: &str,
+    mut set: VariableSet,
+) -> ApiResult<VariableSet> {
     let txn = state.store.conn().begin().await?;
     let doc = documents::get(&txn, &scope.id, VARIABLES_KIND, id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("variable set '{id}' (snapshots cannot be changed)")))?;
+        .ok_or_else(|| {
+            ApiError::not_found(format!("variable set '{id}' (snapshots cannot be changed)"))
+        })?;
     for (index, variable) in set.variables.iter_mut().enumerate() {
         variable.name = variable.name.trim().to_owned();
         if variable.name.is_empty() {
-            return Err(ApiError::invalid_field(&format!("Variables[{index}].Name"), "every variable needs a name"));
+            return Err(ApiError::invalid_field(
+                &format!("Variables[{index}].Name"),
+                "every variable needs a name",
+            ));
         }
         if variable.is_sensitive || variable.kind.eq_ignore_ascii_case("Sensitive") {
             // Refused rather than stored in clear text: sensitive values need encryption at rest.
@@ -593,13 +859,23 @@ async fn save_variables(state: &AppState, scope: &SpaceScope, id: &str, mut set:
     set.id = current.id;
     set.owner_id = current.owner_id;
     set.space_id = scope.id.to_string();
-    let expected = if set.version > 0 { set.version } else { doc.version };
+    let expected = if set.version > 0 {
+        set.version
+    } else {
+        doc.version
+    };
     let saved = documents::replace(
         &txn,
         &scope.id,
         VARIABLES_KIND,
         id,
-        Replacement { name: doc.name.clone(), unique_key: None, sort_order: 0, data: documents::encode(&set), expected_version: Some(expected) },
+        Replacement {
+            name: doc.name.clone(),
+            unique_key: None,
+            sort_order: 0,
+            data: documents::encode(&set),
+            expected_version: Some(expected),
+        },
         "",
     )
     .await?
@@ -616,7 +892,9 @@ async fn update_project_variables(
     JsonBody(set): JsonBody<VariableSet>,
 ) -> ApiResult<Json<VariableSet>> {
     let (_, project) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
-    Ok(Json(save_variables(&state, &scope, &project.variable_set_id, set).await?))
+    Ok(Json(
+        save_variables(&state, &scope, &project.variable_set_id, set).await?,
+    ))
 }
 
 async fn update_variables_by_id(

@@ -42,15 +42,42 @@ pub const DEPLOYMENT_KIND: &str = "Deployment";
 /// Routes of this module.
 pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
-        .route(&format!("{prefix}/releases"), get(list_releases).post(create_release_classic))
-        .route(&format!("{prefix}/releases/create/v1"), post(create_release_command))
-        .route(&format!("{prefix}/releases/{{id}}"), get(get_release).delete(delete_release))
-        .route(&format!("{prefix}/releases/{{id}}/deployments"), get(release_deployments))
-        .route(&format!("{prefix}/projects/{{id}}/releases"), get(project_releases))
-        .route(&format!("{prefix}/projects/{{id}}/releases/{{version}}"), get(project_release_by_version))
-        .route(&format!("{prefix}/deployments"), get(list_deployments).post(create_deployment_classic))
-        .route(&format!("{prefix}/deployments/create/untenanted/v1"), post(create_deployment_command))
-        .route(&format!("{prefix}/deployments/create/tenanted/v1"), post(tenanted_not_available))
+        .route(
+            &format!("{prefix}/releases"),
+            get(list_releases).post(create_release_classic),
+        )
+        .route(
+            &format!("{prefix}/releases/create/v1"),
+            post(create_release_command),
+        )
+        .route(
+            &format!("{prefix}/releases/{{id}}"),
+            get(get_release).delete(delete_release),
+        )
+        .route(
+            &format!("{prefix}/releases/{{id}}/deployments"),
+            get(release_deployments),
+        )
+        .route(
+            &format!("{prefix}/projects/{{id}}/releases"),
+            get(project_releases),
+        )
+        .route(
+            &format!("{prefix}/projects/{{id}}/releases/{{version}}"),
+            get(project_release_by_version),
+        )
+        .route(
+            &format!("{prefix}/deployments"),
+            get(list_deployments).post(create_deployment_classic),
+        )
+        .route(
+            &format!("{prefix}/deployments/create/untenanted/v1"),
+            post(create_deployment_command),
+        )
+        .route(
+            &format!("{prefix}/deployments/create/tenanted/v1"),
+            post(tenanted_not_available),
+        )
         .route(&format!("{prefix}/deployments/{{id}}"), get(get_deployment))
 }
 
@@ -63,8 +90,17 @@ fn release_links(release: &Release, space: &SpaceId) -> Links {
         ("Channel", format!("{p}/channels/{}", release.channel_id)),
         ("Deployments", format!("{base}/deployments{{?skip,take}}")),
         ("DeploymentTemplate", format!("{base}/deployments/template")),
-        ("ProjectVariableSnapshot", format!("{p}/variables/{}", release.project_variable_set_snapshot_id)),
-        ("ProjectDeploymentProcessSnapshot", format!("{p}/deploymentprocesses/{}", release.project_deployment_process_snapshot_id)),
+        (
+            "ProjectVariableSnapshot",
+            format!("{p}/variables/{}", release.project_variable_set_snapshot_id),
+        ),
+        (
+            "ProjectDeploymentProcessSnapshot",
+            format!(
+                "{p}/deploymentprocesses/{}",
+                release.project_deployment_process_snapshot_id
+            ),
+        ),
         ("Web", format!("/app#/{space}/releases/{}", release.id)),
     ])
 }
@@ -80,11 +116,23 @@ fn deployment_links(deployment: &Deployment, space: &SpaceId) -> Links {
     links([
         ("Self", format!("{p}/deployments/{}", deployment.id)),
         ("Release", format!("{p}/releases/{}", deployment.release_id)),
-        ("Environment", format!("{p}/environments/{}", deployment.environment_id)),
+        (
+            "Environment",
+            format!("{p}/environments/{}", deployment.environment_id),
+        ),
         ("Project", format!("{p}/projects/{}", deployment.project_id)),
         ("Task", format!("/api/tasks/{}", deployment.task_id)),
-        ("DeploymentProcess", format!("{p}/deploymentprocesses/{}", deployment.deployment_process_id)),
-        ("Web", format!("/app#/{space}/deployments/{}", deployment.id)),
+        (
+            "DeploymentProcess",
+            format!(
+                "{p}/deploymentprocesses/{}",
+                deployment.deployment_process_id
+            ),
+        ),
+        (
+            "Web",
+            format!("/app#/{space}/deployments/{}", deployment.id),
+        ),
     ])
 }
 
@@ -95,8 +143,16 @@ fn present_deployment(doc: &Document, space: &SpaceId) -> ApiResult<Deployment> 
 }
 
 /// Versions of every release of a project.
-pub async fn release_versions(conn: &impl ConnectionTrait, space: &SpaceId, project_id: &str) -> ApiResult<Vec<String>> {
-    let query = ListQuery { parent_id: Some(project_id.to_owned()), take: u64::from(u32::MAX), ..ListQuery::default() };
+pub async fn release_versions(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project_id: &str,
+) -> ApiResult<Vec<String>> {
+    let query = ListQuery {
+        parent_id: Some(project_id.to_owned()),
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(conn, space, RELEASE_KIND, &query).await?;
     Ok(docs.into_iter().map(|d| d.name).collect())
 }
@@ -105,7 +161,11 @@ pub async fn release_versions(conn: &impl ConnectionTrait, space: &SpaceId, proj
 pub fn latest_version(versions: &[String]) -> Option<String> {
     versions
         .iter()
-        .filter_map(|v| ReleaseVersion::parse(v).ok().map(|parsed| (parsed.sort_key(), v.clone())))
+        .filter_map(|v| {
+            ReleaseVersion::parse(v)
+                .ok()
+                .map(|parsed| (parsed.sort_key(), v.clone()))
+        })
         .max_by(|a, b| a.0.cmp(&b.0))
         .map(|(_, v)| v)
 }
@@ -117,7 +177,9 @@ fn release_key(project_id: &str, version: &str) -> String {
 fn snapshot_suffix() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
     let mut rng = rand::rng();
-    (0..5).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// What a new release needs.
@@ -144,35 +206,65 @@ async fn insert_release(
         Some(key) => {
             let found = match documents::get(conn, space, Channel::KIND, key).await? {
                 Some(doc) => Some(doc),
-                None => documents::find_by_name(conn, space, Channel::KIND, Some(&project_id), key).await?,
+                None => {
+                    documents::find_by_name(conn, space, Channel::KIND, Some(&project_id), key)
+                        .await?
+                }
             };
             found
                 .filter(|doc| doc.parent_id.as_deref() == Some(project_id.as_str()))
-                .ok_or_else(|| ApiError::invalid_field("ChannelName", format!("channel '{key}' does not exist in project '{}'", new.project.name)))?
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "ChannelName",
+                        format!(
+                            "channel '{key}' does not exist in project '{}'",
+                            new.project.name
+                        ),
+                    )
+                })?
         }
         None => default_channel(conn, space, &project_id).await?,
     };
     let existing_versions = release_versions(conn, space, &project_id).await?;
-    let version = match new.version.as_deref().map(str::trim).filter(|v| !v.is_empty()) {
+    let version = match new
+        .version
+        .as_deref()
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+    {
         Some(given) => {
-            ReleaseVersion::parse(given).map_err(|err| ApiError::invalid_field("ReleaseVersion", err.to_string()))?;
+            ReleaseVersion::parse(given)
+                .map_err(|err| ApiError::invalid_field("ReleaseVersion", err.to_string()))?;
             given.to_owned()
         }
         None => next_release_version(existing_versions.iter().map(String::as_str)),
     };
-    if let Some(existing) = documents::find_by_name(conn, space, RELEASE_KIND, Some(&project_id), &version).await? {
+    if let Some(existing) =
+        documents::find_by_name(conn, space, RELEASE_KIND, Some(&project_id), &version).await?
+    {
         if ignore_if_exists {
             return present_release(&existing, space);
         }
         return Err(ApiError::invalid_field(
             "ReleaseVersion",
-            format!("a release with version '{version}' already exists for project '{}'", new.project.name),
+            format!(
+                "a release with version '{version}' already exists for project '{}'",
+                new.project.name
+            ),
         ));
     }
     let (_, process) = load_process(conn, space, &new.project).await?;
-    if let Some(action) = process.steps.iter().flat_map(|s| &s.actions).find(|a| !a.packages.is_empty()) {
+    if let Some(action) = process
+        .steps
+        .iter()
+        .flat_map(|s| &s.actions)
+        .find(|a| !a.packages.is_empty())
+    {
         return Err(ApiError::bad_request(
-            format!("Action '{}' uses packages, and package selection for releases is not available in this version of Cuttle yet.", action.name),
+            format!(
+                "Action '{}' uses packages, and package selection for releases is not available in this version of Cuttle yet.",
+                action.name
+            ),
             Vec::new(),
         ));
     }
@@ -182,15 +274,36 @@ async fn insert_release(
     let process_snapshot_id = format!("{}-s-{release_number}-{}", process.id, snapshot_suffix());
     let mut frozen_process = process.clone();
     frozen_process.id = process_snapshot_id.clone();
-    insert_owned(conn, space, PROCESS_SNAPSHOT_KIND, &project_id, &process_snapshot_id, documents::encode(&frozen_process)).await?;
+    insert_owned(
+        conn,
+        space,
+        PROCESS_SNAPSHOT_KIND,
+        &project_id,
+        &process_snapshot_id,
+        documents::encode(&frozen_process),
+    )
+    .await?;
     let variables_doc = documents::get(conn, space, VARIABLES_KIND, &new.project.variable_set_id)
         .await?
         .ok_or_else(|| ApiError::internal(format!("project {} has no variable set", project_id)))?;
-    let mut frozen_variables: serde_json::Value = serde_json::from_str(&variables_doc.data).map_err(ApiError::internal)?;
-    let variables_snapshot_id = format!("{}-s-{release_number}-{}", new.project.variable_set_id, snapshot_suffix());
+    let mut frozen_variables: serde_json::Value =
+        serde_json::from_str(&variables_doc.data).map_err(ApiError::internal)?;
+    let variables_snapshot_id = format!(
+        "{}-s-{release_number}-{}",
+        new.project.variable_set_id,
+        snapshot_suffix()
+    );
     frozen_variables["Id"] = serde_json::Value::String(variables_snapshot_id.clone());
     frozen_variables["Version"] = serde_json::Value::from(variables_doc.version);
-    insert_owned(conn, space, VARIABLES_SNAPSHOT_KIND, &project_id, &variables_snapshot_id, frozen_variables).await?;
+    insert_owned(
+        conn,
+        space,
+        VARIABLES_SNAPSHOT_KIND,
+        &project_id,
+        &variables_snapshot_id,
+        frozen_variables,
+    )
+    .await?;
     let mut release = Release {
         id: release_id.clone(),
         space_id: space.to_string(),
@@ -217,15 +330,26 @@ async fn insert_release(
             sort_order: release_number as i64,
             data: documents::encode(&release),
         },
-        &format!("ReleaseVersion: a release with version '{version}' already exists for project '{}'", new.project.name),
+        &format!(
+            "ReleaseVersion: a release with version '{version}' already exists for project '{}'",
+            new.project.name
+        ),
     )
     .await?;
     release.links = release_links(&release, space);
     Ok(release)
 }
 
-async fn default_channel(conn: &impl ConnectionTrait, space: &SpaceId, project_id: &str) -> ApiResult<Document> {
-    let query = ListQuery { parent_id: Some(project_id.to_owned()), take: u64::from(u32::MAX), ..ListQuery::default() };
+async fn default_channel(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project_id: &str,
+) -> ApiResult<Document> {
+    let query = ListQuery {
+        parent_id: Some(project_id.to_owned()),
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (channels, _) = documents::list(conn, space, Channel::KIND, &query).await?;
     for doc in &channels {
         let channel: Channel = documents::decode(doc)?;
@@ -233,7 +357,10 @@ async fn default_channel(conn: &impl ConnectionTrait, space: &SpaceId, project_i
             return Ok(doc.clone());
         }
     }
-    channels.into_iter().next().ok_or_else(|| ApiError::internal(format!("project {project_id} has no channel")))
+    channels
+        .into_iter()
+        .next()
+        .ok_or_else(|| ApiError::internal(format!("project {project_id} has no channel")))
 }
 
 async fn create_release_command(
@@ -242,9 +369,17 @@ async fn create_release_command(
     JsonBody(command): JsonBody<CreateReleaseCommand>,
 ) -> ApiResult<(StatusCode, Json<CreateReleaseResponse>)> {
     if command.project_name.trim().is_empty() {
-        return Err(ApiError::invalid_field("ProjectName", "the project's name or id is required"));
+        return Err(ApiError::invalid_field(
+            "ProjectName",
+            "the project's name or id is required",
+        ));
     }
-    if !command.packages.is_empty() || command.package_version.as_deref().is_some_and(|v| !v.is_empty()) {
+    if !command.packages.is_empty()
+        || command
+            .package_version
+            .as_deref()
+            .is_some_and(|v| !v.is_empty())
+    {
         return Err(ApiError::bad_request(
             "Package selection (Packages, PackageVersion) is not available in this version of Cuttle yet.",
             Vec::new(),
@@ -253,7 +388,15 @@ async fn create_release_command(
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) = find_project(&txn, &scope.id, command.project_name.trim())
         .await?
-        .ok_or_else(|| ApiError::invalid_field("ProjectName", format!("project '{}' was not found in space '{}'", command.project_name, scope.space.name)))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "ProjectName",
+                format!(
+                    "project '{}' was not found in space '{}'",
+                    command.project_name, scope.space.name
+                ),
+            )
+        })?;
     let release = insert_release(
         &txn,
         &scope.id,
@@ -270,7 +413,13 @@ async fn create_release_command(
     )
     .await?;
     txn.commit().await?;
-    Ok((StatusCode::CREATED, Json(CreateReleaseResponse { release_id: release.id, release_version: release.version })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateReleaseResponse {
+            release_id: release.id,
+            release_version: release.version,
+        }),
+    ))
 }
 
 async fn create_release_classic(
@@ -279,12 +428,20 @@ async fn create_release_classic(
     JsonBody(body): JsonBody<CreateReleaseClassic>,
 ) -> ApiResult<(StatusCode, Json<Release>)> {
     if !body.selected_packages.is_empty() {
-        return Err(ApiError::bad_request("SelectedPackages is not available in this version of Cuttle yet.", Vec::new()));
+        return Err(ApiError::bad_request(
+            "SelectedPackages is not available in this version of Cuttle yet.",
+            Vec::new(),
+        ));
     }
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) = find_project(&txn, &scope.id, &body.project_id)
         .await?
-        .ok_or_else(|| ApiError::invalid_field("ProjectId", format!("project '{}' was not found", body.project_id)))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "ProjectId",
+                format!("project '{}' was not found", body.project_id),
+            )
+        })?;
     let release = insert_release(
         &txn,
         &scope.id,
@@ -304,18 +461,40 @@ async fn create_release_classic(
     Ok((StatusCode::CREATED, Json(release)))
 }
 
-async fn list_releases(State(state): State<AppState>, scope: SpaceScope, params: Params) -> ApiResult<Json<Collection<Release>>> {
+async fn list_releases(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    params: Params,
+) -> ApiResult<Json<Collection<Release>>> {
     let query = resources::list_query(&params)?;
-    let (docs, total) = documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &query).await?;
-    release_page(docs, total, &query, &scope.id, format!("{}/releases", space_prefix(scope.id.as_str())))
+    let (docs, total) =
+        documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &query).await?;
+    release_page(
+        docs,
+        total,
+        &query,
+        &scope.id,
+        format!("{}/releases", space_prefix(scope.id.as_str())),
+    )
 }
 
-fn release_page(mut docs: Vec<Document>, total: u64, query: &ListQuery, space: &SpaceId, path: String) -> ApiResult<Json<Collection<Release>>> {
+fn release_page(
+    mut docs: Vec<Document>,
+    total: u64,
+    query: &ListQuery,
+    space: &SpaceId,
+    path: String,
+) -> ApiResult<Json<Collection<Release>>> {
     // Newest first, as Octopus lists releases.
     docs.reverse();
-    let items = docs.iter().map(|d| present_release(d, space)).collect::<ApiResult<Vec<_>>>()?;
+    let items = docs
+        .iter()
+        .map(|d| present_release(d, space))
+        .collect::<ApiResult<Vec<_>>>()?;
     let template = format!("{path}{{/id}}{{?skip,take}}");
-    Ok(Json(Collection::page("Release", items, total, query.skip, query.take, &path, &template)))
+    Ok(Json(Collection::page(
+        "Release", items, total, query.skip, query.take, &path, &template,
+    )))
 }
 
 async fn project_releases(
@@ -331,27 +510,60 @@ async fn project_releases(
     query.partial_name = params.get("searchByVersion").map(str::to_owned);
     // Newest first means reading from the end: fetch all, then page.
     let (skip, take) = (query.skip, query.take);
-    let all_query = ListQuery { skip: 0, take: u64::from(u32::MAX), ..query.clone() };
+    let all_query = ListQuery {
+        skip: 0,
+        take: u64::from(u32::MAX),
+        ..query.clone()
+    };
     let (mut docs, total) = documents::list(conn, &scope.id, RELEASE_KIND, &all_query).await?;
     docs.reverse();
-    let page: Vec<Document> = docs.into_iter().skip(skip as usize).take(take as usize).collect();
-    let items = page.iter().map(|d| present_release(d, &scope.id)).collect::<ApiResult<Vec<_>>>()?;
-    let path = format!("{}/projects/{}/releases", space_prefix(scope.id.as_str()), project_doc.id);
+    let page: Vec<Document> = docs
+        .into_iter()
+        .skip(skip as usize)
+        .take(take as usize)
+        .collect();
+    let items = page
+        .iter()
+        .map(|d| present_release(d, &scope.id))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let path = format!(
+        "{}/projects/{}/releases",
+        space_prefix(scope.id.as_str()),
+        project_doc.id
+    );
     let template = format!("{path}{{/version}}{{?skip,take,searchByVersion}}");
-    Ok(Json(Collection::page("Release", items, total, skip, take, &path, &template)))
+    Ok(Json(Collection::page(
+        "Release", items, total, skip, take, &path, &template,
+    )))
 }
 
-async fn project_release_by_version(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<Release>> {
+async fn project_release_by_version(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<Release>> {
     let conn = state.store.conn();
     let (project_doc, project) = require_project(conn, &scope.id, path.get("id")?).await?;
     let version = path.get("version")?;
-    let doc = documents::find_by_name(conn, &scope.id, RELEASE_KIND, Some(&project_doc.id), version)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("release '{version}' of project '{}'", project.name)))?;
+    let doc = documents::find_by_name(
+        conn,
+        &scope.id,
+        RELEASE_KIND,
+        Some(&project_doc.id),
+        version,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::not_found(format!("release '{version}' of project '{}'", project.name))
+    })?;
     Ok(Json(present_release(&doc, &scope.id)?))
 }
 
-async fn get_release(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<Release>> {
+async fn get_release(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<Release>> {
     let id = path.get("id")?;
     let doc = documents::get(state.store.conn(), &scope.id, RELEASE_KIND, id)
         .await?
@@ -359,7 +571,11 @@ async fn get_release(State(state): State<AppState>, scope: SpaceScope, path: Pat
     Ok(Json(present_release(&doc, &scope.id)?))
 }
 
-async fn delete_release(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<StatusCode> {
+async fn delete_release(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
     let id = path.get("id")?;
     let txn = state.store.conn().begin().await?;
     let doc = documents::get(&txn, &scope.id, RELEASE_KIND, id)
@@ -368,8 +584,14 @@ async fn delete_release(State(state): State<AppState>, scope: SpaceScope, path: 
     let release: Release = documents::decode(&doc)?;
     documents::delete_children(&txn, &scope.id, &doc.id).await?;
     for (kind, snapshot) in [
-        (PROCESS_SNAPSHOT_KIND, &release.project_deployment_process_snapshot_id),
-        (VARIABLES_SNAPSHOT_KIND, &release.project_variable_set_snapshot_id),
+        (
+            PROCESS_SNAPSHOT_KIND,
+            &release.project_deployment_process_snapshot_id,
+        ),
+        (
+            VARIABLES_SNAPSHOT_KIND,
+            &release.project_variable_set_snapshot_id,
+        ),
     ] {
         documents::delete(&txn, &scope.id, kind, snapshot).await?;
     }
@@ -387,26 +609,66 @@ async fn release_deployments(
     let id = path.get("id")?;
     let mut query = resources::list_query(&params)?;
     query.parent_id = Some(id.to_owned());
-    let (docs, total) = documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &query).await?;
-    deployment_page(docs, total, &query, &scope.id, format!("{}/releases/{id}/deployments", space_prefix(scope.id.as_str())))
+    let (docs, total) =
+        documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &query).await?;
+    deployment_page(
+        docs,
+        total,
+        &query,
+        &scope.id,
+        format!(
+            "{}/releases/{id}/deployments",
+            space_prefix(scope.id.as_str())
+        ),
+    )
 }
 
-fn deployment_page(mut docs: Vec<Document>, total: u64, query: &ListQuery, space: &SpaceId, path: String) -> ApiResult<Json<Collection<Deployment>>> {
+fn deployment_page(
+    mut docs: Vec<Document>,
+    total: u64,
+    query: &ListQuery,
+    space: &SpaceId,
+    path: String,
+) -> ApiResult<Json<Collection<Deployment>>> {
     docs.reverse();
-    let items = docs.iter().map(|d| present_deployment(d, space)).collect::<ApiResult<Vec<_>>>()?;
-    let template = format!("{path}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState}}");
-    Ok(Json(Collection::page("Deployment", items, total, query.skip, query.take, &path, &template)))
+    let items = docs
+        .iter()
+        .map(|d| present_deployment(d, space))
+        .collect::<ApiResult<Vec<_>>>()?;
+    let template =
+        format!("{path}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState}}");
+    Ok(Json(Collection::page(
+        "Deployment",
+        items,
+        total,
+        query.skip,
+        query.take,
+        &path,
+        &template,
+    )))
 }
 
-async fn list_deployments(State(state): State<AppState>, scope: SpaceScope, params: Params) -> ApiResult<Json<Collection<Deployment>>> {
+async fn list_deployments(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    params: Params,
+) -> ApiResult<Json<Collection<Deployment>>> {
     let conn = state.store.conn();
     let (skip, take) = params.paging()?;
     let ids = params.list("ids");
     let projects = params.list("projects");
     let environments = params.list("environments");
     let channels = params.list("channels");
-    let task_states: Vec<TaskState> = params.list("taskState").iter().filter_map(|s| TaskState::parse(s)).collect();
-    let query = ListQuery { ids, take: u64::from(u32::MAX), ..ListQuery::default() };
+    let task_states: Vec<TaskState> = params
+        .list("taskState")
+        .iter()
+        .filter_map(|s| TaskState::parse(s))
+        .collect();
+    let query = ListQuery {
+        ids,
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(conn, &scope.id, DEPLOYMENT_KIND, &query).await?;
     let mut matching = Vec::new();
     for doc in docs {
@@ -418,7 +680,9 @@ async fn list_deployments(State(state): State<AppState>, scope: SpaceScope, para
             continue;
         }
         if !task_states.is_empty() {
-            let state_now = tasks::get_task(conn, Some(&scope.id), &deployment.task_id).await?.and_then(|t| TaskState::parse(&t.state));
+            let state_now = tasks::get_task(conn, Some(&scope.id), &deployment.task_id)
+                .await?
+                .and_then(|t| TaskState::parse(&t.state));
             if !state_now.is_some_and(|s| task_states.contains(&s)) {
                 continue;
             }
@@ -427,14 +691,34 @@ async fn list_deployments(State(state): State<AppState>, scope: SpaceScope, para
     }
     let total = matching.len() as u64;
     matching.reverse();
-    let page: Vec<Document> = matching.into_iter().skip(skip as usize).take(take as usize).collect();
-    let items = page.iter().map(|d| present_deployment(d, &scope.id)).collect::<ApiResult<Vec<_>>>()?;
+    let page: Vec<Document> = matching
+        .into_iter()
+        .skip(skip as usize)
+        .take(take as usize)
+        .collect();
+    let items = page
+        .iter()
+        .map(|d| present_deployment(d, &scope.id))
+        .collect::<ApiResult<Vec<_>>>()?;
     let path = format!("{}/deployments", space_prefix(scope.id.as_str()));
-    let template = format!("{path}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState}}");
-    Ok(Json(Collection::page("Deployment", items, total, skip, take, &path, &template)))
+    let template =
+        format!("{path}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState}}");
+    Ok(Json(Collection::page(
+        "Deployment",
+        items,
+        total,
+        skip,
+        take,
+        &path,
+        &template,
+    )))
 }
 
-async fn get_deployment(State(state): State<AppState>, scope: SpaceScope, path: PathParams) -> ApiResult<Json<Deployment>> {
+async fn get_deployment(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<Deployment>> {
     let id = path.get("id")?;
     let doc = documents::get(state.store.conn(), &scope.id, DEPLOYMENT_KIND, id)
         .await?
@@ -447,15 +731,29 @@ async fn tenanted_not_available() -> ApiError {
 }
 
 /// Every environment of the space as (id, name), in sort order.
-async fn environments_in_order(conn: &impl ConnectionTrait, space: &SpaceId) -> ApiResult<Vec<(String, String)>> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+async fn environments_in_order(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+) -> ApiResult<Vec<(String, String)>> {
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(conn, space, Environment::KIND, &query).await?;
     Ok(docs.into_iter().map(|d| (d.id, d.name)).collect())
 }
 
 /// Environments that already have a successful deployment of `release_id`.
-async fn successfully_deployed(conn: &impl ConnectionTrait, space: &SpaceId, release_id: &str) -> ApiResult<Vec<String>> {
-    let query = ListQuery { parent_id: Some(release_id.to_owned()), take: u64::from(u32::MAX), ..ListQuery::default() };
+async fn successfully_deployed(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    release_id: &str,
+) -> ApiResult<Vec<String>> {
+    let query = ListQuery {
+        parent_id: Some(release_id.to_owned()),
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(conn, space, DEPLOYMENT_KIND, &query).await?;
     let mut done = Vec::new();
     for doc in docs {
@@ -489,26 +787,49 @@ async fn insert_deployment(
     let release: Release = documents::decode(&request.release_doc)?;
     let environment: Environment = documents::decode(&request.environment_doc)?;
     let (project_doc, project) = require_project(conn, &space.id, &release.project_id).await?;
-    let channel: Option<Channel> = match documents::get(conn, &space.id, Channel::KIND, &release.channel_id).await? {
-        Some(doc) => Some(documents::decode(&doc)?),
-        None => None,
-    };
-    let lifecycle_id = channel.and_then(|c| c.lifecycle_id).filter(|l| !l.is_empty()).unwrap_or(project.lifecycle_id.clone());
+    let channel: Option<Channel> =
+        match documents::get(conn, &space.id, Channel::KIND, &release.channel_id).await? {
+            Some(doc) => Some(documents::decode(&doc)?),
+            None => None,
+        };
+    let lifecycle_id = channel
+        .and_then(|c| c.lifecycle_id)
+        .filter(|l| !l.is_empty())
+        .unwrap_or(project.lifecycle_id.clone());
     let (_, lifecycle) = resources::load::<Lifecycle>(conn, &space.id, &lifecycle_id).await?;
     let phases: Vec<DomainPhase> = lifecycle
         .phases
         .iter()
         .map(|p| DomainPhase {
             name: p.name.clone(),
-            environment_ids: p.automatic_deployment_targets.iter().chain(&p.optional_deployment_targets).cloned().collect(),
-            minimum_environments_before_promotion: usize::try_from(p.minimum_environments_before_promotion).unwrap_or(0),
+            environment_ids: p
+                .automatic_deployment_targets
+                .iter()
+                .chain(&p.optional_deployment_targets)
+                .cloned()
+                .collect(),
+            minimum_environments_before_promotion: usize::try_from(
+                p.minimum_environments_before_promotion,
+            )
+            .unwrap_or(0),
             is_optional: p.is_optional_phase,
         })
         .collect();
     let environments = environments_in_order(conn, &space.id).await?;
     let done = successfully_deployed(conn, &space.id, &release.id).await?;
-    check_progression(&lifecycle.name, &phases, &environments, &environment.id, &done)
-        .map_err(|err| ApiError::bad_request(format!("The deployment is not allowed by the lifecycle: {err}."), vec![err.to_string()]))?;
+    check_progression(
+        &lifecycle.name,
+        &phases,
+        &environments,
+        &environment.id,
+        &done,
+    )
+    .map_err(|err| {
+        ApiError::bad_request(
+            format!("The deployment is not allowed by the lifecycle: {err}."),
+            vec![err.to_string()],
+        )
+    })?;
 
     let now = Utc::now();
     let deployment_id = cuttle_store::next_id(conn, "Deployments").await?;
@@ -537,7 +858,8 @@ async fn insert_deployment(
         use_guided_failure: request.use_guided_failure,
         ..Deployment::default()
     };
-    let number = cuttle_domain::ids::numeric_suffix(&deployment_id, "Deployments").unwrap_or(0) as i64;
+    let number =
+        cuttle_domain::ids::numeric_suffix(&deployment_id, "Deployments").unwrap_or(0) as i64;
     documents::insert(
         conn,
         NewDocument {
@@ -560,7 +882,10 @@ async fn insert_deployment(
             id: task_id.clone(),
             space_id: space.id.to_string(),
             name: "Deploy".into(),
-            description: format!("Deploy {} release {} to {}", project.name, release.version, environment.name),
+            description: format!(
+                "Deploy {} release {} to {}",
+                project.name, release.version, environment.name
+            ),
             state: TaskState::Queued.as_str().into(),
             arguments,
             project_id: Some(project_doc.id.clone()),
@@ -580,7 +905,10 @@ async fn insert_deployment(
     cuttle_platform::outbox::enqueue(
         conn,
         queues::ORCHESTRATOR_COMMANDS,
-        OrchestratorCommand::TaskQueued { task_id: task_id.clone() }.kind(),
+        OrchestratorCommand::TaskQueued {
+            task_id: task_id.clone(),
+        }
+        .kind(),
         &OrchestratorCommand::TaskQueued { task_id },
     )
     .await?;
@@ -589,11 +917,22 @@ async fn insert_deployment(
     Ok((deployment, task))
 }
 
-async fn find_environment(conn: &impl ConnectionTrait, space: &SpaceId, key: &str) -> ApiResult<Document> {
-    Ok(resources::load_by_id_or_name::<Environment>(conn, space, key)
-        .await?
-        .ok_or_else(|| ApiError::invalid_field("EnvironmentNames", format!("environment '{key}' was not found")))?
-        .0)
+async fn find_environment(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    key: &str,
+) -> ApiResult<Document> {
+    Ok(
+        resources::load_by_id_or_name::<Environment>(conn, space, key)
+            .await?
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    "EnvironmentNames",
+                    format!("environment '{key}' was not found"),
+                )
+            })?
+            .0,
+    )
 }
 
 async fn create_deployment_command(
@@ -603,28 +942,66 @@ async fn create_deployment_command(
     JsonBody(command): JsonBody<CreateDeploymentCommand>,
 ) -> ApiResult<(StatusCode, Json<CreateDeploymentResponse>)> {
     if command.project_name.trim().is_empty() {
-        return Err(ApiError::invalid_field("ProjectName", "the project's name or id is required"));
+        return Err(ApiError::invalid_field(
+            "ProjectName",
+            "the project's name or id is required",
+        ));
     }
     if command.release_version.trim().is_empty() {
-        return Err(ApiError::invalid_field("ReleaseVersion", "the version of the release to deploy is required"));
+        return Err(ApiError::invalid_field(
+            "ReleaseVersion",
+            "the version of the release to deploy is required",
+        ));
     }
     if command.environment_names.is_empty() {
-        return Err(ApiError::invalid_field("EnvironmentNames", "at least one environment is required"));
+        return Err(ApiError::invalid_field(
+            "EnvironmentNames",
+            "at least one environment is required",
+        ));
     }
     if !command.specific_machine_names.is_empty() || !command.excluded_machine_names.is_empty() {
-        return Err(ApiError::bad_request("Choosing deployment targets is not available in this version of Cuttle yet.", Vec::new()));
+        return Err(ApiError::bad_request(
+            "Choosing deployment targets is not available in this version of Cuttle yet.",
+            Vec::new(),
+        ));
     }
     if command.run_at.is_some() || command.no_run_after.is_some() {
-        return Err(ApiError::bad_request("Scheduled deployments (RunAt, NoRunAfter) are not available in this version of Cuttle yet.", Vec::new()));
+        return Err(ApiError::bad_request(
+            "Scheduled deployments (RunAt, NoRunAfter) are not available in this version of Cuttle yet.",
+            Vec::new(),
+        ));
     }
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) = find_project(&txn, &scope.id, command.project_name.trim())
         .await?
-        .ok_or_else(|| ApiError::invalid_field("ProjectName", format!("project '{}' was not found in space '{}'", command.project_name, scope.space.name)))?;
-    let release_doc = documents::find_by_name(&txn, &scope.id, RELEASE_KIND, Some(&project_doc.id), command.release_version.trim())
-        .await?
-        .ok_or_else(|| ApiError::invalid_field("ReleaseVersion", format!("release '{}' of project '{}' was not found", command.release_version, project.name)))?;
-    let skip_actions = resolve_skipped_actions(&txn, &scope.id, &release_doc, &command.skip_step_names).await?;
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "ProjectName",
+                format!(
+                    "project '{}' was not found in space '{}'",
+                    command.project_name, scope.space.name
+                ),
+            )
+        })?;
+    let release_doc = documents::find_by_name(
+        &txn,
+        &scope.id,
+        RELEASE_KIND,
+        Some(&project_doc.id),
+        command.release_version.trim(),
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::invalid_field(
+            "ReleaseVersion",
+            format!(
+                "release '{}' of project '{}' was not found",
+                command.release_version, project.name
+            ),
+        )
+    })?;
+    let skip_actions =
+        resolve_skipped_actions(&txn, &scope.id, &release_doc, &command.skip_step_names).await?;
     let mut created = Vec::new();
     for name in &command.environment_names {
         let environment_doc = find_environment(&txn, &scope.id, name).await?;
@@ -643,11 +1020,19 @@ async fn create_deployment_command(
             },
         )
         .await?;
-        created.push(DeploymentServerTask { deployment_id: deployment.id, server_task_id: task.id });
+        created.push(DeploymentServerTask {
+            deployment_id: deployment.id,
+            server_task_id: task.id,
+        });
     }
     txn.commit().await?;
     state.relay.wake();
-    Ok((StatusCode::CREATED, Json(CreateDeploymentResponse { deployment_server_tasks: created })))
+    Ok((
+        StatusCode::CREATED,
+        Json(CreateDeploymentResponse {
+            deployment_server_tasks: created,
+        }),
+    ))
 }
 
 /// Maps `SkipStepNames` (step or action names) to action ids of the release's process snapshot.
@@ -661,9 +1046,16 @@ async fn resolve_skipped_actions(
         return Ok(Vec::new());
     }
     let release: Release = documents::decode(release_doc)?;
-    let snapshot = documents::get(conn, space, PROCESS_SNAPSHOT_KIND, &release.project_deployment_process_snapshot_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("release {} lost its process snapshot", release.id)))?;
+    let snapshot = documents::get(
+        conn,
+        space,
+        PROCESS_SNAPSHOT_KIND,
+        &release.project_deployment_process_snapshot_id,
+    )
+    .await?
+    .ok_or_else(|| {
+        ApiError::internal(format!("release {} lost its process snapshot", release.id))
+    })?;
     let process: cuttle_wire::resources::DeploymentProcess = documents::decode(&snapshot)?;
     let mut ids = Vec::new();
     for name in names {
@@ -677,7 +1069,10 @@ async fn resolve_skipped_actions(
             }
         }
         if !found {
-            return Err(ApiError::invalid_field("SkipStepNames", format!("the release has no step named '{name}'")));
+            return Err(ApiError::invalid_field(
+                "SkipStepNames",
+                format!("the release has no step named '{name}'"),
+            ));
         }
     }
     Ok(ids)
@@ -693,15 +1088,28 @@ async fn create_deployment_classic(
         return Err(ApiError::not_implemented("Tenanted deployments"));
     }
     if !body.specific_machine_ids.is_empty() || !body.excluded_machine_ids.is_empty() {
-        return Err(ApiError::bad_request("Choosing deployment targets is not available in this version of Cuttle yet.", Vec::new()));
+        return Err(ApiError::bad_request(
+            "Choosing deployment targets is not available in this version of Cuttle yet.",
+            Vec::new(),
+        ));
     }
     let txn = state.store.conn().begin().await?;
     let release_doc = documents::get(&txn, &scope.id, RELEASE_KIND, &body.release_id)
         .await?
-        .ok_or_else(|| ApiError::invalid_field("ReleaseId", format!("release '{}' was not found", body.release_id)))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "ReleaseId",
+                format!("release '{}' was not found", body.release_id),
+            )
+        })?;
     let environment_doc = documents::get(&txn, &scope.id, Environment::KIND, &body.environment_id)
         .await?
-        .ok_or_else(|| ApiError::invalid_field("EnvironmentId", format!("environment '{}' was not found", body.environment_id)))?;
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                "EnvironmentId",
+                format!("environment '{}' was not found", body.environment_id),
+            )
+        })?;
     let (deployment, _) = insert_deployment(
         &txn,
         &scope,

@@ -57,10 +57,16 @@ pub trait Resource: Serialize + DeserializeOwned + Default + Clone + Send + Sync
 pub fn require_name(name: &str, noun: &str) -> ApiResult<String> {
     let trimmed = name.trim();
     if trimmed.is_empty() {
-        return Err(ApiError::invalid_field("Name", format!("a {noun} name is required")));
+        return Err(ApiError::invalid_field(
+            "Name",
+            format!("a {noun} name is required"),
+        ));
     }
     if trimmed.chars().count() > 200 {
-        return Err(ApiError::invalid_field("Name", "must be 200 characters or fewer"));
+        return Err(ApiError::invalid_field(
+            "Name",
+            "must be 200 characters or fewer",
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -130,9 +136,20 @@ pub fn page<T: Resource>(
     space: &SpaceId,
     path: String,
 ) -> ApiResult<Collection<T>> {
-    let items = docs.iter().map(|doc| present::<T>(doc, space)).collect::<ApiResult<Vec<T>>>()?;
+    let items = docs
+        .iter()
+        .map(|doc| present::<T>(doc, space))
+        .collect::<ApiResult<Vec<T>>>()?;
     let template = format!("{path}{{/id}}{{?skip,take,ids,partialName}}");
-    Ok(Collection::page(T::KIND, items, total, query.skip, query.take, &path, &template))
+    Ok(Collection::page(
+        T::KIND,
+        items,
+        total,
+        query.skip,
+        query.take,
+        &path,
+        &template,
+    ))
 }
 
 async fn list<T: Resource>(
@@ -146,10 +163,20 @@ async fn list<T: Resource>(
     Ok(Json(page(docs, total, &query, &scope.id, path)?))
 }
 
-async fn all<T: Resource>(State(state): State<AppState>, scope: SpaceScope) -> ApiResult<Json<Vec<T>>> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+async fn all<T: Resource>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+) -> ApiResult<Json<Vec<T>>> {
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &query).await?;
-    Ok(Json(docs.iter().map(|doc| present::<T>(doc, &scope.id)).collect::<ApiResult<_>>()?))
+    Ok(Json(
+        docs.iter()
+            .map(|doc| present::<T>(doc, &scope.id))
+            .collect::<ApiResult<_>>()?,
+    ))
 }
 
 async fn get_one<T: Resource>(
@@ -229,9 +256,16 @@ pub async fn replace<T: Resource>(
         data: documents::encode(&value),
         expected_version: None,
     };
-    documents::replace(conn, space, T::KIND, id, replacement, &name_taken(T::NOUN, &name))
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("{} '{id}'", T::NOUN)))?;
+    documents::replace(
+        conn,
+        space,
+        T::KIND,
+        id,
+        replacement,
+        &name_taken(T::NOUN, &name),
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("{} '{id}'", T::NOUN)))?;
     value.set_links(value.links(space));
     Ok(value)
 }
@@ -271,7 +305,10 @@ pub fn item_routes<T: Resource>(prefix: &str) -> Router<AppState> {
     let base = format!("{prefix}/{}", T::COLLECTION);
     Router::new()
         .route(&format!("{base}/all"), get(all::<T>))
-        .route(&format!("{base}/{{id}}"), get(get_one::<T>).put(update::<T>).delete(delete::<T>))
+        .route(
+            &format!("{base}/{{id}}"),
+            get(get_one::<T>).put(update::<T>).delete(delete::<T>),
+        )
 }
 
 /// Routes of this module.
@@ -279,10 +316,10 @@ pub fn routes(prefix: &str) -> Router<AppState> {
     Router::new()
         .merge(crud::<ProjectGroup>(prefix))
         .merge(crud::<Lifecycle>(prefix))
-        .merge(
-            crud::<Environment>(prefix)
-                .route(&format!("{prefix}/environments/sortorder"), axum::routing::put(sort_environments)),
-        )
+        .merge(crud::<Environment>(prefix).route(
+            &format!("{prefix}/environments/sortorder"),
+            axum::routing::put(sort_environments),
+        ))
         .merge(feed_routes(prefix))
 }
 
@@ -307,7 +344,10 @@ impl Resource for ProjectGroup {
         links([
             ("Self", base.clone()),
             ("Projects", format!("{base}/projects{{?skip,take}}")),
-            ("Web", format!("/app#/{space}/projects?projectGroup={}", self.id)),
+            (
+                "Web",
+                format!("/app#/{space}/projects?projectGroup={}", self.id),
+            ),
         ])
     }
     fn set_links(&mut self, links: Links) {
@@ -389,10 +429,21 @@ impl Resource for Environment {
         let base = format!("{}/environments/{}", space_prefix(space.as_str()), self.id);
         links([
             ("Self", base.clone()),
-            ("Machines", format!("{base}/machines{{?skip,take,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags,shellNames}}")),
-            ("SinglyScopedVariableDetails", format!("{base}/singlyScopedVariableDetails")),
+            (
+                "Machines",
+                format!(
+                    "{base}/machines{{?skip,take,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags,shellNames}}"
+                ),
+            ),
+            (
+                "SinglyScopedVariableDetails",
+                format!("{base}/singlyScopedVariableDetails"),
+            ),
             ("Metadata", format!("{base}/metadata")),
-            ("Web", format!("/app#/{space}/infrastructure/environments/{}", self.id)),
+            (
+                "Web",
+                format!("/app#/{space}/infrastructure/environments/{}", self.id),
+            ),
         ])
     }
     fn set_links(&mut self, links: Links) {
@@ -400,12 +451,19 @@ impl Resource for Environment {
     }
     fn sort_order(&self, number: i64) -> i64 {
         // A new environment without an explicit order goes last, like Octopus.
-        if self.sort_order > 0 { self.sort_order } else { number }
+        if self.sort_order > 0 {
+            self.sort_order
+        } else {
+            number
+        }
     }
     fn prepare(&mut self) -> ApiResult<()> {
         self.slug = slugify(&self.name);
         if self.sort_order < 0 {
-            return Err(ApiError::invalid_field("SortOrder", "must be zero or positive"));
+            return Err(ApiError::invalid_field(
+                "SortOrder",
+                "must be zero or positive",
+            ));
         }
         Ok(())
     }
@@ -447,7 +505,12 @@ impl Resource for Feed {
         let base = format!("{}/feeds/{}", space_prefix(space.as_str()), self.id);
         links([
             ("Self", base.clone()),
-            ("SearchPackageVersionsTemplate", format!("{base}/packages/versions{{?packageId,take,skip,includePreRelease,versionRange,preReleaseTag,filter,includeReleaseNotes}}")),
+            (
+                "SearchPackageVersionsTemplate",
+                format!(
+                    "{base}/packages/versions{{?packageId,take,skip,includePreRelease,versionRange,preReleaseTag,filter,includeReleaseNotes}}"
+                ),
+            ),
         ])
     }
     fn set_links(&mut self, links: Links) {
@@ -461,7 +524,12 @@ fn feed_routes(prefix: &str) -> Router<AppState> {
     Router::new()
         .route(&base, get(list::<Feed>).post(feed_not_available))
         .route(&format!("{base}/all"), get(all::<Feed>))
-        .route(&format!("{base}/{{id}}"), get(get_one::<Feed>).put(feed_not_available).delete(feed_not_available))
+        .route(
+            &format!("{base}/{{id}}"),
+            get(get_one::<Feed>)
+                .put(feed_not_available)
+                .delete(feed_not_available),
+        )
 }
 
 async fn feed_not_available() -> ApiError {

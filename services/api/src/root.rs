@@ -36,12 +36,12 @@ async fn root(State(state): State<AppState>) -> ApiResult<Json<Value>> {
         "Health": "/health/ready",
     });
     // Space-scoped links of the root document point at the default space, as Octopus's do.
-    if let (Some(space), Some(map)) = (default_space, links.as_object_mut()) {
-        if let Some(space_links) = crate::spaces::space_home_links(space.id.as_str()).as_object() {
-            for (key, value) in space_links {
-                if key != "Self" {
-                    map.insert(key.clone(), value.clone());
-                }
+    if let (Some(space), Some(map)) = (default_space, links.as_object_mut())
+        && let Some(space_links) = crate::spaces::space_home_links(space.id.as_str()).as_object()
+    {
+        for (key, value) in space_links {
+            if key != "Self" {
+                map.insert(key.clone(), value.clone());
             }
         }
     }
@@ -82,7 +82,10 @@ pub fn present_user(user: &cuttle_store::users::User) -> User {
         links: links([
             ("Self", format!("/api/users/{}", user.id)),
             ("Spaces", format!("/api/users/{}/spaces", user.id)),
-            ("ApiKeys", format!("/api/users/{}/apikeys{{/id}}{{?skip,take}}", user.id)),
+            (
+                "ApiKeys",
+                format!("/api/users/{}/apikeys{{/id}}{{?skip,take}}", user.id),
+            ),
         ]),
     }
 }

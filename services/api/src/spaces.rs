@@ -49,7 +49,10 @@ fn present(doc: &Document) -> ApiResult<Space> {
 
 /// The space marked `IsDefault`.
 pub async fn default_space(state: &AppState) -> ApiResult<Option<SpaceScope>> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
     for doc in docs {
         let space: Space = documents::decode(&doc)?;
@@ -62,19 +65,31 @@ pub async fn default_space(state: &AppState) -> ApiResult<Option<SpaceScope>> {
 }
 
 /// Finds a space by slug or exact (case-insensitive) name.
-pub async fn find_by_slug_or_name(state: &AppState, identifier: &str) -> ApiResult<Option<Document>> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+pub async fn find_by_slug_or_name(
+    state: &AppState,
+    identifier: &str,
+) -> ApiResult<Option<Document>> {
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
     for doc in docs {
         let space: Space = documents::decode(&doc)?;
-        if space.slug.eq_ignore_ascii_case(identifier) || space.name.eq_ignore_ascii_case(identifier) {
+        if space.slug.eq_ignore_ascii_case(identifier)
+            || space.name.eq_ignore_ascii_case(identifier)
+        {
             return Ok(Some(doc));
         }
     }
     Ok(None)
 }
 
-async fn list(State(state): State<AppState>, _: Principal, params: Params) -> ApiResult<Json<Collection<Space>>> {
+async fn list(
+    State(state): State<AppState>,
+    _: Principal,
+    params: Params,
+) -> ApiResult<Json<Collection<Space>>> {
     let query = resources::list_query(&params)?;
     let (docs, total) = documents::list_spaces(state.store.conn(), &query).await?;
     let items = docs.iter().map(present).collect::<ApiResult<Vec<_>>>()?;
@@ -90,16 +105,25 @@ async fn list(State(state): State<AppState>, _: Principal, params: Params) -> Ap
 }
 
 async fn all(State(state): State<AppState>, _: Principal) -> ApiResult<Json<Vec<Space>>> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
     Ok(Json(docs.iter().map(present).collect::<ApiResult<_>>()?))
 }
 
 async fn load(state: &AppState, identifier: &str) -> ApiResult<SpaceScope> {
-    resolve_space(state, identifier).await?.ok_or_else(|| ApiError::not_found(format!("space '{identifier}'")))
+    resolve_space(state, identifier)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("space '{identifier}'")))
 }
 
-async fn get_one(State(state): State<AppState>, _: Principal, path: PathParams) -> ApiResult<Json<Space>> {
+async fn get_one(
+    State(state): State<AppState>,
+    _: Principal,
+    path: PathParams,
+) -> ApiResult<Json<Space>> {
     let scope = load(&state, path.get("id")?).await?;
     let mut space = scope.space;
     space.links = space_links(&space);
@@ -107,13 +131,21 @@ async fn get_one(State(state): State<AppState>, _: Principal, path: PathParams) 
 }
 
 /// Creates a space and its defaults in the caller's transaction. Used by the API and bootstrap.
-pub async fn insert_space(conn: &impl ConnectionTrait, mut space: Space, owner: Option<&str>) -> ApiResult<Space> {
+pub async fn insert_space(
+    conn: &impl ConnectionTrait,
+    mut space: Space,
+    owner: Option<&str>,
+) -> ApiResult<Space> {
     let name = require_name(&space.name, "space")?;
     let number = cuttle_store::next_number(conn, "Spaces").await?;
     let id = SpaceId::from_number(number as u64);
     space.id = id.to_string();
     space.name = name.clone();
-    space.slug = if space.slug.trim().is_empty() { slugify(&name) } else { slugify(&space.slug) };
+    space.slug = if space.slug.trim().is_empty() {
+        slugify(&name)
+    } else {
+        slugify(&space.slug)
+    };
     if space.space_managers_teams.is_empty() {
         space.space_managers_teams = vec![format!("teams-spacemanagers-{id}")];
     }
@@ -138,7 +170,15 @@ pub async fn insert_space(conn: &impl ConnectionTrait, mut space: Space, owner: 
     )
     .await?;
     ensure_unique_space(conn, &space).await?;
-    resources::insert(conn, &id, ProjectGroup { name: "Default Project Group".into(), ..Default::default() }).await?;
+    resources::insert(
+        conn,
+        &id,
+        ProjectGroup {
+            name: "Default Project Group".into(),
+            ..Default::default()
+        },
+    )
+    .await?;
     resources::insert(
         conn,
         &id,
@@ -182,15 +222,30 @@ pub async fn insert_space(conn: &impl ConnectionTrait, mut space: Space, owner: 
 
 /// Space names and slugs are unique installation-wide (checked inside the transaction).
 async fn ensure_unique_space(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list_spaces(conn, &query).await?;
     for doc in docs.iter().filter(|d| d.id != space.id) {
         let other: Space = documents::decode(doc)?;
         if other.name.eq_ignore_ascii_case(&space.name) {
-            return Err(ApiError::invalid_field("Name", format!("the name '{}' is already in use by another space", space.name)));
+            return Err(ApiError::invalid_field(
+                "Name",
+                format!(
+                    "the name '{}' is already in use by another space",
+                    space.name
+                ),
+            ));
         }
         if other.slug.eq_ignore_ascii_case(&space.slug) {
-            return Err(ApiError::invalid_field("Slug", format!("the slug '{}' is already in use by another space", space.slug)));
+            return Err(ApiError::invalid_field(
+                "Slug",
+                format!(
+                    "the slug '{}' is already in use by another space",
+                    space.slug
+                ),
+            ));
         }
     }
     Ok(())
@@ -203,7 +258,15 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<Space>)> {
     let make_default = space.is_default;
     let txn = state.store.conn().begin().await?;
-    let mut created = insert_space(&txn, Space { is_default: false, ..space }, Some(&principal.user.id)).await?;
+    let mut created = insert_space(
+        &txn,
+        Space {
+            is_default: false,
+            ..space
+        },
+        Some(&principal.user.id),
+    )
+    .await?;
     if make_default {
         created = set_default(&txn, created).await?;
     }
@@ -213,7 +276,10 @@ async fn create(
 
 /// Makes `space` the only default space.
 async fn set_default(conn: &impl ConnectionTrait, mut space: Space) -> ApiResult<Space> {
-    let query = ListQuery { take: u64::from(u32::MAX), ..ListQuery::default() };
+    let query = ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    };
     let (docs, _) = documents::list_spaces(conn, &query).await?;
     for doc in docs.iter().filter(|d| d.id != space.id) {
         let mut other: Space = documents::decode(doc)?;
@@ -236,7 +302,13 @@ async fn save(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
         &id,
         KIND,
         &space.id,
-        Replacement { name: space.name.clone(), unique_key: None, sort_order: number, data: documents::encode(space), expected_version: None },
+        Replacement {
+            name: space.name.clone(),
+            unique_key: None,
+            sort_order: number,
+            data: documents::encode(space),
+            expected_version: None,
+        },
         "",
     )
     .await?;
@@ -251,9 +323,16 @@ async fn update(
 ) -> ApiResult<Json<Space>> {
     let current = load(&state, path.get("id")?).await?.space;
     let name = require_name(&body.name, "space")?;
-    let slug = if body.slug.trim().is_empty() { current.slug.clone() } else { slugify(&body.slug) };
+    let slug = if body.slug.trim().is_empty() {
+        current.slug.clone()
+    } else {
+        slugify(&body.slug)
+    };
     if current.is_default && !body.is_default {
-        return Err(ApiError::invalid_field("IsDefault", "make another space the default instead of clearing it here"));
+        return Err(ApiError::invalid_field(
+            "IsDefault",
+            "make another space the default instead of clearing it here",
+        ));
     }
     let space = Space {
         id: current.id.clone(),
@@ -272,21 +351,35 @@ async fn update(
     };
     let txn = state.store.conn().begin().await?;
     ensure_unique_space(&txn, &space).await?;
-    let mut space = if space.is_default && !current.is_default { set_default(&txn, space).await? } else { space };
+    let mut space = if space.is_default && !current.is_default {
+        set_default(&txn, space).await?
+    } else {
+        space
+    };
     save(&txn, &space).await?;
     txn.commit().await?;
     space.links = space_links(&space);
     Ok(Json(space))
 }
 
-async fn delete(State(state): State<AppState>, _: Principal, path: PathParams) -> ApiResult<StatusCode> {
+async fn delete(
+    State(state): State<AppState>,
+    _: Principal,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
     let scope = load(&state, path.get("id")?).await?;
     if scope.space.is_default {
-        return Err(ApiError::bad_request("The default space cannot be deleted.", vec!["Make another space the default first.".into()]));
+        return Err(ApiError::bad_request(
+            "The default space cannot be deleted.",
+            vec!["Make another space the default first.".into()],
+        ));
     }
     if !scope.space.task_queue_stopped {
         return Err(ApiError::bad_request(
-            format!("The task queue of space '{}' must be stopped before the space can be deleted.", scope.space.name),
+            format!(
+                "The task queue of space '{}' must be stopped before the space can be deleted.",
+                scope.space.name
+            ),
             vec!["Set TaskQueueStopped to true with PUT /api/spaces/{id}, then delete.".into()],
         ));
     }

@@ -29,7 +29,11 @@ pub fn global_routes() -> Router<AppState> {
 
 /// `/api/{space}/tasks/...`; the default-space prefix is served by [`global_routes`].
 pub fn space_routes(prefix: &str) -> Router<AppState> {
-    if prefix == "/api" { Router::new() } else { task_routes(prefix) }
+    if prefix == "/api" {
+        Router::new()
+    } else {
+        task_routes(prefix)
+    }
 }
 
 fn task_routes(prefix: &str) -> Router<AppState> {
@@ -46,10 +50,11 @@ fn task_routes(prefix: &str) -> Router<AppState> {
 pub fn present(task: &Task) -> ServerTask {
     let state = TaskState::parse(&task.state).unwrap_or(TaskState::Queued);
     let completed = state.is_completed();
-    let duration_ms = task.start_time.map(|start| {
-        (task.completed_time.unwrap_or_else(Utc::now) - start).num_milliseconds()
-    });
-    let arguments: BTreeMap<String, serde_json::Value> = serde_json::from_str(&task.arguments).unwrap_or_default();
+    let duration_ms = task
+        .start_time
+        .map(|start| (task.completed_time.unwrap_or_else(Utc::now) - start).num_milliseconds());
+    let arguments: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(&task.arguments).unwrap_or_default();
     let base = format!("/api/tasks/{}", task.id);
     ServerTask {
         id: task.id.clone(),
@@ -58,7 +63,9 @@ pub fn present(task: &Task) -> ServerTask {
         description: task.description.clone(),
         arguments,
         state: state.as_str().into(),
-        completed: task.completed_time.map(|at| at.format("%A, %-d %B %Y %-I:%M %p").to_string()),
+        completed: task
+            .completed_time
+            .map(|at| at.format("%A, %-d %B %Y %-I:%M %p").to_string()),
         queue_time: Some(task.queue_time),
         queue_time_expiry: None,
         start_time: task.start_time,
@@ -83,16 +90,26 @@ pub fn present(task: &Task) -> ServerTask {
             ("Raw", format!("{base}/raw")),
             ("Details", format!("{base}/details{{?verbose,tail,ranges}}")),
             ("Cancel", format!("{base}/cancel")),
-            ("Artifacts", format!("/api/{}/artifacts?regarding={}", task.space_id, task.id)),
-            ("Interruptions", format!("/api/{}/interruptions?regarding={}", task.space_id, task.id)),
+            (
+                "Artifacts",
+                format!("/api/{}/artifacts?regarding={}", task.space_id, task.id),
+            ),
+            (
+                "Interruptions",
+                format!("/api/{}/interruptions?regarding={}", task.space_id, task.id),
+            ),
         ]),
     }
 }
 
 /// The space of a task route; `None` on `/api/tasks`, which spans spaces. The principal is
 /// taken so that no task route can be reached unauthenticated.
-async fn scoped(state: &AppState, path: &PathParams, _principal: &Principal) -> ApiResult<Option<SpaceId>> {
-    match path.get("space_id").ok() {
+async fn scoped(
+    state: &AppState,
+    path: &PathParams,
+    _principal: &Principal,
+) -> ApiResult<Option<SpaceId>> {
+    match path.optional("space_id") {
         Some(identifier) => Ok(Some(
             crate::extract::resolve_space(state, identifier)
                 .await?
@@ -118,7 +135,9 @@ async fn list(
         if name.eq_ignore_ascii_case("New") {
             continue;
         }
-        states.push(TaskState::parse(&name).ok_or_else(|| ApiError::invalid_field("states", format!("'{name}' is not a task state")))?);
+        states.push(TaskState::parse(&name).ok_or_else(|| {
+            ApiError::invalid_field("states", format!("'{name}' is not a task state"))
+        })?);
     }
     let mut space_ids = space.map(|s| vec![s.to_string()]);
     let spaces_filter = params.list("spaces");
@@ -137,12 +156,22 @@ async fn list(
         take,
     };
     let (rows, total) = tasks::list_tasks(state.store.conn(), &query).await?;
-    let path = match path.get("space_id") {
-        Ok(space) => format!("/api/{space}/tasks"),
-        Err(_) => "/api/tasks".to_owned(),
+    let path = match path.optional("space_id") {
+        Some(space) => format!("/api/{space}/tasks"),
+        None => "/api/tasks".to_owned(),
     };
-    let template = format!("{path}{{/id}}{{?skip,active,environment,project,name,node,running,states,take,ids,spaces}}");
-    Ok(Json(Collection::page("Task", rows.iter().map(present).collect(), total, query.skip, take, &path, &template)))
+    let template = format!(
+        "{path}{{/id}}{{?skip,active,environment,project,name,node,running,states,take,ids,spaces}}"
+    );
+    Ok(Json(Collection::page(
+        "Task",
+        rows.iter().map(present).collect(),
+        total,
+        query.skip,
+        take,
+        &path,
+        &template,
+    )))
 }
 
 async fn load(state: &AppState, path: &PathParams, principal: &Principal) -> ApiResult<Task> {
@@ -153,7 +182,11 @@ async fn load(state: &AppState, path: &PathParams, principal: &Principal) -> Api
         .ok_or_else(|| ApiError::not_found(format!("task '{id}'")))
 }
 
-async fn get_one(State(state): State<AppState>, principal: Principal, path: PathParams) -> ApiResult<Json<ServerTask>> {
+async fn get_one(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: PathParams,
+) -> ApiResult<Json<ServerTask>> {
     Ok(Json(present(&load(&state, &path, &principal).await?)))
 }
 
@@ -180,7 +213,11 @@ fn task_activity_status(state: TaskState) -> ActivityStatus {
 
 /// The status of a step from its actions: failures and cancels win, then running, pending.
 fn combine(statuses: &[ActivityStatus]) -> ActivityStatus {
-    for candidate in [ActivityStatus::Failed, ActivityStatus::Canceled, ActivityStatus::Running] {
+    for candidate in [
+        ActivityStatus::Failed,
+        ActivityStatus::Canceled,
+        ActivityStatus::Running,
+    ] {
         if statuses.contains(&candidate) {
             return candidate;
         }
@@ -195,8 +232,10 @@ fn combine(statuses: &[ActivityStatus]) -> ActivityStatus {
 }
 
 fn log_elements(lines: &[&LogRow], verbose: bool, tail: Option<usize>) -> Vec<LogElement> {
-    let visible: Vec<&&LogRow> =
-        lines.iter().filter(|l| verbose || LogCategory::parse(&l.category) != LogCategory::Verbose).collect();
+    let visible: Vec<&&LogRow> = lines
+        .iter()
+        .filter(|l| verbose || LogCategory::parse(&l.category) != LogCategory::Verbose)
+        .collect();
     let skip = tail.map(|n| visible.len().saturating_sub(n)).unwrap_or(0);
     visible
         .into_iter()
@@ -214,7 +253,13 @@ fn log_elements(lines: &[&LogRow], verbose: bool, tail: Option<usize>) -> Vec<Lo
 }
 
 /// Builds the activity tree: the task, a child per step, a child per action of the step.
-pub fn activity_tree(task: &Task, jobs: &[Job], log: &[LogRow], verbose: bool, tail: Option<usize>) -> ActivityElement {
+pub fn activity_tree(
+    task: &Task,
+    jobs: &[Job],
+    log: &[LogRow],
+    verbose: bool,
+    tail: Option<usize>,
+) -> ActivityElement {
     let state = TaskState::parse(&task.state).unwrap_or(TaskState::Queued);
     let lines_of = |node: &str| log.iter().filter(|l| l.node_id == node).collect::<Vec<_>>();
     let mut steps: BTreeMap<i32, Vec<&Job>> = BTreeMap::new();
@@ -242,12 +287,31 @@ pub fn activity_tree(task: &Task, jobs: &[Job], log: &[LogRow], verbose: bool, t
                     children: Vec::new(),
                 })
                 .collect();
-            let statuses: Vec<ActivityStatus> = jobs.iter().map(|j| job_activity_status(j)).collect();
+            let statuses: Vec<ActivityStatus> =
+                jobs.iter().map(|j| job_activity_status(j)).collect();
             ActivityElement {
                 id: format!("{}_step_{number}", task.id),
-                name: format!("Step {number}: {}", jobs.first().map(|j| j.step_name.as_str()).unwrap_or_default()),
-                started: jobs.iter().filter_map(|j| j.started_at).min().as_ref().map(dates::format),
-                ended: if statuses.iter().all(|s| s.is_finished()) { jobs.iter().filter_map(|j| j.ended_at).max().as_ref().map(dates::format) } else { None },
+                name: format!(
+                    "Step {number}: {}",
+                    jobs.first()
+                        .map(|j| j.step_name.as_str())
+                        .unwrap_or_default()
+                ),
+                started: jobs
+                    .iter()
+                    .filter_map(|j| j.started_at)
+                    .min()
+                    .as_ref()
+                    .map(dates::format),
+                ended: if statuses.iter().all(|s| s.is_finished()) {
+                    jobs.iter()
+                        .filter_map(|j| j.ended_at)
+                        .max()
+                        .as_ref()
+                        .map(dates::format)
+                } else {
+                    None
+                },
                 status: combine(&statuses).as_str().into(),
                 show_at_summary_level: true,
                 progress_percentage: 0,
@@ -287,7 +351,10 @@ async fn details(
     let jobs = tasks::jobs_for_task(conn, &task.id).await?;
     let log = tasks::read_log(conn, &task.id).await?;
     let tree = activity_tree(&task, &jobs, &log, verbose, tail);
-    let finished = jobs.iter().filter(|j| job_activity_status(j).is_finished()).count();
+    let finished = jobs
+        .iter()
+        .filter(|j| job_activity_status(j).is_finished())
+        .count();
     let percentage = if TaskState::parse(&task.state).is_some_and(TaskState::is_completed) {
         100
     } else if jobs.is_empty() {
@@ -297,7 +364,10 @@ async fn details(
     };
     Ok(Json(TaskDetails {
         task: present(&task),
-        progress: TaskProgress { progress_percentage: percentage, estimated_time_remaining: String::new() },
+        progress: TaskProgress {
+            progress_percentage: percentage,
+            estimated_time_remaining: String::new(),
+        },
         physical_log_size: log.iter().map(|l| l.message.len() as i64 + 1).sum(),
         activity_logs: vec![tree],
         links: links([("Self", format!("/api/tasks/{}/details", task.id))]),
@@ -308,19 +378,39 @@ async fn details(
 pub fn render_raw(task: &Task, tree: &ActivityElement) -> String {
     let present = present(task);
     let mut out = String::new();
-    let when = |at: Option<chrono::DateTime<Utc>>| at.map(|t| t.format("%A, %-d %B %Y %-I:%M %p").to_string()).unwrap_or_default();
+    let when = |at: Option<chrono::DateTime<Utc>>| {
+        at.map(|t| t.format("%A, %-d %B %Y %-I:%M %p").to_string())
+            .unwrap_or_default()
+    };
     out.push_str(&format!("Task ID:        {}\n", task.id));
     out.push_str(&format!("Task status:    {}\n", present.state));
-    out.push_str(&format!("Task queued:    {}\n", when(Some(task.queue_time))));
+    out.push_str(&format!(
+        "Task queued:    {}\n",
+        when(Some(task.queue_time))
+    ));
     out.push_str(&format!("Task started:   {}\n", when(task.start_time)));
-    out.push_str(&format!("Task duration:  {}\n", present.duration.unwrap_or_default()));
-    out.push_str(&format!("Server version: Cuttle {}\n\n", env!("CARGO_PKG_VERSION")));
+    out.push_str(&format!(
+        "Task duration:  {}\n",
+        present.duration.unwrap_or_default()
+    ));
+    out.push_str(&format!(
+        "Server version: Cuttle {}\n\n",
+        env!("CARGO_PKG_VERSION")
+    ));
     fn walk(node: &ActivityElement, depth: usize, out: &mut String) {
         let indent = "  ".repeat(depth);
-        out.push_str(&format!("                    | {indent}== {}: {} ==\n", node.status, node.name));
+        out.push_str(&format!(
+            "                    | {indent}== {}: {} ==\n",
+            node.status, node.name
+        ));
         for line in &node.log_elements {
-            let time = chrono::DateTime::parse_from_rfc3339(&line.occurred_at).map(|t| t.format("%H:%M:%S").to_string()).unwrap_or_default();
-            out.push_str(&format!("{time:<10} {:<8} | {indent}  {}\n", line.category, line.message_text));
+            let time = chrono::DateTime::parse_from_rfc3339(&line.occurred_at)
+                .map(|t| t.format("%H:%M:%S").to_string())
+                .unwrap_or_default();
+            out.push_str(&format!(
+                "{time:<10} {:<8} | {indent}  {}\n",
+                line.category, line.message_text
+            ));
         }
         for child in &node.children {
             walk(child, depth + 1, out);
@@ -330,13 +420,20 @@ pub fn render_raw(task: &Task, tree: &ActivityElement) -> String {
     out
 }
 
-async fn raw(State(state): State<AppState>, principal: Principal, path: PathParams) -> ApiResult<impl IntoResponse> {
+async fn raw(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: PathParams,
+) -> ApiResult<impl IntoResponse> {
     let task = load(&state, &path, &principal).await?;
     let conn = state.store.conn();
     let jobs = tasks::jobs_for_task(conn, &task.id).await?;
     let log = tasks::read_log(conn, &task.id).await?;
     let tree = activity_tree(&task, &jobs, &log, true, None);
-    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], render_raw(&task, &tree)))
+    Ok((
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        render_raw(&task, &tree),
+    ))
 }
 
 /// Requests cancellation: a queued task ends Canceled at once; an executing one becomes
@@ -369,8 +466,16 @@ pub async fn request_cancel(conn: &impl ConnectionTrait, task: &mut Task) -> Api
             task.state = TaskState::Cancelling.as_str().into();
             task.cancel_requested = true;
             tasks::save_task(conn, task).await?;
-            let command = OrchestratorCommand::CancelRequested { task_id: task.id.clone() };
-            cuttle_platform::outbox::enqueue(conn, queues::ORCHESTRATOR_COMMANDS, command.kind(), &command).await?;
+            let command = OrchestratorCommand::CancelRequested {
+                task_id: task.id.clone(),
+            };
+            cuttle_platform::outbox::enqueue(
+                conn,
+                queues::ORCHESTRATOR_COMMANDS,
+                command.kind(),
+                &command,
+            )
+            .await?;
             Ok(true)
         }
         // Already cancelling or finished: nothing to do, and not an error (Octopus answers the task).
@@ -378,15 +483,29 @@ pub async fn request_cancel(conn: &impl ConnectionTrait, task: &mut Task) -> Api
     }
 }
 
-async fn cancel(State(state): State<AppState>, principal: Principal, path: PathParams) -> ApiResult<Json<ServerTask>> {
+async fn cancel(
+    State(state): State<AppState>,
+    principal: Principal,
+    path: PathParams,
+) -> ApiResult<Json<ServerTask>> {
     let task = load(&state, &path, &principal).await?;
     let txn = state.store.conn().begin().await?;
-    let mut task = tasks::lock_task(&txn, &task.id).await?.ok_or_else(|| ApiError::not_found(format!("task '{}'", task.id)))?;
+    let mut task = tasks::lock_task(&txn, &task.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("task '{}'", task.id)))?;
     let signalled = request_cancel(&txn, &mut task).await?;
     txn.commit().await?;
     if signalled {
         // Workers check this marker before starting a job, so a job still queued never runs.
-        if let Err(err) = state.cache.set(&cancel_marker_key(&task.id), b"1", Some(Duration::from_secs(86_400))).await {
+        if let Err(err) = state
+            .cache
+            .set(
+                &cancel_marker_key(&task.id),
+                b"1",
+                Some(Duration::from_secs(86_400)),
+            )
+            .await
+        {
             tracing::warn!(task.id = %task.id, error = %err, "could not set the cancel marker; running jobs are still stopped by broadcast");
         }
         state.relay.wake();

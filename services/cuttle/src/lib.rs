@@ -31,8 +31,14 @@ pub struct Prepared {
 pub async fn prepare_embedded(config: Config) -> anyhow::Result<Prepared> {
     let backends = Backends::connect(&config, true).await?;
     let fixed_key = config.admin_api_key.as_ref().map(Secret::expose);
-    let bootstrap = bootstrap::ensure(&backends.store, fixed_key).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e:?}"))?;
-    Ok(Prepared { config, backends, bootstrap })
+    let bootstrap = bootstrap::ensure(&backends.store, fixed_key)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap failed: {e:?}"))?;
+    Ok(Prepared {
+        config,
+        backends,
+        bootstrap,
+    })
 }
 
 fn api_state(config: &Config, backends: &Backends, bootstrap: &Bootstrap) -> AppState {
@@ -47,7 +53,11 @@ fn api_state(config: &Config, backends: &Backends, bootstrap: &Bootstrap) -> App
 
 /// The directory where this worker writes job scripts.
 fn work_dir(config: &Config) -> PathBuf {
-    config.worker.work_dir.clone().unwrap_or_else(|| config.server.data_dir.join("work"))
+    config
+        .worker
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| config.server.data_dir.join("work"))
 }
 
 fn worker_name(config: &Config) -> String {
@@ -60,7 +70,11 @@ pub async fn serve_all(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let Prepared { config, backends, bootstrap } = prepared;
+    let Prepared {
+        config,
+        backends,
+        bootstrap,
+    } = prepared;
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || cuttle_platform::wait_for(stop_rx.clone());
     let orchestrator = Orchestrator {
@@ -71,14 +85,28 @@ pub async fn serve_all(
         node_name: config.node_name(),
         relay: RelayWaker::new(),
     };
-    let worker = Worker::new(backends.bus.clone(), backends.cache.clone(), config.worker.clone(), worker_name(&config), work_dir(&config));
-    let feed = PackageFeed { store: backends.store.clone(), blob: backends.blob.clone() };
+    let worker = Worker::new(
+        backends.bus.clone(),
+        backends.cache.clone(),
+        config.worker.clone(),
+        worker_name(&config),
+        work_dir(&config),
+    );
+    let feed = PackageFeed {
+        store: backends.store.clone(),
+        blob: backends.blob.clone(),
+    };
     let state = api_state(&config, &backends, &bootstrap);
     let mut services = tokio::task::JoinSet::new();
     services.spawn(orchestrator.run(stopped()));
     services.spawn(worker.run(stopped()));
     services.spawn(feed.run_embedded(stopped()));
-    services.spawn(cuttle_api::run(state, backends.bus.clone(), listener, stopped()));
+    services.spawn(cuttle_api::run(
+        state,
+        backends.bus.clone(),
+        listener,
+        stopped(),
+    ));
     let mut first_error = None;
     tokio::select! {
         () = shutdown => {}
@@ -92,7 +120,10 @@ pub async fn serve_all(
     }
     while let Some(result) = services.join_next().await {
         if let Err(err) = flatten(result) {
-            tracing::error!(error = format!("{err:#}"), "a service failed while stopping");
+            tracing::error!(
+                error = format!("{err:#}"),
+                "a service failed while stopping"
+            );
         }
     }
     match first_error {
@@ -106,12 +137,18 @@ fn flatten(result: Result<anyhow::Result<()>, tokio::task::JoinError>) -> anyhow
 }
 
 /// `cuttle api`: the REST API and outbox relay (bootstraps on start; run `cuttle migrate` first).
-pub async fn run_api(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run_api(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = cuttle_platform::connect_store(&config).await?;
     let bus = cuttle_platform::connect_bus(&config).await?;
     let cache = cuttle_platform::connect_cache(&config).await?;
     let fixed_key = config.admin_api_key.as_ref().map(Secret::expose);
-    let bootstrap = bootstrap::ensure(&store, fixed_key).await.map_err(|e| anyhow::anyhow!("bootstrap failed: {e:?}"))?;
+    let bootstrap = bootstrap::ensure(&store, fixed_key)
+        .await
+        .map_err(|e| anyhow::anyhow!("bootstrap failed: {e:?}"))?;
     if let Some(key) = &bootstrap.new_admin_api_key {
         println!("Administrator API key (shown once): {key}");
     }
@@ -127,17 +164,27 @@ pub async fn run_api(config: Config, listener: TcpListener, shutdown: impl Futur
 }
 
 /// Serves `/health/*` and `/metrics` for a service without its own HTTP API.
-async fn serve_ops<F, Fut>(listener: TcpListener, ready: F, stop: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()>
+async fn serve_ops<F, Fut>(
+    listener: TcpListener,
+    ready: F,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
 where
     F: Fn() -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Result<(), String>> + Send + 'static,
 {
-    axum::serve(listener, cuttle_telemetry::ops_router(ready)).with_graceful_shutdown(stop).await?;
+    axum::serve(listener, cuttle_telemetry::ops_router(ready))
+        .with_graceful_shutdown(stop)
+        .await?;
     Ok(())
 }
 
 /// `cuttle orchestrator`.
-pub async fn run_orchestrator(config: Config, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run_orchestrator(
+    config: Config,
+    ops: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = cuttle_platform::connect_store(&config).await?;
     let orchestrator = Orchestrator {
         store: store.clone(),
@@ -169,11 +216,23 @@ pub async fn run_orchestrator(config: Config, ops: TcpListener, shutdown: impl F
 }
 
 /// `cuttle worker`.
-pub async fn run_worker(config: Config, ops: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run_worker(
+    config: Config,
+    ops: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let bus = cuttle_platform::connect_bus(&config).await?;
     let cache = cuttle_platform::connect_cache(&config).await?;
-    let dir = config.worker.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join(format!("cuttle-worker-{}", std::process::id())));
-    let worker = Worker::new(bus.clone(), cache.clone(), config.worker.clone(), worker_name(&config), dir);
+    let dir = config.worker.work_dir.clone().unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("cuttle-worker-{}", std::process::id()))
+    });
+    let worker = Worker::new(
+        bus.clone(),
+        cache.clone(),
+        config.worker.clone(),
+        worker_name(&config),
+        dir,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
     let ops = tokio::spawn(serve_ops(
         ops,
@@ -195,7 +254,11 @@ pub async fn run_worker(config: Config, ops: TcpListener, shutdown: impl Future<
 }
 
 /// `cuttle package-feed`.
-pub async fn run_package_feed(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run_package_feed(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let feed = PackageFeed {
         store: cuttle_platform::connect_store(&config).await?,
         blob: cuttle_platform::connect_blob(&config).await?,

@@ -89,7 +89,9 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address} ({what})"))
+    TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} ({what})"))
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -128,15 +130,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cuttle::run_api(config, listener, shutdown_signal()).await
         }
         Command::Orchestrator { ops_listen } => {
-            let listener = bind(ops_listen.unwrap_or(config.server.ops_listen), "server.ops_listen").await?;
+            let listener = bind(
+                ops_listen.unwrap_or(config.server.ops_listen),
+                "server.ops_listen",
+            )
+            .await?;
             cuttle::run_orchestrator(config, listener, shutdown_signal()).await
         }
         Command::PackageFeed { listen } => {
-            let listener = bind(listen.unwrap_or(config.server.feed_listen), "server.feed_listen").await?;
+            let listener = bind(
+                listen.unwrap_or(config.server.feed_listen),
+                "server.feed_listen",
+            )
+            .await?;
             cuttle::run_package_feed(config, listener, shutdown_signal()).await
         }
         Command::Worker { ops_listen } => {
-            let listener = bind(ops_listen.unwrap_or(config.server.ops_listen), "server.ops_listen").await?;
+            let listener = bind(
+                ops_listen.unwrap_or(config.server.ops_listen),
+                "server.ops_listen",
+            )
+            .await?;
             cuttle::run_worker(config, listener, shutdown_signal()).await
         }
         Command::Migrate => {
@@ -145,23 +159,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("database is up to date");
             Ok(())
         }
-        Command::Admin { command: AdminCommand::NewApiKey { data_dir } } => {
+        Command::Admin {
+            command: AdminCommand::NewApiKey { data_dir },
+        } => {
             if let Some(dir) = data_dir {
                 config.server.data_dir = dir;
             }
             let store = cuttle_platform::connect_store(&config).await?;
             store.migrate().await?;
-            let key = cuttle_api::bootstrap::new_admin_api_key(&store, "Created with cuttle admin new-api-key")
-                .await
-                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let key = cuttle_api::bootstrap::new_admin_api_key(
+                &store,
+                "Created with cuttle admin new-api-key",
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             println!("{key}");
             Ok(())
         }
     }
 }
 
-fn print_welcome(address: SocketAddr, data_dir: &std::path::Path, key: Option<&str>, fixed_key: bool) {
-    println!("Cuttle is running at http://{address}  (data: {})", data_dir.display());
+fn print_welcome(
+    address: SocketAddr,
+    data_dir: &std::path::Path,
+    key: Option<&str>,
+    fixed_key: bool,
+) {
+    println!(
+        "Cuttle is running at http://{address}  (data: {})",
+        data_dir.display()
+    );
     match key {
         Some(key) => {
             println!("Administrator API key: {key}");

@@ -15,7 +15,13 @@ use std::time::Duration;
 
 /// A log line for the task (`node` = task id) or one of its jobs (`node` = job id).
 pub fn line(node: &str, category: LogCategory, message: impl Into<String>) -> NewLogLine {
-    NewLogLine { node_id: node.to_owned(), source_seq: None, occurred_at: Utc::now(), category, message: message.into() }
+    NewLogLine {
+        node_id: node.to_owned(),
+        source_seq: None,
+        occurred_at: Utc::now(),
+        category,
+        message: message.into(),
+    }
 }
 
 /// What to do once the transaction has committed.
@@ -24,6 +30,7 @@ pub fn line(node: &str, category: LogCategory, message: impl Into<String>) -> Ne
 pub struct AfterCommit {
     wake_relay: bool,
     cancel_broadcast: Option<String>,
+    cancel_job: Option<(String, String)>,
 }
 
 impl Orchestrator {
@@ -34,23 +41,50 @@ impl Orchestrator {
         if let Some(task_id) = after.cancel_broadcast {
             self.broadcast_cancel(&task_id).await;
         }
+        if let Some((task_id, job_id)) = after.cancel_job {
+            self.publish_cancel(CancelTask {
+                task_id,
+                job_id: Some(job_id),
+            })
+            .await;
+        }
     }
 
     /// Tells every worker to stop the task's jobs. Best effort: workers also poll the cancel
     /// marker while they run, and the reaper ends jobs whose worker is gone.
     pub async fn broadcast_cancel(&self, task_id: &str) {
-        if let Err(err) = self.cache.set(&cancel_marker_key(task_id), b"1", Some(Duration::from_secs(86_400))).await {
+        if let Err(err) = self
+            .cache
+            .set(
+                &cancel_marker_key(task_id),
+                b"1",
+                Some(Duration::from_secs(86_400)),
+            )
+            .await
+        {
             tracing::warn!(task.id = %task_id, error = %err, "could not set the cancel marker");
         }
-        let message = match cuttle_bus::Message::json(CancelTask::KIND, &CancelTask { task_id: task_id.to_owned() }) {
+        self.publish_cancel(CancelTask {
+            task_id: task_id.to_owned(),
+            job_id: None,
+        })
+        .await;
+    }
+
+    async fn publish_cancel(&self, cancel: CancelTask) {
+        let message = match cuttle_bus::Message::json(CancelTask::KIND, &cancel) {
             Ok(message) => message,
             Err(err) => {
-                tracing::error!(task.id = %task_id, error = %err, "could not encode a cancel broadcast");
+                tracing::error!(task.id = %cancel.task_id, error = %err, "could not encode a cancel broadcast");
                 return;
             }
         };
-        if let Err(err) = self.bus.broadcast(queues::WORKER_CANCEL_TOPIC, message).await {
-            tracing::warn!(task.id = %task_id, error = %err, "cancel broadcast failed; workers will see the cancel marker at their next heartbeat");
+        if let Err(err) = self
+            .bus
+            .broadcast(queues::WORKER_CANCEL_TOPIC, message)
+            .await
+        {
+            tracing::warn!(task.id = %cancel.task_id, error = %err, "cancel broadcast failed; workers will see a task's cancel marker at their next heartbeat");
         }
     }
 
@@ -66,10 +100,11 @@ impl Orchestrator {
             return Ok(txn.commit().await?);
         }
         let space_id = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
-        let space: Option<Space> = match documents::get(&txn, &space_id, "Space", space_id.as_str()).await? {
-            Some(doc) => Some(documents::decode(&doc)?),
-            None => None,
-        };
+        let space: Option<Space> =
+            match documents::get(&txn, &space_id, "Space", space_id.as_str()).await? {
+                Some(doc) => Some(documents::decode(&doc)?),
+                None => None,
+            };
         if space.as_ref().is_some_and(|s| s.task_queue_stopped) {
             // The reaper re-queues it once the space's queue runs again.
             return Ok(txn.commit().await?);
@@ -79,8 +114,14 @@ impl Orchestrator {
         task.start_time = Some(now);
         task.server_node = Some(self.node_name.clone());
         let latency = (now - task.queue_time).num_microseconds().unwrap_or(0) as f64 / 1e6;
-        cuttle_telemetry::metrics().dispatch_latency.observe(latency.max(0.0));
-        let mut log = vec![line(&task.id, LogCategory::Info, format!("{} started on {}", task.description, self.node_name))];
+        cuttle_telemetry::metrics()
+            .dispatch_latency
+            .observe(latency.max(0.0));
+        let mut log = vec![line(
+            &task.id,
+            LogCategory::Info,
+            format!("{} started on {}", task.description, self.node_name),
+        )];
         let after = match self.plan_task(&txn, &space_id, &task).await {
             Ok(planned) => {
                 let jobs = planned
@@ -89,7 +130,18 @@ impl Orchestrator {
                     .map(|(position, job)| to_job(&task, &space_id, position, job))
                     .collect::<anyhow::Result<Vec<_>>>()?;
                 if jobs.is_empty() {
-                    log.push(line(&task.id, LogCategory::Info, "The deployment process has no steps to run for this environment."));
+                    log.push(line(
+                        &task.id,
+                        LogCategory::Info,
+                        "The deployment process has no steps to run for this environment.",
+                    ));
+                }
+                if self.release_has_variables(&txn, &space_id, &task).await? {
+                    log.push(line(
+                        &task.id,
+                        LogCategory::Warning,
+                        "This release has project variables, but variable substitution is not available in this version of Cuttle yet: #{...} expressions reach scripts unchanged.",
+                    ));
                 }
                 tasks::insert_jobs(&txn, jobs).await?;
                 tasks::append_log(&txn, &task.id, log).await?;
@@ -109,37 +161,100 @@ impl Orchestrator {
         Ok(())
     }
 
+    /// True when the deployment's frozen variable set has variables (which are not applied yet).
+    async fn release_has_variables(
+        &self,
+        conn: &impl ConnectionTrait,
+        space: &SpaceId,
+        task: &Task,
+    ) -> anyhow::Result<bool> {
+        let Some(deployment_id) = &task.deployment_id else {
+            return Ok(false);
+        };
+        let Some(doc) = documents::get(conn, space, "Deployment", deployment_id).await? else {
+            return Ok(false);
+        };
+        let deployment: Deployment = documents::decode(&doc)?;
+        let Some(set) = documents::get(
+            conn,
+            space,
+            "VariableSetSnapshot",
+            &deployment.manifest_variable_set_id,
+        )
+        .await?
+        else {
+            return Ok(false);
+        };
+        let set: cuttle_wire::resources::VariableSet = documents::decode(&set)?;
+        Ok(!set.variables.is_empty())
+    }
+
     /// Loads the deployment and its frozen process and plans them; `Err` is the sentence the task
     /// fails with.
-    async fn plan_task(&self, conn: &impl ConnectionTrait, space: &SpaceId, task: &Task) -> Result<Vec<PlannedJob>, String> {
-        let deployment_id = task
-            .deployment_id
-            .clone()
-            .ok_or_else(|| format!("Task {} is not a deployment; this orchestrator only runs deployments.", task.id))?;
-        let deployment: Deployment = match documents::get(conn, space, "Deployment", &deployment_id).await {
-            Ok(Some(doc)) => documents::decode(&doc).map_err(|e| e.to_string())?,
-            Ok(None) => return Err(format!("Deployment {deployment_id} no longer exists.")),
-            Err(err) => return Err(format!("Deployment {deployment_id} could not be read: {err}")),
-        };
-        let process: DeploymentProcess =
-            match documents::get(conn, space, "DeploymentProcessSnapshot", &deployment.deployment_process_id).await {
+    async fn plan_task(
+        &self,
+        conn: &impl ConnectionTrait,
+        space: &SpaceId,
+        task: &Task,
+    ) -> Result<Vec<PlannedJob>, String> {
+        let deployment_id = task.deployment_id.clone().ok_or_else(|| {
+            format!(
+                "Task {} is not a deployment; this orchestrator only runs deployments.",
+                task.id
+            )
+        })?;
+        let deployment: Deployment =
+            match documents::get(conn, space, "Deployment", &deployment_id).await {
                 Ok(Some(doc)) => documents::decode(&doc).map_err(|e| e.to_string())?,
-                Ok(None) => return Err(format!("The process snapshot {} of this release no longer exists.", deployment.deployment_process_id)),
-                Err(err) => return Err(format!("The process snapshot could not be read: {err}")),
+                Ok(None) => return Err(format!("Deployment {deployment_id} no longer exists.")),
+                Err(err) => {
+                    return Err(format!(
+                        "Deployment {deployment_id} could not be read: {err}"
+                    ));
+                }
             };
+        let process: DeploymentProcess = match documents::get(
+            conn,
+            space,
+            "DeploymentProcessSnapshot",
+            &deployment.deployment_process_id,
+        )
+        .await
+        {
+            Ok(Some(doc)) => documents::decode(&doc).map_err(|e| e.to_string())?,
+            Ok(None) => {
+                return Err(format!(
+                    "The process snapshot {} of this release no longer exists.",
+                    deployment.deployment_process_id
+                ));
+            }
+            Err(err) => return Err(format!("The process snapshot could not be read: {err}")),
+        };
         plan(&process, &deployment).map_err(|e| e.0)
     }
 
     /// Moves the task forward: dispatches the next job, skips jobs whose condition is false, or
     /// finishes the task. Runs inside the caller's transaction, with the task row locked.
-    pub async fn advance(&self, conn: &impl ConnectionTrait, task: &mut Task) -> anyhow::Result<AfterCommit> {
+    pub async fn advance(
+        &self,
+        conn: &impl ConnectionTrait,
+        task: &mut Task,
+    ) -> anyhow::Result<AfterCommit> {
         let mut jobs = tasks::jobs_for_task(conn, &task.id).await?;
         let mut after = AfterCommit::default();
         loop {
-            if jobs.iter().any(|j| j.status == job_status::DISPATCHED || j.status == job_status::RUNNING) {
+            if jobs
+                .iter()
+                .any(|j| j.status == job_status::DISPATCHED || j.status == job_status::RUNNING)
+            {
                 return Ok(after);
             }
-            let failed = jobs.iter().any(|j| j.status == job_status::FAILED);
+            // A job canceled without a cancel request (its worker shut down) did not complete:
+            // it counts as a failure, so later steps see the truth.
+            let failed = jobs.iter().any(|j| {
+                j.status == job_status::FAILED
+                    || (j.status == job_status::CANCELED && !task.cancel_requested)
+            });
             let Some(next) = jobs.iter_mut().find(|j| j.status == job_status::PENDING) else {
                 let state = if task.cancel_requested {
                     TaskState::Canceled
@@ -149,7 +264,11 @@ impl Orchestrator {
                     TaskState::Success
                 };
                 let reason = match state {
-                    TaskState::Failed => Some(jobs.iter().find_map(|j| j.error.clone()).unwrap_or_else(|| "A step failed.".into())),
+                    TaskState::Failed => Some(
+                        jobs.iter()
+                            .find_map(|j| j.error.clone())
+                            .unwrap_or_else(|| "A step failed.".into()),
+                    ),
                     TaskState::Canceled => Some("The task was canceled.".to_owned()),
                     _ => None,
                 };
@@ -164,18 +283,40 @@ impl Orchestrator {
                 };
             let now = Utc::now();
             if !runs {
-                next.status = if task.cancel_requested { job_status::CANCELED } else { job_status::SKIPPED }.into();
+                next.status = if task.cancel_requested {
+                    job_status::CANCELED
+                } else {
+                    job_status::SKIPPED
+                }
+                .into();
                 next.ended_at = Some(now);
-                let why = if task.cancel_requested { "the task was canceled" } else if failed { "a previous step failed" } else { "no previous step failed" };
-                tasks::append_log(conn, &task.id, vec![line(&next.job_id, LogCategory::Info, format!("Step '{}' was skipped because {why}.", next.step_name))]).await?;
+                let why = if task.cancel_requested {
+                    "the task was canceled"
+                } else if failed {
+                    "a previous step failed"
+                } else {
+                    "no previous step failed"
+                };
+                tasks::append_log(
+                    conn,
+                    &task.id,
+                    vec![line(
+                        &next.job_id,
+                        LogCategory::Info,
+                        format!("Step '{}' was skipped because {why}.", next.step_name),
+                    )],
+                )
+                .await?;
                 tasks::save_job(conn, next).await?;
                 continue;
             }
             next.status = job_status::DISPATCHED.into();
             next.dispatched_at = Some(now);
             tasks::save_job(conn, next).await?;
-            let job: StepJob = serde_json::from_str(&next.payload).context("stored job payload is unreadable")?;
-            cuttle_platform::outbox::enqueue(conn, queues::WORKER_JOBS, StepJob::KIND, &job).await?;
+            let job: StepJob =
+                serde_json::from_str(&next.payload).context("stored job payload is unreadable")?;
+            cuttle_platform::outbox::enqueue(conn, queues::WORKER_JOBS, StepJob::KIND, &job)
+                .await?;
             after.wake_relay = true;
             return Ok(after);
         }
@@ -188,11 +329,21 @@ impl Orchestrator {
                 tasks::touch_job_heartbeat(self.store.conn(), &job_id, Utc::now()).await?;
                 Ok(())
             }
-            WorkerEvent::JobLog { task_id, job_id, lines } => {
+            WorkerEvent::JobLog {
+                task_id,
+                job_id,
+                lines,
+            } => {
                 let warn = lines.iter().any(|l| l.category.is_warning_or_error());
                 let rows = lines
                     .into_iter()
-                    .map(|l| NewLogLine { node_id: job_id.clone(), source_seq: Some(l.seq), occurred_at: l.at, category: l.category, message: l.text })
+                    .map(|l| NewLogLine {
+                        node_id: job_id.clone(),
+                        source_seq: Some(l.seq),
+                        occurred_at: l.at,
+                        category: l.category,
+                        message: l.text,
+                    })
                     .collect();
                 let txn = self.store.conn().begin().await?;
                 tasks::append_log(&txn, &task_id, rows).await?;
@@ -202,9 +353,19 @@ impl Orchestrator {
                 txn.commit().await?;
                 Ok(())
             }
-            WorkerEvent::JobStarted { task_id, job_id, worker } => self.job_started(&task_id, &job_id, &worker).await,
-            WorkerEvent::JobFinished { task_id, job_id, outcome, exit_code } => {
-                self.job_finished(&task_id, &job_id, outcome, exit_code).await
+            WorkerEvent::JobStarted {
+                task_id,
+                job_id,
+                worker,
+            } => self.job_started(&task_id, &job_id, &worker).await,
+            WorkerEvent::JobFinished {
+                task_id,
+                job_id,
+                outcome,
+                exit_code,
+            } => {
+                self.job_finished(&task_id, &job_id, outcome, exit_code)
+                    .await
             }
         }
     }
@@ -226,18 +387,34 @@ impl Orchestrator {
                 job.started_at = Some(now);
                 job.heartbeat_at = Some(now);
                 tasks::save_job(&txn, &job).await?;
-                tasks::append_log(&txn, task_id, vec![line(job_id, LogCategory::Verbose, format!("Running on worker {worker}"))]).await?;
+                tasks::append_log(
+                    &txn,
+                    task_id,
+                    vec![line(
+                        job_id,
+                        LogCategory::Verbose,
+                        format!("Running on worker {worker}"),
+                    )],
+                )
+                .await?;
             }
             job_status::RUNNING => {}
-            // Already ended (canceled, or failed by the reaper): the worker must not go on.
-            _ => after.cancel_broadcast = Some(task_id.to_owned()),
+            // Already ended (canceled, or failed by the reaper): that job must not go on, but
+            // the rest of the task is unaffected.
+            _ => after.cancel_job = Some((task_id.to_owned(), job_id.to_owned())),
         }
         txn.commit().await?;
         self.after_commit(after).await;
         Ok(())
     }
 
-    async fn job_finished(&self, task_id: &str, job_id: &str, outcome: JobOutcome, exit_code: Option<i32>) -> anyhow::Result<()> {
+    async fn job_finished(
+        &self,
+        task_id: &str,
+        job_id: &str,
+        outcome: JobOutcome,
+        exit_code: Option<i32>,
+    ) -> anyhow::Result<()> {
         let txn = self.store.conn().begin().await?;
         let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
             return Ok(txn.commit().await?);
@@ -253,16 +430,25 @@ impl Orchestrator {
         job.ended_at = Some(now);
         job.exit_code = exit_code;
         if let Some(started) = job.started_at {
-            cuttle_telemetry::metrics().step_duration.observe((now - started).num_milliseconds().max(0) as f64 / 1000.0);
+            cuttle_telemetry::metrics()
+                .step_duration
+                .observe((now - started).num_milliseconds().max(0) as f64 / 1000.0);
         }
         let (status, message) = match outcome {
             JobOutcome::Succeeded => (job_status::SUCCESS, None),
             JobOutcome::Failed { reason } => (job_status::FAILED, Some(reason)),
-            JobOutcome::Canceled => (job_status::CANCELED, Some("The step was canceled.".to_owned())),
+            JobOutcome::Canceled => (
+                job_status::CANCELED,
+                Some("The step was canceled.".to_owned()),
+            ),
         };
         job.status = status.into();
         if let Some(message) = &message {
-            let category = if status == job_status::FAILED { LogCategory::Error } else { LogCategory::Info };
+            let category = if status == job_status::FAILED {
+                LogCategory::Error
+            } else {
+                LogCategory::Info
+            };
             tasks::append_log(&txn, task_id, vec![line(job_id, category, message.clone())]).await?;
             if status == job_status::FAILED {
                 job.error = Some(format!("Step '{}' failed: {message}", job.step_name));
@@ -303,7 +489,16 @@ impl Orchestrator {
                 _ => {}
             }
         }
-        tasks::append_log(&txn, task_id, vec![line(task_id, LogCategory::Warning, "Cancellation was requested.")]).await?;
+        tasks::append_log(
+            &txn,
+            task_id,
+            vec![line(
+                task_id,
+                LogCategory::Warning,
+                "Cancellation was requested.",
+            )],
+        )
+        .await?;
         let mut after = self.advance(&txn, &mut task).await?;
         if running {
             after.cancel_broadcast = Some(task_id.to_owned());
@@ -315,7 +510,12 @@ impl Orchestrator {
     }
 
     /// Fails a job whose worker went silent or that nobody started, then advances its task.
-    pub async fn fail_stale_job(&self, job_id: &str, expected_status: &str, reason: &str) -> anyhow::Result<()> {
+    pub async fn fail_stale_job(
+        &self,
+        job_id: &str,
+        expected_status: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
         let txn = self.store.conn().begin().await?;
         let Some(job) = tasks::get_job(&txn, job_id).await? else {
             return Ok(txn.commit().await?);
@@ -334,7 +534,12 @@ impl Orchestrator {
         job.ended_at = Some(Utc::now());
         job.error = Some(format!("Step '{}' failed: {reason}", job.step_name));
         tasks::save_job(&txn, &job).await?;
-        tasks::append_log(&txn, &task.id, vec![line(job_id, LogCategory::Error, reason)]).await?;
+        tasks::append_log(
+            &txn,
+            &task.id,
+            vec![line(job_id, LogCategory::Error, reason)],
+        )
+        .await?;
         task.has_warnings_or_errors = true;
         let after = self.advance(&txn, &mut task).await?;
         tasks::save_task(&txn, &task).await?;
@@ -346,7 +551,12 @@ impl Orchestrator {
 }
 
 /// Builds the stored job (its payload is the exact message a worker receives).
-fn to_job(task: &Task, space: &SpaceId, position: usize, planned: PlannedJob) -> anyhow::Result<Job> {
+fn to_job(
+    task: &Task,
+    space: &SpaceId,
+    position: usize,
+    planned: PlannedJob,
+) -> anyhow::Result<Job> {
     let job_id = uuid::Uuid::new_v4().to_string();
     let message = StepJob {
         task_id: task.id.clone(),
@@ -377,7 +587,12 @@ fn to_job(task: &Task, space: &SpaceId, position: usize, planned: PlannedJob) ->
 }
 
 /// Ends a task in a terminal state with its timestamps, log line and metrics.
-pub async fn finalize(conn: &impl ConnectionTrait, task: &mut Task, state: TaskState, reason: Option<String>) -> anyhow::Result<()> {
+pub async fn finalize(
+    conn: &impl ConnectionTrait,
+    task: &mut Task,
+    state: TaskState,
+    reason: Option<String>,
+) -> anyhow::Result<()> {
     let now = Utc::now();
     task.state = state.as_str().into();
     task.completed_time = Some(now);
@@ -391,11 +606,27 @@ pub async fn finalize(conn: &impl ConnectionTrait, task: &mut Task, state: TaskS
     let summary = match state {
         TaskState::Success => format!("{} succeeded.", task.description),
         TaskState::Canceled => format!("{} was canceled.", task.description),
-        _ => format!("{} failed: {}", task.description, task.error_message.clone().unwrap_or_default()),
+        _ => format!(
+            "{} failed: {}",
+            task.description,
+            task.error_message.clone().unwrap_or_default()
+        ),
     };
-    let category = if state == TaskState::Success { LogCategory::Info } else { LogCategory::Error };
-    tasks::append_log(conn, &task.id.clone(), vec![line(&task.id, category, summary)]).await?;
-    cuttle_telemetry::metrics().tasks_finished.with_label_values(&[state.as_str()]).inc();
+    let category = if state == TaskState::Success {
+        LogCategory::Info
+    } else {
+        LogCategory::Error
+    };
+    tasks::append_log(
+        conn,
+        &task.id.clone(),
+        vec![line(&task.id, category, summary)],
+    )
+    .await?;
+    cuttle_telemetry::metrics()
+        .tasks_finished
+        .with_label_values(&[state.as_str()])
+        .inc();
     tracing::info!(task.id = %task.id, task.state = state.as_str(), "task finished");
     Ok(())
 }

@@ -40,7 +40,10 @@ pub struct Orchestrator {
 
 impl Orchestrator {
     /// Runs the command and event consumers, the reaper and an outbox relay until `shutdown`.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |rx: tokio::sync::watch::Receiver<bool>| cuttle_platform::wait_for(rx);
         let mut handles = Vec::new();
@@ -71,7 +74,9 @@ impl Orchestrator {
             },
         )));
         let reaper = self.clone();
-        handles.push(tokio::spawn(async move { reaper.run_reaper(stopped(stop_rx)).await }));
+        handles.push(tokio::spawn(async move {
+            reaper.run_reaper(stopped(stop_rx)).await
+        }));
         tracing::info!(node = %self.node_name, "orchestrator started");
         shutdown.await;
         if stop_tx.send(true).is_err() {
@@ -90,7 +95,10 @@ impl Orchestrator {
         let command: OrchestratorCommand = match delivery.message.decode() {
             Ok(command) => command,
             Err(err) => {
-                let reason = format!("unreadable orchestrator command {}: {err}", delivery.message.kind);
+                let reason = format!(
+                    "unreadable orchestrator command {}: {err}",
+                    delivery.message.kind
+                );
                 settle(delivery.dead_letter(&reason).await, "dead-letter");
                 return;
             }
@@ -129,7 +137,11 @@ async fn finish(delivery: Delivery, result: anyhow::Result<()>) {
     match result {
         Ok(()) => settle(delivery.ack().await, "ack"),
         Err(err) => {
-            tracing::warn!(error = format!("{err:#}"), attempt = delivery.attempt, "handling a message failed; it will be retried");
+            tracing::warn!(
+                error = format!("{err:#}"),
+                attempt = delivery.attempt,
+                "handling a message failed; it will be retried"
+            );
             settle(delivery.retry(&format!("{err:#}")).await, "retry");
         }
     }
@@ -178,4 +190,3 @@ pub async fn consume_loop<F, Fut>(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
-

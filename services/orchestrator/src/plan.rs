@@ -2,7 +2,7 @@
 
 use cuttle_contracts::JobWork;
 use cuttle_domain::script::ScriptSyntax;
-use cuttle_wire::resources::{Action, DeploymentProcess, Deployment, Step};
+use cuttle_wire::resources::{Action, Deployment, DeploymentProcess, Step};
 
 /// One job of the plan, before it is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,8 +32,11 @@ fn is_true(value: Option<&String>) -> bool {
 fn applies(action: &Action, deployment: &Deployment) -> bool {
     !action.is_disabled
         && !deployment.skip_actions.contains(&action.id)
-        && (action.environments.is_empty() || action.environments.contains(&deployment.environment_id))
-        && !action.excluded_environments.contains(&deployment.environment_id)
+        && (action.environments.is_empty()
+            || action.environments.contains(&deployment.environment_id))
+        && !action
+            .excluded_environments
+            .contains(&deployment.environment_id)
         && (action.channels.is_empty() || action.channels.contains(&deployment.channel_id))
 }
 
@@ -55,16 +58,29 @@ fn plan_action(step: &Step, action: &Action) -> Result<JobWork, PlanError> {
                     step.name
                 )));
             }
-            let source = action.properties.get("Octopus.Action.Script.ScriptSource").map(String::as_str).unwrap_or("Inline");
+            let source = action
+                .properties
+                .get("Octopus.Action.Script.ScriptSource")
+                .map(String::as_str)
+                .unwrap_or("Inline");
             if !source.eq_ignore_ascii_case("Inline") {
                 return Err(PlanError(format!(
                     "Step '{}' runs a script from a package, which is not available in this version of Cuttle yet.",
                     step.name
                 )));
             }
-            let syntax = ScriptSyntax::parse(action.properties.get("Octopus.Action.Script.Syntax").map(String::as_str))
-                .map_err(|err| PlanError(format!("Step '{}': {err}", step.name)))?;
-            let body = action.properties.get("Octopus.Action.Script.ScriptBody").cloned().unwrap_or_default();
+            let syntax = ScriptSyntax::parse(
+                action
+                    .properties
+                    .get("Octopus.Action.Script.Syntax")
+                    .map(String::as_str),
+            )
+            .map_err(|err| PlanError(format!("Step '{}': {err}", step.name)))?;
+            let body = action
+                .properties
+                .get("Octopus.Action.Script.ScriptBody")
+                .cloned()
+                .unwrap_or_default();
             Ok(JobWork::Script { syntax, body })
         }
         other => Err(PlanError(format!(
@@ -75,7 +91,10 @@ fn plan_action(step: &Step, action: &Action) -> Result<JobWork, PlanError> {
 }
 
 /// Plans every applicable action in process order.
-pub fn plan(process: &DeploymentProcess, deployment: &Deployment) -> Result<Vec<PlannedJob>, PlanError> {
+pub fn plan(
+    process: &DeploymentProcess,
+    deployment: &Deployment,
+) -> Result<Vec<PlannedJob>, PlanError> {
     let mut jobs = Vec::new();
     for (index, step) in process.steps.iter().enumerate() {
         let condition = match step.condition.as_str() {
@@ -108,49 +127,106 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn script_step(name: &str, props: &[(&str, &str)]) -> Step {
-        let properties: BTreeMap<String, String> = props.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let properties: BTreeMap<String, String> = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Step {
             name: name.into(),
             condition: "Success".into(),
-            actions: vec![Action { id: format!("{name}-action"), name: name.into(), action_type: "Octopus.Script".into(), properties, ..Action::default() }],
+            actions: vec![Action {
+                id: format!("{name}-action"),
+                name: name.into(),
+                action_type: "Octopus.Script".into(),
+                properties,
+                ..Action::default()
+            }],
             ..Step::default()
         }
     }
 
     fn deployment() -> Deployment {
-        Deployment { environment_id: "Environments-1".into(), channel_id: "Channels-1".into(), ..Deployment::default() }
+        Deployment {
+            environment_id: "Environments-1".into(),
+            channel_id: "Channels-1".into(),
+            ..Deployment::default()
+        }
     }
 
     #[test]
     fn inline_server_scripts_become_jobs_in_order() {
         let process = DeploymentProcess {
             steps: vec![
-                script_step("A", &[("Octopus.Action.Script.Syntax", "Bash"), ("Octopus.Action.Script.ScriptBody", "echo a"), ("Octopus.Action.RunOnServer", "true")]),
-                script_step("B", &[("Octopus.Action.Script.Syntax", "Python"), ("Octopus.Action.Script.ScriptBody", "print(1)")]),
+                script_step(
+                    "A",
+                    &[
+                        ("Octopus.Action.Script.Syntax", "Bash"),
+                        ("Octopus.Action.Script.ScriptBody", "echo a"),
+                        ("Octopus.Action.RunOnServer", "true"),
+                    ],
+                ),
+                script_step(
+                    "B",
+                    &[
+                        ("Octopus.Action.Script.Syntax", "Python"),
+                        ("Octopus.Action.Script.ScriptBody", "print(1)"),
+                    ],
+                ),
             ],
             ..DeploymentProcess::default()
         };
         let jobs = plan(&process, &deployment()).unwrap();
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[1].step_number, 2);
-        assert_eq!(jobs[0].work, JobWork::Script { syntax: ScriptSyntax::Bash, body: "echo a".into() });
+        assert_eq!(
+            jobs[0].work,
+            JobWork::Script {
+                syntax: ScriptSyntax::Bash,
+                body: "echo a".into()
+            }
+        );
     }
 
     #[test]
     fn a_step_for_target_roles_fails_the_plan_with_the_role_named() {
-        let mut step = script_step("Web", &[("Octopus.Action.Script.Syntax", "Bash"), ("Octopus.Action.Script.ScriptBody", "x")]);
-        step.properties.insert("Octopus.Action.TargetRoles".into(), "web-server".into());
-        let process = DeploymentProcess { steps: vec![step], ..DeploymentProcess::default() };
+        let mut step = script_step(
+            "Web",
+            &[
+                ("Octopus.Action.Script.Syntax", "Bash"),
+                ("Octopus.Action.Script.ScriptBody", "x"),
+            ],
+        );
+        step.properties
+            .insert("Octopus.Action.TargetRoles".into(), "web-server".into());
+        let process = DeploymentProcess {
+            steps: vec![step],
+            ..DeploymentProcess::default()
+        };
         let err = plan(&process, &deployment()).unwrap_err();
         assert!(err.0.contains("web-server"), "{err}");
     }
 
     #[test]
     fn environment_filters_and_skipped_actions_leave_actions_out() {
-        let mut only_prod = script_step("Prod only", &[("Octopus.Action.Script.Syntax", "Bash"), ("Octopus.Action.Script.ScriptBody", "x")]);
+        let mut only_prod = script_step(
+            "Prod only",
+            &[
+                ("Octopus.Action.Script.Syntax", "Bash"),
+                ("Octopus.Action.Script.ScriptBody", "x"),
+            ],
+        );
         only_prod.actions[0].environments = vec!["Environments-9".into()];
-        let skipped = script_step("Skipped", &[("Octopus.Action.Script.Syntax", "Bash"), ("Octopus.Action.Script.ScriptBody", "x")]);
-        let process = DeploymentProcess { steps: vec![only_prod, skipped], ..DeploymentProcess::default() };
+        let skipped = script_step(
+            "Skipped",
+            &[
+                ("Octopus.Action.Script.Syntax", "Bash"),
+                ("Octopus.Action.Script.ScriptBody", "x"),
+            ],
+        );
+        let process = DeploymentProcess {
+            steps: vec![only_prod, skipped],
+            ..DeploymentProcess::default()
+        };
         let mut deployment = deployment();
         deployment.skip_actions = vec!["Skipped-action".into()];
         assert!(plan(&process, &deployment).unwrap().is_empty());

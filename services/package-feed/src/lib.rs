@@ -2,8 +2,8 @@
 //!
 //! Thin for now: it connects the database and the blob store, proves both are reachable, and
 //! serves health, readiness and metrics. Upload, listing, download, build information and
-//! retention arrive with the package-feed work; until then the api answers those routes with a
-//! clear 501 rather than pretending.
+//! retention arrive with the package-feed work; until then the api's fallback answers those
+//! routes with a clear 501 (see `services/api/src/fallback.rs`) rather than pretending.
 
 use cuttle_blob::BlobStore;
 use cuttle_store::Store;
@@ -23,8 +23,14 @@ pub struct PackageFeed {
 impl PackageFeed {
     /// Checks both backends answer.
     pub async fn ready(&self) -> Result<(), String> {
-        self.store.health().await.map_err(|err| format!("database: {err}"))?;
-        self.blob.health().await.map_err(|err| format!("blob store: {err}"))?;
+        self.store
+            .health()
+            .await
+            .map_err(|err| format!("database: {err}"))?;
+        self.blob
+            .health()
+            .await
+            .map_err(|err| format!("blob store: {err}"))?;
         Ok(())
     }
 
@@ -38,16 +44,29 @@ impl PackageFeed {
     }
 
     /// Serves the feed's routes on its own listener (distributed mode) until `shutdown`.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        self.ready().await.map_err(|reason| anyhow::anyhow!("package feed is not ready: {reason}"))?;
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.ready()
+            .await
+            .map_err(|reason| anyhow::anyhow!("package feed is not ready: {reason}"))?;
         tracing::info!(address = %listener.local_addr()?, "package feed started");
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown).await?;
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await?;
         Ok(())
     }
 
     /// Runs inside another process's listener (embedded mode): checks its backends, then waits.
-    pub async fn run_embedded(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-        self.ready().await.map_err(|reason| anyhow::anyhow!("package feed is not ready: {reason}"))?;
+    pub async fn run_embedded(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.ready()
+            .await
+            .map_err(|reason| anyhow::anyhow!("package feed is not ready: {reason}"))?;
         tracing::info!("package feed started (embedded)");
         shutdown.await;
         Ok(())

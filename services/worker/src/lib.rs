@@ -10,7 +10,9 @@ pub mod script;
 
 use cuttle_bus::{Bus, Delivery, Message, QueueSpec};
 use cuttle_cache::Cache;
-use cuttle_contracts::{CancelTask, JobWork, StepJob, WorkerEvent, cancel_marker_key, job_claim_key, queues};
+use cuttle_contracts::{
+    CancelTask, JobOutcome, JobWork, StepJob, WorkerEvent, cancel_marker_key, job_claim_key, queues,
+};
 use cuttle_platform::WorkerConfig;
 use std::collections::HashMap;
 use std::future::Future;
@@ -20,6 +22,9 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// Cancel tokens of running jobs: task id to (job id, token).
+type RunningJobs = HashMap<String, Vec<(String, CancellationToken)>>;
 
 /// A worker process (or the worker part of `cuttle server`).
 #[derive(Clone)]
@@ -34,17 +39,33 @@ pub struct Worker {
     pub name: String,
     /// Where job directories are created.
     pub work_dir: PathBuf,
-    running: Arc<Mutex<HashMap<String, Vec<CancellationToken>>>>,
+    running: Arc<Mutex<RunningJobs>>,
 }
 
 impl Worker {
     /// A worker named `name` writing scripts under `work_dir`.
-    pub fn new(bus: Arc<dyn Bus>, cache: Arc<dyn Cache>, config: WorkerConfig, name: String, work_dir: PathBuf) -> Self {
-        Worker { bus, cache, config, name, work_dir, running: Arc::default() }
+    pub fn new(
+        bus: Arc<dyn Bus>,
+        cache: Arc<dyn Cache>,
+        config: WorkerConfig,
+        name: String,
+        work_dir: PathBuf,
+    ) -> Self {
+        Worker {
+            bus,
+            cache,
+            config,
+            name,
+            work_dir,
+            running: Arc::default(),
+        }
     }
 
     /// Consumes jobs until `shutdown`; running jobs are canceled on shutdown.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.work_dir)?;
         let stop = CancellationToken::new();
         let listener = tokio::spawn(self.clone().listen_for_cancels(stop.clone()));
@@ -124,8 +145,10 @@ impl Worker {
                     next = subscription.next() => match next { Some(d) => d, None => break },
                 };
                 match delivery.message.decode::<CancelTask>() {
-                    Ok(cancel) => self.cancel_local(&cancel.task_id),
-                    Err(err) => tracing::warn!(error = %err, "ignoring an unreadable cancel message"),
+                    Ok(cancel) => self.cancel_local(&cancel.task_id, cancel.job_id.as_deref()),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "ignoring an unreadable cancel message")
+                    }
                 }
                 if let Err(err) = delivery.ack().await {
                     tracing::debug!(error = %err, "could not ack a cancel broadcast");
@@ -134,13 +157,12 @@ impl Worker {
         }
     }
 
-    fn cancel_local(&self, task_id: &str) {
-        let tokens = match self.running.lock() {
-            Ok(running) => running.get(task_id).cloned().unwrap_or_default(),
-            Err(poisoned) => poisoned.into_inner().get(task_id).cloned().unwrap_or_default(),
-        };
-        for token in tokens {
-            token.cancel();
+    fn cancel_local(&self, task_id: &str, job_id: Option<&str>) {
+        let running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        for (job, token) in running.get(task_id).into_iter().flatten() {
+            if job_id.is_none_or(|only| only == job) {
+                token.cancel();
+            }
         }
     }
 
@@ -168,9 +190,19 @@ impl Worker {
                 return;
             }
             Ok(None) => {}
-            Err(err) => tracing::warn!(error = %err, "cannot read the cancel marker; running the job"),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the cancel marker; running the job")
+            }
         }
-        match self.cache.set_if_absent(&job_claim_key(&job.job_id), self.name.as_bytes(), Some(Duration::from_secs(86_400))).await {
+        match self
+            .cache
+            .set_if_absent(
+                &job_claim_key(&job.job_id),
+                self.name.as_bytes(),
+                Some(Duration::from_secs(86_400)),
+            )
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 tracing::info!("job already claimed by another worker; dropping this delivery");
@@ -179,34 +211,80 @@ impl Worker {
             }
             Err(err) => {
                 tracing::warn!(error = %err, "cannot claim the job; it will be retried");
-                settle(delivery.retry("the cache was unavailable to claim the job").await);
+                settle(
+                    delivery
+                        .retry("the cache was unavailable to claim the job")
+                        .await,
+                );
                 return;
             }
         }
-        let started = WorkerEvent::JobStarted { task_id: job.task_id.clone(), job_id: job.job_id.clone(), worker: self.name.clone() };
+        let started = WorkerEvent::JobStarted {
+            task_id: job.task_id.clone(),
+            job_id: job.job_id.clone(),
+            worker: self.name.clone(),
+        };
         if let Err(err) = self.report(&started).await {
             tracing::warn!(error = %err, "cannot report the job start; releasing it for a retry");
             if let Err(err) = self.cache.delete(&job_claim_key(&job.job_id)).await {
                 tracing::warn!(error = %err, "could not release the job claim; the orchestrator's start timeout will fail the job");
             }
-            settle(delivery.retry("the start of the job could not be reported").await);
+            settle(
+                delivery
+                    .retry("the start of the job could not be reported")
+                    .await,
+            );
             return;
         }
         // The orchestrator now owns the outcome: from here a lost worker is caught by heartbeats.
         settle(delivery.ack().await);
 
         let cancel = stop.child_token();
-        self.register(&job.task_id, cancel.clone());
-        let heartbeat = tokio::spawn(self.clone().heartbeat(job.task_id.clone(), job.job_id.clone(), cancel.clone()));
+        self.register(&job.task_id, &job.job_id, cancel.clone());
+        let heartbeat = tokio::spawn(self.clone().heartbeat(
+            job.task_id.clone(),
+            job.job_id.clone(),
+            cancel.clone(),
+        ));
         let (outcome, exit_code) = match &job.work {
             JobWork::Script { syntax, body } => {
-                let sink = script::BusLogSink { bus: self.bus.clone(), task_id: job.task_id.clone(), job_id: job.job_id.clone() };
-                script::run(&self.work_dir, &job.job_id, *syntax, body, &self.name, Duration::from_secs(self.config.kill_grace_secs), cancel.clone(), sink).await
+                let sink = script::BusLogSink {
+                    bus: self.bus.clone(),
+                    task_id: job.task_id.clone(),
+                    job_id: job.job_id.clone(),
+                };
+                script::run(
+                    &self.work_dir,
+                    &job.job_id,
+                    *syntax,
+                    body,
+                    &self.name,
+                    Duration::from_secs(self.config.kill_grace_secs),
+                    cancel.clone(),
+                    sink,
+                )
+                .await
             }
         };
         heartbeat.abort();
-        self.unregister(&job.task_id, &cancel);
-        let finished = WorkerEvent::JobFinished { task_id: job.task_id.clone(), job_id: job.job_id.clone(), outcome, exit_code };
+        self.unregister(&job.task_id, &job.job_id);
+        // Stopped because this worker is shutting down, not because the task was canceled: the
+        // step did not complete, so it failed (a Canceled step would let later steps run).
+        let outcome = match outcome {
+            JobOutcome::Canceled if stop.is_cancelled() => JobOutcome::Failed {
+                reason: format!(
+                    "The worker '{}' shut down while this step was running.",
+                    self.name
+                ),
+            },
+            other => other,
+        };
+        let finished = WorkerEvent::JobFinished {
+            task_id: job.task_id.clone(),
+            job_id: job.job_id.clone(),
+            outcome,
+            exit_code,
+        };
         for attempt in 1..=5u32 {
             match self.report(&finished).await {
                 Ok(()) => return,
@@ -216,29 +294,47 @@ impl Worker {
                 }
             }
         }
-        tracing::error!("gave up reporting the job's end; the orchestrator will fail it when heartbeats stop");
+        tracing::error!(
+            "gave up reporting the job's end; the orchestrator will fail it when heartbeats stop"
+        );
     }
 
-    fn register(&self, task_id: &str, token: CancellationToken) {
+    fn register(&self, task_id: &str, job_id: &str, token: CancellationToken) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        running.entry(task_id.to_owned()).or_default().push(token);
+        running
+            .entry(task_id.to_owned())
+            .or_default()
+            .push((job_id.to_owned(), token));
     }
 
-    fn unregister(&self, task_id: &str, token: &CancellationToken) {
+    fn unregister(&self, task_id: &str, job_id: &str) {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(tokens) = running.get_mut(task_id) {
-            tokens.retain(|t| !t.is_cancelled() && !std::ptr::eq(t, token));
-            if tokens.is_empty() {
+        if let Some(jobs) = running.get_mut(task_id) {
+            jobs.retain(|(job, _)| job != job_id);
+            if jobs.is_empty() {
                 running.remove(task_id);
             }
         }
+    }
+
+    /// Jobs running now, for tests and metrics.
+    pub fn running_jobs(&self) -> usize {
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 
     async fn heartbeat(self, task_id: String, job_id: String, cancel: CancellationToken) {
         let period = Duration::from_millis(self.config.heartbeat_interval_ms.max(100));
         loop {
             tokio::time::sleep(period).await;
-            let beat = WorkerEvent::JobHeartbeat { task_id: task_id.clone(), job_id: job_id.clone() };
+            let beat = WorkerEvent::JobHeartbeat {
+                task_id: task_id.clone(),
+                job_id: job_id.clone(),
+            };
             if let Err(err) = self.report(&beat).await {
                 tracing::warn!(error = %err, "heartbeat not delivered");
             }
@@ -255,9 +351,11 @@ impl Worker {
 
 /// Sends one event to the orchestrator, with the current trace context.
 pub async fn report(bus: &dyn Bus, event: &WorkerEvent) -> Result<(), cuttle_bus::BusError> {
-    let mut message = Message::json(event.kind(), event).map_err(|e| cuttle_bus::BusError::Other(e.to_string()))?;
+    let mut message = Message::json(event.kind(), event)
+        .map_err(|e| cuttle_bus::BusError::Other(e.to_string()))?;
     cuttle_telemetry::inject_context(&mut message.headers);
-    bus.send(&QueueSpec::new(queues::ORCHESTRATOR_EVENTS), message).await
+    bus.send(&QueueSpec::new(queues::ORCHESTRATOR_EVENTS), message)
+        .await
 }
 
 fn settle(result: Result<(), cuttle_bus::BusError>) {
@@ -265,4 +363,3 @@ fn settle(result: Result<(), cuttle_bus::BusError>) {
         tracing::warn!(error = %err, "could not settle a job message; the broker will redeliver it and the claim prevents a second run");
     }
 }
-

@@ -32,7 +32,11 @@ pub struct BusLogSink {
 
 impl LogSink for BusLogSink {
     async fn send(&self, lines: Vec<LogLine>) {
-        let event = WorkerEvent::JobLog { task_id: self.task_id.clone(), job_id: self.job_id.clone(), lines };
+        let event = WorkerEvent::JobLog {
+            task_id: self.task_id.clone(),
+            job_id: self.job_id.clone(),
+            lines,
+        };
         for attempt in 1..=3u64 {
             match crate::report(self.bus.as_ref(), &event).await {
                 Ok(()) => return,
@@ -70,7 +74,9 @@ fn interpreter(syntax: ScriptSyntax, path: &Path) -> Result<Command, String> {
                 "PowerShell scripts run through pwsh, and pwsh is not installed on this worker. Install PowerShell, or use Bash or Python.".to_owned()
             })?;
             let mut command = Command::new(pwsh);
-            command.args(["-NoLogo", "-NoProfile", "-NonInteractive", "-File"]).arg(path);
+            command
+                .args(["-NoLogo", "-NoProfile", "-NonInteractive", "-File"])
+                .arg(path);
             Ok(command)
         }
     }
@@ -79,7 +85,9 @@ fn interpreter(syntax: ScriptSyntax, path: &Path) -> Result<Command, String> {
 /// Finds an executable on PATH.
 pub fn find_on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|candidate| candidate.is_file())
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
 }
 
 /// Runs `body` and returns how it ended and its exit code.
@@ -113,7 +121,10 @@ async fn run_in(
 ) -> (JobOutcome, Option<i32>) {
     let failed = |reason: String| (JobOutcome::Failed { reason }, None);
     if let Err(err) = tokio::fs::create_dir_all(dir).await {
-        return failed(format!("The worker could not create its job directory {}: {err}", dir.display()));
+        return failed(format!(
+            "The worker could not create its job directory {}: {err}",
+            dir.display()
+        ));
     }
     let path = dir.join(format!("script.{}", syntax.extension()));
     if let Err(err) = tokio::fs::write(&path, body).await {
@@ -146,10 +157,18 @@ async fn run_in(
     let (tx, rx) = mpsc::channel::<(LogCategory, String)>(1024);
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
-        readers.push(tokio::spawn(read_lines(stdout, LogCategory::Info, tx.clone())));
+        readers.push(tokio::spawn(read_lines(
+            stdout,
+            LogCategory::Info,
+            tx.clone(),
+        )));
     }
     if let Some(stderr) = child.stderr.take() {
-        readers.push(tokio::spawn(read_lines(stderr, LogCategory::Error, tx.clone())));
+        readers.push(tokio::spawn(read_lines(
+            stderr,
+            LogCategory::Error,
+            tx.clone(),
+        )));
     }
     drop(tx);
     let batcher = tokio::spawn(batch(rx, sink));
@@ -164,16 +183,24 @@ async fn run_in(
         }
     };
     // Output can still be in flight; children left running may hold the pipes open.
+    let aborts: Vec<_> = readers.iter().map(|r| r.abort_handle()).collect();
     let drain = async {
         for reader in readers {
-            if let Err(err) = reader.await {
+            if let Err(err) = reader.await
+                && !err.is_cancelled()
+            {
                 tracing::warn!(error = %err, "an output reader ended abnormally");
             }
         }
     };
     if tokio::time::timeout(DRAIN_AFTER_EXIT, drain).await.is_err() {
-        tracing::info!("the script left processes holding its output open; stopping its process group");
+        // Something the script started still holds its output open (it may have left the
+        // process group with setsid). Stop the group, and stop reading: the step is over.
+        tracing::info!("the script left processes holding its output open; no longer reading them");
         signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        for abort in aborts {
+            abort.abort();
+        }
     }
     if let Err(err) = batcher.await {
         tracing::warn!(error = %err, "the log batcher ended abnormally");
@@ -184,11 +211,21 @@ async fn run_in(
     match status {
         Ok(status) if status.success() => (JobOutcome::Succeeded, Some(0)),
         Ok(status) => match status.code() {
-            Some(code) => (JobOutcome::Failed { reason: format!("The script returned exit code {code}") }, Some(code)),
+            Some(code) => (
+                JobOutcome::Failed {
+                    reason: format!("The script returned exit code {code}"),
+                },
+                Some(code),
+            ),
             None => {
                 use std::os::unix::process::ExitStatusExt;
                 let signal = status.signal().unwrap_or(0);
-                (JobOutcome::Failed { reason: format!("The script was killed by signal {signal}") }, None)
+                (
+                    JobOutcome::Failed {
+                        reason: format!("The script was killed by signal {signal}"),
+                    },
+                    None,
+                )
             }
         },
         Err(err) => failed(format!("The worker lost track of the script: {err}")),
@@ -196,17 +233,23 @@ async fn run_in(
 }
 
 fn signal_group(pid: Option<u32>, signal: nix::sys::signal::Signal) {
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else { return };
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
     // The child leads its own group (process_group(0)), so its pid is the group id.
-    if let Err(err) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal) {
-        if err != nix::errno::Errno::ESRCH {
-            tracing::warn!(error = %err, ?signal, "could not signal the script's process group");
-        }
+    if let Err(err) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal)
+        && err != nix::errno::Errno::ESRCH
+    {
+        tracing::warn!(error = %err, ?signal, "could not signal the script's process group");
     }
 }
 
 /// SIGTERM to the whole group, then SIGKILL after the grace period.
-async fn stop_group(pid: Option<u32>, grace: Duration, child: &mut tokio::process::Child) -> std::io::Result<std::process::ExitStatus> {
+async fn stop_group(
+    pid: Option<u32>,
+    grace: Duration,
+    child: &mut tokio::process::Child,
+) -> std::io::Result<std::process::ExitStatus> {
     signal_group(pid, nix::sys::signal::Signal::SIGTERM);
     match tokio::time::timeout(grace, child.wait()).await {
         Ok(status) => {
@@ -221,7 +264,11 @@ async fn stop_group(pid: Option<u32>, grace: Duration, child: &mut tokio::proces
     }
 }
 
-async fn read_lines(stream: impl AsyncRead + Unpin, category: LogCategory, tx: mpsc::Sender<(LogCategory, String)>) {
+async fn read_lines(
+    stream: impl AsyncRead + Unpin,
+    category: LogCategory,
+    tx: mpsc::Sender<(LogCategory, String)>,
+) {
     let mut reader = BufReader::new(stream);
     let mut buffer = Vec::new();
     loop {
@@ -261,7 +308,12 @@ async fn batch(mut rx: mpsc::Receiver<(LogCategory, String)>, sink: impl LogSink
         match next {
             Some((category, text)) => {
                 seq += 1;
-                pending.push(LogLine { seq, at: chrono::Utc::now(), category, text });
+                pending.push(LogLine {
+                    seq,
+                    at: chrono::Utc::now(),
+                    category,
+                    text,
+                });
                 if pending.len() >= BATCH_LINES {
                     sink.send(std::mem::take(&mut pending)).await;
                 }
@@ -290,21 +342,46 @@ mod tests {
         }
     }
 
-    async fn run_bash(body: &str, cancel: CancellationToken) -> (JobOutcome, Option<i32>, Vec<LogLine>) {
+    async fn run_bash(
+        body: &str,
+        cancel: CancellationToken,
+    ) -> (JobOutcome, Option<i32>, Vec<LogLine>) {
         let dir = tempfile::tempdir().unwrap();
         let sink = Collect::default();
-        let (outcome, code) = run(dir.path(), "job", ScriptSyntax::Bash, body, "test", Duration::from_millis(500), cancel, sink.clone()).await;
+        let (outcome, code) = run(
+            dir.path(),
+            "job",
+            ScriptSyntax::Bash,
+            body,
+            "test",
+            Duration::from_millis(500),
+            cancel,
+            sink.clone(),
+        )
+        .await;
         let lines = sink.0.lock().unwrap().clone();
         (outcome, code, lines)
     }
 
     #[tokio::test]
     async fn stdout_and_stderr_lines_arrive_numbered_with_their_categories() {
-        let (outcome, code, lines) = run_bash("echo hello\necho oops >&2\nexit 0", CancellationToken::new()).await;
+        let (outcome, code, lines) = run_bash(
+            "echo hello\necho oops >&2\nexit 0",
+            CancellationToken::new(),
+        )
+        .await;
         assert_eq!(outcome, JobOutcome::Succeeded);
         assert_eq!(code, Some(0));
-        assert!(lines.iter().any(|l| l.text == "hello" && l.category == LogCategory::Info));
-        assert!(lines.iter().any(|l| l.text == "oops" && l.category == LogCategory::Error));
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.text == "hello" && l.category == LogCategory::Info)
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.text == "oops" && l.category == LogCategory::Error)
+        );
         let seqs: Vec<i64> = lines.iter().map(|l| l.seq).collect();
         let mut sorted = seqs.clone();
         sorted.sort();
@@ -322,7 +399,10 @@ mod tests {
     async fn cancel_kills_the_script_and_its_children() {
         let dir = tempfile::tempdir().unwrap();
         let marker = dir.path().join("child-alive");
-        let body = format!("(sleep 30; touch {}) &\necho started\nsleep 30", marker.display());
+        let body = format!(
+            "(sleep 30; touch {}) &\necho started\nsleep 30",
+            marker.display()
+        );
         let cancel = CancellationToken::new();
         let trigger = cancel.clone();
         tokio::spawn(async move {
@@ -333,8 +413,22 @@ mod tests {
         assert_eq!(outcome, JobOutcome::Canceled);
         assert!(lines.iter().any(|l| l.text == "started"));
         // The background child was in the same group: it must be gone too.
-        let output = std::process::Command::new("pgrep").args(["-f", &marker.display().to_string()]).output().unwrap();
-        assert!(output.stdout.is_empty(), "a child of the canceled script survived");
+        let output = std::process::Command::new("pgrep")
+            .args(["-f", &marker.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            output.stdout.is_empty(),
+            "a child of the canceled script survived"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_detached_child_holding_the_output_open_does_not_hang_the_step() {
+        let (outcome, _, lines) =
+            run_bash("setsid sleep 30 &\necho done", CancellationToken::new()).await;
+        assert_eq!(outcome, JobOutcome::Succeeded);
+        assert!(lines.iter().any(|l| l.text == "done"));
     }
 
     #[tokio::test]
@@ -344,7 +438,19 @@ mod tests {
             return;
         }
         let dir = tempfile::tempdir().unwrap();
-        let (outcome, _) = run(dir.path(), "job", ScriptSyntax::PowerShell, "Write-Host hi", "test", Duration::from_millis(100), CancellationToken::new(), Collect::default()).await;
-        assert!(matches!(outcome, JobOutcome::Failed { reason } if reason.contains("pwsh is not installed")));
+        let (outcome, _) = run(
+            dir.path(),
+            "job",
+            ScriptSyntax::PowerShell,
+            "Write-Host hi",
+            "test",
+            Duration::from_millis(100),
+            CancellationToken::new(),
+            Collect::default(),
+        )
+        .await;
+        assert!(
+            matches!(outcome, JobOutcome::Failed { reason } if reason.contains("pwsh is not installed"))
+        );
     }
 }

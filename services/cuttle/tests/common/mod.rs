@@ -39,16 +39,28 @@ impl InProcess {
     /// Starts every service in this process on `mode`'s backends.
     pub async fn start(mode: Mode) -> InProcess {
         let env = TestEnv::new(mode).await.expect("test environment");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address");
-        let prepared = cuttle::prepare_embedded(env.config.clone()).await.expect("backends must be reachable (run infra/up.sh)");
+        let prepared = cuttle::prepare_embedded(env.config.clone())
+            .await
+            .expect("backends must be reachable (run infra/up.sh)");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(cuttle::serve_all(prepared, listener, async move {
             let _ = stopped.await;
         }));
         let client = Client::new(format!("http://{address}"), env.api_key.clone());
-        client.wait_until_up("/api", Duration::from_secs(10)).await.expect("api up");
-        InProcess { client, env: Some(env), stop: Some(stop), task: Some(task) }
+        client
+            .wait_until_up("/api", Duration::from_secs(10))
+            .await
+            .expect("api up");
+        InProcess {
+            client,
+            env: Some(env),
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     /// Stops the services and drops the test's database.
@@ -72,7 +84,10 @@ impl InProcess {
 
 /// A free loopback port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// The built `cuttle` binary.
@@ -110,13 +125,19 @@ pub fn spawn_cuttle(env: &TestEnv, name: &str, args: &[&str]) -> Proc {
     let child = Command::new(cuttle_binary())
         .args(args)
         .envs(env.env_vars())
-        .env("RUST_LOG", "info")
+        .env(
+            "RUST_LOG",
+            std::env::var("CUTTLE_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::from(log))
         .stderr(Stdio::from(err))
         .spawn()
         .expect("spawn cuttle");
-    Proc { name: name.to_owned(), child }
+    Proc {
+        name: name.to_owned(),
+        child,
+    }
 }
 
 /// The logs of every process of a test, for failure messages.
@@ -127,8 +148,16 @@ pub fn logs(env: &TestEnv) -> String {
             let path = entry.path();
             if path.extension().is_some_and(|e| e == "log") {
                 let text = std::fs::read_to_string(&path).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(40).collect();
-                out.push_str(&format!("--- {} ---\n{}\n", path.display(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+                let keep = std::env::var("CUTTLE_TEST_LOG_LINES")
+                    .ok()
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(40);
+                let tail: Vec<&str> = text.lines().rev().take(keep).collect();
+                out.push_str(&format!(
+                    "--- {} ---\n{}\n",
+                    path.display(),
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                ));
             }
         }
     }
@@ -154,18 +183,51 @@ pub struct Distributed {
 impl Distributed {
     /// Starts each service as its own process on PostgreSQL, RabbitMQ, Redis and S3.
     pub async fn start() -> Distributed {
-        let env = TestEnv::new(Mode::Distributed).await.expect("test environment");
-        let status = Command::new(cuttle_binary()).arg("migrate").envs(env.env_vars()).status().expect("migrate");
+        let env = TestEnv::new(Mode::Distributed)
+            .await
+            .expect("test environment");
+        let status = Command::new(cuttle_binary())
+            .arg("migrate")
+            .envs(env.env_vars())
+            .status()
+            .expect("migrate");
         assert!(status.success(), "cuttle migrate failed");
         let api_port = free_port();
-        let api = spawn_cuttle(&env, "api", &["api", "--listen", &format!("127.0.0.1:{api_port}")]);
-        let orchestrator = spawn_cuttle(&env, "orchestrator", &["orchestrator", "--ops-listen", &format!("127.0.0.1:{}", free_port())]);
-        let feed = spawn_cuttle(&env, "package-feed", &["package-feed", "--listen", &format!("127.0.0.1:{}", free_port())]);
+        let api = spawn_cuttle(
+            &env,
+            "api",
+            &["api", "--listen", &format!("127.0.0.1:{api_port}")],
+        );
+        let orchestrator = spawn_cuttle(
+            &env,
+            "orchestrator",
+            &[
+                "orchestrator",
+                "--ops-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        );
+        let feed = spawn_cuttle(
+            &env,
+            "package-feed",
+            &[
+                "package-feed",
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        );
         let client = Client::new(format!("http://127.0.0.1:{api_port}"), env.api_key.clone());
         if let Err(err) = client.wait_until_up("/api", Duration::from_secs(20)).await {
             panic!("{err:#}\n{}", logs(&env));
         }
-        let mut distributed = Distributed { client, env, api, orchestrator, feed, workers: Vec::new() };
+        let mut distributed = Distributed {
+            client,
+            env,
+            api,
+            orchestrator,
+            feed,
+            workers: Vec::new(),
+        };
         distributed.add_worker();
         distributed
     }
@@ -173,14 +235,29 @@ impl Distributed {
     /// Starts one more worker process.
     pub fn add_worker(&mut self) -> usize {
         let name = format!("worker-{}", self.workers.len() + 1);
-        let proc = spawn_cuttle(&self.env, &name, &["worker", "--ops-listen", &format!("127.0.0.1:{}", free_port())]);
+        let proc = spawn_cuttle(
+            &self.env,
+            &name,
+            &[
+                "worker",
+                "--ops-listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ],
+        );
         self.workers.push(proc);
         self.workers.len() - 1
     }
 
     /// Stops every process and drops the database.
     pub async fn stop(self) {
-        let Distributed { env, api, orchestrator, feed, workers, .. } = self;
+        let Distributed {
+            env,
+            api,
+            orchestrator,
+            feed,
+            workers,
+            ..
+        } = self;
         drop((api, orchestrator, feed, workers));
         env.cleanup().await;
     }

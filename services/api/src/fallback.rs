@@ -1,0 +1,75 @@
+//! Answers for routes Cuttle does not serve: a 501 naming the Octopus feature that is not built
+//! yet (never a fake success), or a 404 in Octopus's error shape.
+
+use crate::error::ApiError;
+use axum::http::{Method, Uri};
+
+/// Octopus route families that exist but are not built in Cuttle yet, with the feature's name.
+const NOT_YET_BUILT: &[(&str, &str)] = &[
+    ("packages", "The built-in package feed"),
+    ("build-information", "Build information"),
+    ("machines", "Deployment targets"),
+    ("workers", "Workers"),
+    ("workerpools", "Worker pools"),
+    ("machinepolicies", "Machine policies"),
+    ("tenants", "Tenants"),
+    ("tagsets", "Tag sets"),
+    ("runbooks", "Runbooks"),
+    ("runbookruns", "Runbook runs"),
+    ("runbook-runs", "Runbook runs"),
+    ("runbooksnapshots", "Runbook snapshots"),
+    ("runbookprocesses", "Runbook processes"),
+    ("libraryvariablesets", "Library variable sets"),
+    ("teams", "Teams"),
+    ("userroles", "User roles"),
+    ("scopeduserroles", "Scoped user roles"),
+    ("permissions", "Permissions"),
+    ("events", "Audit events"),
+    ("interruptions", "Manual interventions"),
+    ("artifacts", "Artifacts"),
+    ("certificates", "Certificates"),
+    ("accounts", "Accounts"),
+    ("deploymentsettings", "Deployment settings"),
+    ("triggers", "Project triggers"),
+    ("subscriptions", "Subscriptions"),
+];
+
+/// The router's fallback.
+pub async fn fallback(method: Method, uri: Uri) -> ApiError {
+    let path = uri.path();
+    if path == "/api" || path.starts_with("/api/") {
+        for segment in path.split('/') {
+            if let Some((_, feature)) = NOT_YET_BUILT
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(segment))
+            {
+                return ApiError::not_implemented(feature);
+            }
+        }
+        // `/api/users/...` beyond `me` is user management, not built yet.
+        if path.starts_with("/api/users/") {
+            return ApiError::not_implemented("User management");
+        }
+    }
+    ApiError::not_found(format!("no route matches {method} {path}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[tokio::test]
+    async fn unbuilt_octopus_features_answer_501_and_unknown_paths_404() {
+        let uri: Uri = "/api/Spaces-1/packages/raw".parse().unwrap();
+        assert_eq!(
+            fallback(Method::POST, uri).await.into_response().status(),
+            501
+        );
+        let uri: Uri = "/api/Spaces-1/nothing-here".parse().unwrap();
+        assert_eq!(
+            fallback(Method::GET, uri).await.into_response().status(),
+            404
+        );
+    }
+}
