@@ -965,6 +965,18 @@ async fn create_deployment_command(
             Vec::new(),
         ));
     }
+    if !command.variables.is_empty() {
+        return Err(ApiError::bad_request(
+            "Prompted variables (Variables) are not available in this version of Cuttle yet.",
+            Vec::new(),
+        ));
+    }
+    if command.use_guided_failure == Some(true) {
+        return Err(ApiError::bad_request(
+            "Guided failure (UseGuidedFailure) is not available in this version of Cuttle yet.",
+            Vec::new(),
+        ));
+    }
     if command.run_at.is_some() || command.no_run_after.is_some() {
         return Err(ApiError::bad_request(
             "Scheduled deployments (RunAt, NoRunAfter) are not available in this version of Cuttle yet.",
