@@ -78,7 +78,10 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{prefix}/deployments/create/tenanted/v1"),
             post(tenanted_not_available),
         )
-        .route(&format!("{prefix}/deployments/{{id}}"), get(get_deployment))
+        .route(
+            &format!("{prefix}/deployments/{{id}}"),
+            get(get_deployment).delete(delete_deployment),
+        )
 }
 
 fn release_links(release: &Release, space: &SpaceId) -> Links {
@@ -569,6 +572,58 @@ async fn get_release(
         .await?
         .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
     Ok(Json(present_release(&doc, &scope.id)?))
+}
+
+/// Changes a release's version, notes or custom fields. What it deploys (its snapshots, project
+/// and channel) never changes: those fields of the body are ignored, as Octopus does.
+async fn update_release(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    JsonBody(body): JsonBody<Release>,
+) -> ApiResult<Json<Release>> {
+    let id = path.get("id")?;
+    let txn = state.store.conn().begin().await?;
+    let doc = documents::get(&txn, &scope.id, RELEASE_KIND, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
+    let mut release: Release = documents::decode(&doc)?;
+    let version = body.version.trim();
+    if !version.is_empty() {
+        ReleaseVersion::parse(version)
+            .map_err(|err| ApiError::invalid_field("Version", err.to_string()))?;
+        release.version = version.to_owned();
+    }
+    release.release_notes = body.release_notes;
+    release.custom_fields = body.custom_fields;
+    let replacement = documents::Replacement {
+        name: release.version.clone(),
+        unique_key: Some(release_key(&release.project_id, &release.version)),
+        sort_order: doc.sort_order,
+        data: documents::encode(&release),
+        expected_version: None,
+    };
+    let conflict = format!(
+        "Version: a release with version '{}' already exists for this project",
+        release.version
+    );
+    documents::replace(&txn, &scope.id, RELEASE_KIND, id, replacement, &conflict).await?;
+    txn.commit().await?;
+    release.links = release_links(&release, &scope.id);
+    Ok(Json(release))
+}
+
+async fn delete_deployment(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
+    let id = path.get("id")?;
+    // The task and its log stay: they are the audit trail of what ran.
+    if !documents::delete(state.store.conn(), &scope.id, DEPLOYMENT_KIND, id).await? {
+        return Err(ApiError::not_found(format!("deployment '{id}'")));
+    }
+    Ok(StatusCode::OK)
 }
 
 async fn delete_release(

@@ -871,3 +871,48 @@ async fn spaces_do_not_see_each_others_resources(mode: Mode) {
         .expect(200);
     app.stop().await;
 }
+
+/// Node's HTTP agent reuses idle sockets; Octopus keeps them for minutes. A server that closes
+/// idle connections after a few seconds breaks uploads from the TypeScript client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_still_served_and_large_bodies_are_accepted() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = InProcess::start(Mode::Embedded).await;
+    let address = app.client.base.trim_start_matches("http://").to_owned();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let request = format!("GET /api HTTP/1.1\r\nHost: {address}\r\nConnection: keep-alive\r\n\r\n");
+    async fn read_response(socket: &mut tokio::net::TcpStream) -> String {
+        let mut buffer = vec![0u8; 65536];
+        let n = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut buffer))
+            .await
+            .unwrap()
+            .unwrap();
+        String::from_utf8_lossy(&buffer[..n]).into_owned()
+    }
+    socket.write_all(request.as_bytes()).await.unwrap();
+    assert!(read_response(&mut socket).await.starts_with("HTTP/1.1 200"));
+    // Longer than Node's 5 s server default that broke package uploads.
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let second = read_response(&mut socket).await;
+    assert!(
+        second.starts_with("HTTP/1.1 200"),
+        "the idle connection was closed: {second:?}"
+    );
+
+    // Axum's default 2 MB body limit is raised: whole packages arrive in one body.
+    let description = "x".repeat(5 * 1024 * 1024);
+    let created = app
+        .client
+        .post(
+            "/api/Spaces-1/environments",
+            json!({"Name": "Big", "Description": description}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(
+        created["Description"].as_str().unwrap().len(),
+        5 * 1024 * 1024
+    );
+    app.stop().await;
+}
