@@ -3,7 +3,7 @@
 
 use crate::entities::document::{self, Column, Entity};
 use crate::{SpaceId, StoreError};
-use chrono::Utc;
+use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, Func, LikeExpr};
 use sea_orm::{
     ColumnTrait, ConnectionTrait, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
@@ -62,13 +62,19 @@ fn conflict_or(err: DbErr, what: &str) -> StoreError {
     }
 }
 
+/// The current time at the precision both backends store (PostgreSQL keeps microseconds), so
+/// the document `insert` and `replace` return is the one a later `get` reads back.
+fn stored_now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
 /// Inserts a document; a taken unique key is [`StoreError::Conflict`] with `conflict_message`.
 pub async fn insert(
     conn: &impl ConnectionTrait,
     doc: NewDocument,
     conflict_message: &str,
 ) -> Result<Document, StoreError> {
-    let now = Utc::now();
+    let now = stored_now();
     let model = document::Model {
         id: doc.id,
         space_id: doc.space_id.as_str().to_owned(),
@@ -124,7 +130,7 @@ pub async fn replace(
             current.version
         )));
     }
-    let now = Utc::now();
+    let now = stored_now();
     let result = Entity::update_many()
         .col_expr(Column::Name, Expr::value(replacement.name.clone()))
         .col_expr(
@@ -214,15 +220,7 @@ pub async fn list(
         );
     }
     if let Some(partial) = query.partial_name.as_deref().filter(|p| !p.is_empty()) {
-        let escaped = partial
-            .to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        select = select.filter(
-            Expr::expr(Func::lower(Expr::col(Column::Name)))
-                .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
-        );
+        select = select.filter(name_contains(partial));
     }
     let total = select.clone().count(conn).await?;
     let rows = select
@@ -245,15 +243,7 @@ pub async fn list_spaces(
         select = select.filter(Column::Id.is_in(query.ids.clone()));
     }
     if let Some(partial) = query.partial_name.as_deref().filter(|p| !p.is_empty()) {
-        let escaped = partial
-            .to_lowercase()
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        select = select.filter(
-            Expr::expr(Func::lower(Expr::col(Column::Name)))
-                .like(LikeExpr::new(format!("%{escaped}%")).escape('\\')),
-        );
+        select = select.filter(name_contains(partial));
     }
     let total = select.clone().count(conn).await?;
     let rows = select
@@ -308,6 +298,18 @@ pub async fn delete_space(
         .exec(conn)
         .await?;
     Ok(result.rows_affected)
+}
+
+/// `lower(name) LIKE '%partial%'`, with `%`, `_` and `\` in `partial` matched literally (the
+/// TypeScript client resolves spaces by `partialName`, and names may contain them).
+fn name_contains(partial: &str) -> sea_orm::sea_query::SimpleExpr {
+    let escaped = partial
+        .to_lowercase()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    Expr::expr(Func::lower(Expr::col(Column::Name)))
+        .like(LikeExpr::new(format!("%{escaped}%")).escape('\\'))
 }
 
 /// Parses a document's JSON into its wire type.

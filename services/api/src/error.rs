@@ -60,6 +60,15 @@ impl ApiError {
         }
     }
 
+    /// 400 for an option Octopus accepts but Cuttle does not implement yet: refused, never
+    /// silently ignored.
+    pub fn unavailable(what: &str) -> Self {
+        ApiError::bad_request(
+            format!("{what} is not available in this version of Cuttle yet."),
+            Vec::new(),
+        )
+    }
+
     /// 501: a route Octopus has that Cuttle does not implement yet; never a fake success.
     pub fn not_implemented(what: &str) -> Self {
         ApiError {

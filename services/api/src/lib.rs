@@ -56,7 +56,14 @@ pub fn router(state: AppState) -> Router {
         // Package uploads send whole files in one body; Octopus has no small limit.
         .layer(DefaultBodyLimit::max(1024 * 1024 * 1024))
         .layer(axum::middleware::from_fn(cuttle_telemetry::track_http))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The request span is where a deployment's trace starts: the outbox messages a handler
+        // writes carry its context. tower-http makes it at DEBUG by default, which the default
+        // `info` filter disables, and a disabled span has no context to carry.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+            ),
+        )
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             error::ApiError::internal("a request handler panicked").into_response_boxed()
         }));

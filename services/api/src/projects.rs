@@ -5,7 +5,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Params, PathParams, SpaceScope};
 use crate::links::{links, space_prefix};
-use crate::resources::{self, Resource, present};
+use crate::resources::{self, Resource, present, resource_accessors, resource_assign};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -75,17 +75,13 @@ impl Resource for Project {
     const COLLECTION: &'static str = "projects";
     const NOUN: &'static str = "project";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
+    resource_accessors!();
+
     fn assign(&mut self, id: String, space: &SpaceId) {
         self.variable_set_id = format!("variableset-{id}");
         self.deployment_process_id = format!("deploymentprocess-{id}");
         self.id = id;
         self.space_id = space.to_string();
-    }
-    fn name(&self) -> &str {
-        &self.name
     }
     fn links(&self, space: &SpaceId) -> Links {
         let base = format!("{}/projects/{}", space_prefix(space.as_str()), self.id);
@@ -105,9 +101,6 @@ impl Resource for Project {
             ("Progression", format!("{base}/progression")),
             ("Web", format!("/app#/{space}/projects/{}", self.id)),
         ])
-    }
-    fn set_links(&mut self, links: Links) {
-        self.links = links;
     }
     fn prepare(&mut self) -> ApiResult<()> {
         if self.slug.trim().is_empty() {
@@ -155,16 +148,9 @@ impl Resource for Channel {
     const COLLECTION: &'static str = "channels";
     const NOUN: &'static str = "channel";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn assign(&mut self, id: String, space: &SpaceId) {
-        self.id = id;
-        self.space_id = space.to_string();
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    resource_accessors!();
+
+    resource_assign!();
     fn links(&self, space: &SpaceId) -> Links {
         let prefix = space_prefix(space.as_str());
         links([
@@ -178,9 +164,6 @@ impl Resource for Channel {
                 ),
             ),
         ])
-    }
-    fn set_links(&mut self, links: Links) {
-        self.links = links;
     }
     fn parent_id(&self) -> Option<String> {
         Some(self.project_id.clone())

@@ -52,7 +52,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         )
         .route(
             &format!("{prefix}/releases/{{id}}"),
-            get(get_release).delete(delete_release),
+            get(get_release).put(update_release).delete(delete_release),
         )
         .route(
             &format!("{prefix}/releases/{{id}}/deployments"),
@@ -366,6 +366,26 @@ async fn default_channel(
         .ok_or_else(|| ApiError::internal(format!("project {project_id} has no channel")))
 }
 
+/// The project a command names (by name, slug or id), or a 400 naming `field`.
+async fn project_for_command(
+    conn: &impl ConnectionTrait,
+    scope: &SpaceScope,
+    field: &str,
+    key: &str,
+) -> ApiResult<(Document, Project)> {
+    find_project(conn, &scope.id, key.trim())
+        .await?
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                field,
+                format!(
+                    "project '{key}' was not found in space '{}'",
+                    scope.space.name
+                ),
+            )
+        })
+}
+
 async fn create_release_command(
     State(state): State<AppState>,
     scope: SpaceScope,
@@ -383,23 +403,13 @@ async fn create_release_command(
             .as_deref()
             .is_some_and(|v| !v.is_empty())
     {
-        return Err(ApiError::bad_request(
-            "Package selection (Packages, PackageVersion) is not available in this version of Cuttle yet.",
-            Vec::new(),
+        return Err(ApiError::unavailable(
+            "Package selection (Packages, PackageVersion)",
         ));
     }
     let txn = state.store.conn().begin().await?;
-    let (project_doc, project) = find_project(&txn, &scope.id, command.project_name.trim())
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "ProjectName",
-                format!(
-                    "project '{}' was not found in space '{}'",
-                    command.project_name, scope.space.name
-                ),
-            )
-        })?;
+    let (project_doc, project) =
+        project_for_command(&txn, &scope, "ProjectName", &command.project_name).await?;
     let release = insert_release(
         &txn,
         &scope.id,
@@ -431,10 +441,7 @@ async fn create_release_classic(
     JsonBody(body): JsonBody<CreateReleaseClassic>,
 ) -> ApiResult<(StatusCode, Json<Release>)> {
     if !body.selected_packages.is_empty() {
-        return Err(ApiError::bad_request(
-            "SelectedPackages is not available in this version of Cuttle yet.",
-            Vec::new(),
-        ));
+        return Err(ApiError::unavailable("SelectedPackages"));
     }
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) = find_project(&txn, &scope.id, &body.project_id)
@@ -1015,41 +1022,22 @@ async fn create_deployment_command(
         ));
     }
     if !command.specific_machine_names.is_empty() || !command.excluded_machine_names.is_empty() {
-        return Err(ApiError::bad_request(
-            "Choosing deployment targets is not available in this version of Cuttle yet.",
-            Vec::new(),
-        ));
+        return Err(ApiError::unavailable("Choosing deployment targets"));
     }
     if !command.variables.is_empty() {
-        return Err(ApiError::bad_request(
-            "Prompted variables (Variables) are not available in this version of Cuttle yet.",
-            Vec::new(),
-        ));
+        return Err(ApiError::unavailable("Prompted variables (Variables)"));
     }
     if command.use_guided_failure == Some(true) {
-        return Err(ApiError::bad_request(
-            "Guided failure (UseGuidedFailure) is not available in this version of Cuttle yet.",
-            Vec::new(),
-        ));
+        return Err(ApiError::unavailable("Guided failure (UseGuidedFailure)"));
     }
     if command.run_at.is_some() || command.no_run_after.is_some() {
-        return Err(ApiError::bad_request(
-            "Scheduled deployments (RunAt, NoRunAfter) are not available in this version of Cuttle yet.",
-            Vec::new(),
+        return Err(ApiError::unavailable(
+            "Scheduled deployments (RunAt, NoRunAfter)",
         ));
     }
     let txn = state.store.conn().begin().await?;
-    let (project_doc, project) = find_project(&txn, &scope.id, command.project_name.trim())
-        .await?
-        .ok_or_else(|| {
-            ApiError::invalid_field(
-                "ProjectName",
-                format!(
-                    "project '{}' was not found in space '{}'",
-                    command.project_name, scope.space.name
-                ),
-            )
-        })?;
+    let (project_doc, project) =
+        project_for_command(&txn, &scope, "ProjectName", &command.project_name).await?;
     let release_doc = documents::find_by_name(
         &txn,
         &scope.id,
@@ -1155,10 +1143,7 @@ async fn create_deployment_classic(
         return Err(ApiError::not_implemented("Tenanted deployments"));
     }
     if !body.specific_machine_ids.is_empty() || !body.excluded_machine_ids.is_empty() {
-        return Err(ApiError::bad_request(
-            "Choosing deployment targets is not available in this version of Cuttle yet.",
-            Vec::new(),
-        ));
+        return Err(ApiError::unavailable("Choosing deployment targets"));
     }
     let txn = state.store.conn().begin().await?;
     let release_doc = documents::get(&txn, &scope.id, RELEASE_KIND, &body.release_id)

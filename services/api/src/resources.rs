@@ -18,6 +18,33 @@ use cuttle_wire::{Collection, Links};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// `id`, `name` and `set_links` of a resource whose wire type has `Id`, `Name` and `Links`.
+macro_rules! resource_accessors {
+    () => {
+        fn id(&self) -> &str {
+            &self.id
+        }
+        fn name(&self) -> &str {
+            &self.name
+        }
+        fn set_links(&mut self, links: cuttle_wire::Links) {
+            self.links = links;
+        }
+    };
+}
+pub(crate) use resource_accessors;
+
+/// `assign` for a resource whose only server-set fields are `Id` and `SpaceId`.
+macro_rules! resource_assign {
+    () => {
+        fn assign(&mut self, id: String, space: &cuttle_domain::SpaceId) {
+            self.id = id;
+            self.space_id = space.to_string();
+        }
+    };
+}
+pub(crate) use resource_assign;
+
 /// A resource served by the generic handlers.
 pub trait Resource: Serialize + DeserializeOwned + Default + Clone + Send + Sync + 'static {
     /// Document kind and `ItemType`.
@@ -329,16 +356,9 @@ impl Resource for ProjectGroup {
     const COLLECTION: &'static str = "projectgroups";
     const NOUN: &'static str = "project group";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn assign(&mut self, id: String, space: &SpaceId) {
-        self.id = id;
-        self.space_id = space.to_string();
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    resource_accessors!();
+
+    resource_assign!();
     fn links(&self, space: &SpaceId) -> Links {
         let base = format!("{}/projectgroups/{}", space_prefix(space.as_str()), self.id);
         links([
@@ -349,9 +369,6 @@ impl Resource for ProjectGroup {
                 format!("/app#/{space}/projects?projectGroup={}", self.id),
             ),
         ])
-    }
-    fn set_links(&mut self, links: Links) {
-        self.links = links;
     }
     fn prepare(&mut self) -> ApiResult<()> {
         self.slug = slugify(&self.name);
@@ -365,16 +382,9 @@ impl Resource for Lifecycle {
     const COLLECTION: &'static str = "lifecycles";
     const NOUN: &'static str = "lifecycle";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn assign(&mut self, id: String, space: &SpaceId) {
-        self.id = id;
-        self.space_id = space.to_string();
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    resource_accessors!();
+
+    resource_assign!();
     fn links(&self, space: &SpaceId) -> Links {
         let base = format!("{}/lifecycles/{}", space_prefix(space.as_str()), self.id);
         links([
@@ -382,9 +392,6 @@ impl Resource for Lifecycle {
             ("Preview", format!("{base}/preview")),
             ("Projects", format!("{base}/projects")),
         ])
-    }
-    fn set_links(&mut self, links: Links) {
-        self.links = links;
     }
     fn prepare(&mut self) -> ApiResult<()> {
         self.slug = slugify(&self.name);
@@ -415,16 +422,9 @@ impl Resource for Environment {
     const COLLECTION: &'static str = "environments";
     const NOUN: &'static str = "environment";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn assign(&mut self, id: String, space: &SpaceId) {
-        self.id = id;
-        self.space_id = space.to_string();
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    resource_accessors!();
+
+    resource_assign!();
     fn links(&self, space: &SpaceId) -> Links {
         let base = format!("{}/environments/{}", space_prefix(space.as_str()), self.id);
         links([
@@ -445,9 +445,6 @@ impl Resource for Environment {
                 format!("/app#/{space}/infrastructure/environments/{}", self.id),
             ),
         ])
-    }
-    fn set_links(&mut self, links: Links) {
-        self.links = links;
     }
     fn sort_order(&self, number: i64) -> i64 {
         // A new environment without an explicit order goes last, like Octopus.
@@ -491,16 +488,9 @@ impl Resource for Feed {
     const COLLECTION: &'static str = "feeds";
     const NOUN: &'static str = "feed";
 
-    fn id(&self) -> &str {
-        &self.id
-    }
-    fn assign(&mut self, id: String, space: &SpaceId) {
-        self.id = id;
-        self.space_id = space.to_string();
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
+    resource_accessors!();
+
+    resource_assign!();
     fn links(&self, space: &SpaceId) -> Links {
         let base = format!("{}/feeds/{}", space_prefix(space.as_str()), self.id);
         links([
@@ -512,9 +502,6 @@ impl Resource for Feed {
                 ),
             ),
         ])
-    }
-    fn set_links(&mut self, links: Links) {
-        self.links = links;
     }
 }
 

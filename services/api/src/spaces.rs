@@ -413,7 +413,19 @@ pub fn space_home_links(space_id: &str) -> Value {
     })
 }
 
-async fn space_home(scope: SpaceScope) -> ApiResult<Json<Value>> {
+/// `GET /api/{spaceId}`. The route also catches `/api/<anything>`, so an identifier that is no
+/// space goes to the fallback (a 501 for Octopus features not built yet, like `/api/teams`).
+async fn space_home(
+    State(state): State<AppState>,
+    _: Principal,
+    path: PathParams,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiResult<Json<Value>> {
+    let identifier = path.get("space_id")?;
+    let Some(scope) = resolve_space(&state, identifier).await? else {
+        return Err(crate::fallback::fallback(method, uri).await);
+    };
     Ok(Json(json!({
         "Id": scope.id.as_str(),
         "Name": scope.space.name,

@@ -33,6 +33,7 @@ both_modes!(
     malformed_bodies_get_a_400_that_names_the_problem,
     a_space_is_deleted_only_after_its_task_queue_is_stopped,
     spaces_do_not_see_each_others_resources,
+    features_not_built_yet_are_refused_clearly_never_faked,
 );
 
 async fn root_document_is_public_and_declares_a_supported_version(mode: Mode) {
@@ -392,6 +393,20 @@ async fn releases_number_themselves_and_freeze_the_process(mode: Mode) {
         snapshot["Steps"][0]["Actions"][0]["Properties"]["Octopus.Action.Script.ScriptBody"],
         "echo alpha-output"
     );
+    // Notes and version can change; the snapshot cannot.
+    let release_path = format!(
+        "/api/Spaces-1/releases/{}",
+        first["ReleaseId"].as_str().unwrap()
+    );
+    let mut edited = release.clone();
+    edited["ReleaseNotes"] = json!("Fixed the thing");
+    edited["ProjectDeploymentProcessSnapshotId"] = json!("deploymentprocess-Projects-1");
+    let saved = app.client.put(&release_path, edited).await.expect(200);
+    assert_eq!(saved["ReleaseNotes"], "Fixed the thing");
+    assert_eq!(saved["ProjectDeploymentProcessSnapshotId"], snapshot_id);
+    let mut clash = saved.clone();
+    clash["Version"] = json!("0.0.2");
+    app.client.put(&release_path, clash).await.expect(400);
     let by_version = app
         .client
         .get(&format!("/api/Spaces-1/projects/{id}/releases/0.0.1"))
@@ -544,6 +559,16 @@ async fn a_bash_step_deployment_succeeds_and_its_output_reaches_the_log(mode: Mo
         .await
         .expect(200);
     assert_eq!(deployments["Items"][0]["TaskId"], task_id);
+    // Deleting the deployment keeps its task: the task log is the record of what ran.
+    let deployment_id = deployments["Items"][0]["Id"].as_str().unwrap().to_owned();
+    let path = format!("/api/Spaces-1/deployments/{deployment_id}");
+    app.client.delete(&path).await.expect(200);
+    app.client.get(&path).await.expect(404);
+    app.client.delete(&path).await.expect(404);
+    app.client
+        .get(&format!("/api/tasks/{task_id}"))
+        .await
+        .expect(200);
     app.stop().await;
 }
 
@@ -869,6 +894,101 @@ async fn spaces_do_not_see_each_others_resources(mode: Mode) {
         .get(&format!("/api/{other_id}/tasks/{task_id}"))
         .await
         .expect(200);
+    app.stop().await;
+}
+
+async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    // Octopus routes Cuttle does not serve yet answer 501 naming the feature.
+    for path in [
+        "/api/Spaces-1/packages",
+        "/api/Spaces-1/machines",
+        "/api/teams",
+        "/api/Spaces-1/tenants",
+    ] {
+        let refused = app.client.get(path).await.expect(501);
+        assert!(
+            refused["ErrorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("not available"),
+            "{path}: {refused}"
+        );
+    }
+    app.client
+        .get("/api/Spaces-1/no-such-thing")
+        .await
+        .expect(404);
+    // Options that would be silently ignored are refused instead.
+    flow::project_with_script(&app.client, "Spaces-1", "Dev", "Plain", "echo #{Greeting}").await;
+    app.client
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Plain", "ReleaseVersion": "1.0.0"}),
+        )
+        .await
+        .expect(201);
+    for extra in [
+        json!({"UseGuidedFailure": true}),
+        json!({"Variables": {"Prompt": "x"}}),
+        json!({"SpecificMachineNames": ["web01"]}),
+    ] {
+        let mut body =
+            json!({"ProjectName": "Plain", "ReleaseVersion": "1.0.0", "EnvironmentNames": ["Dev"]});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let refused = app
+            .client
+            .post("/api/Spaces-1/deployments/create/untenanted/v1", body)
+            .await
+            .expect(400);
+        assert!(
+            refused["ErrorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("not available"),
+            "{refused}"
+        );
+    }
+    // Project variables are stored but not substituted yet, and the task log says so.
+    let variables = app
+        .client
+        .get("/api/Spaces-1/projects/Projects-1/variables")
+        .await
+        .expect(200);
+    let mut updated = variables.clone();
+    updated["Variables"] = json!([{"Name": "Greeting", "Value": "hi"}]);
+    app.client
+        .put("/api/Spaces-1/projects/Projects-1/variables", updated)
+        .await
+        .expect(200);
+    let task = flow::release_and_deploy(&app.client, "Spaces-1", "Plain", "Dev").await;
+    app.client.wait_for_task(&task, WAIT).await;
+    let raw = app
+        .client
+        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+        .await
+        .expect(200);
+    assert!(
+        raw.as_str()
+            .unwrap()
+            .contains("variable substitution is not available"),
+        "{raw}"
+    );
+    let mut sensitive = variables.clone();
+    sensitive["Variables"] = json!([{"Name": "Password", "Value": "s3cret", "IsSensitive": true}]);
+    let refused = app
+        .client
+        .put("/api/Spaces-1/projects/Projects-1/variables", sensitive)
+        .await
+        .expect(400);
+    assert!(
+        refused["Errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("IsSensitive")
+    );
     app.stop().await;
 }
 
