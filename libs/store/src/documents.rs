@@ -226,6 +226,8 @@ pub async fn list(
     let rows = select
         .order_by_asc(Column::SortOrder)
         .order_by_asc(Column::CreatedAt)
+        // A unique last key: equal sort orders and timestamps never make pages overlap.
+        .order_by_asc(Column::Id)
         .offset(query.skip)
         .limit(query.take)
         .all(conn)

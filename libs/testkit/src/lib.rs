@@ -175,6 +175,21 @@ async fn admin_connection() -> anyhow::Result<sea_orm::DatabaseConnection> {
         .with_context(|| format!("cannot reach PostgreSQL at {url}; run infra/up.sh"))
 }
 
+/// Creates an empty PostgreSQL database with a unique name; returns its URL and its name.
+///
+/// Fails (rather than letting a test skip) when the server is unreachable.
+pub async fn fresh_postgres_database() -> anyhow::Result<(String, String)> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("cuttle_test_{}", &id[..16]);
+    create_database(&name).await?;
+    Ok((format!("{}/{name}", endpoints::postgres()), name))
+}
+
+/// Drops a database made by [`fresh_postgres_database`], closing any connection still open.
+pub async fn drop_postgres_database(name: &str) -> anyhow::Result<()> {
+    drop_database(name).await
+}
+
 async fn create_database(name: &str) -> anyhow::Result<()> {
     use sea_orm::ConnectionTrait;
     let conn = admin_connection().await?;

@@ -125,7 +125,9 @@ impl Orchestrator {
                 return;
             }
         };
-        let span = tracing::debug_span!("orchestrator.event", kind = event.kind(), task.id = %event.task_id());
+        // Info, like the command span: a span disabled by the log filter carries no trace context,
+        // and the next step's job is dispatched from inside this one.
+        let span = tracing::info_span!("orchestrator.event", kind = event.kind(), task.id = %event.task_id());
         cuttle_telemetry::set_parent_from_headers(&span, &delivery.message.headers);
         let result = self.apply_event(event).instrument(span).await;
         finish(delivery, result).await;

@@ -241,11 +241,13 @@ impl Worker {
 
         let cancel = stop.child_token();
         self.register(&job.task_id, &job.job_id, cancel.clone());
-        let heartbeat = tokio::spawn(self.clone().heartbeat(
-            job.task_id.clone(),
-            job.job_id.clone(),
-            cancel.clone(),
-        ));
+        // In the job's span, so heartbeats carry the deployment's trace context like every other
+        // event of the job.
+        let heartbeat = tokio::spawn(
+            self.clone()
+                .heartbeat(job.task_id.clone(), job.job_id.clone(), cancel.clone())
+                .in_current_span(),
+        );
         let (outcome, exit_code) = match &job.work {
             JobWork::Script { syntax, body } => {
                 let sink = script::BusLogSink {

@@ -13,6 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Where output lines go.
 pub trait LogSink: Send + 'static {
@@ -171,7 +172,9 @@ async fn run_in(
         )));
     }
     drop(tx);
-    let batcher = tokio::spawn(batch(rx, sink));
+    // A spawned task does not inherit the current span; the batcher takes the job's, so the log
+    // events it sends carry the deployment's trace context.
+    let batcher = tokio::spawn(batch(rx, sink).in_current_span());
     let pid = child.id();
 
     let mut canceled = false;

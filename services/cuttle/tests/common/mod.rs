@@ -109,6 +109,36 @@ impl Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// Sends SIGTERM, as an orchestrator stopping a container would, and waits up to `limit` for
+    /// the process to exit on its own (flushing what it buffers); kills it after that. Returns
+    /// the exit status, `None` when it had to be killed.
+    pub async fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if let Err(err) = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM) {
+            eprintln!("could not send SIGTERM to {}: {err}", self.name);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(None) | Err(_) => {
+                    eprintln!(
+                        "{} did not exit within {limit:?} of SIGTERM; killing it",
+                        self.name
+                    );
+                    self.kill();
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 impl Drop for Proc {
@@ -120,11 +150,23 @@ impl Drop for Proc {
 /// Starts `cuttle <args>` with the environment's variables; output goes to files in the test
 /// directory (printed when a test fails via `logs`).
 pub fn spawn_cuttle(env: &TestEnv, name: &str, args: &[&str]) -> Proc {
+    spawn_cuttle_with(env, name, args, &[])
+}
+
+/// [`spawn_cuttle`] with extra environment variables, set after (so overriding) the
+/// environment's own.
+pub fn spawn_cuttle_with(
+    env: &TestEnv,
+    name: &str,
+    args: &[&str],
+    extra_env: &[(String, String)],
+) -> Proc {
     let log = std::fs::File::create(env.dir.path().join(format!("{name}.log"))).expect("log file");
     let err = log.try_clone().expect("log file");
     let child = Command::new(cuttle_binary())
         .args(args)
         .envs(env.env_vars())
+        .envs(extra_env.iter().map(|(key, value)| (key, value)))
         .env(
             "RUST_LOG",
             std::env::var("CUTTLE_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
@@ -178,11 +220,23 @@ pub struct Distributed {
     pub feed: Proc,
     /// Worker processes.
     pub workers: Vec<Proc>,
+    /// Variables every process gets on top of the environment's (see [`Distributed::start_with`]).
+    extra_env: Vec<(String, String)>,
 }
 
 impl Distributed {
     /// Starts each service as its own process on PostgreSQL, RabbitMQ, Redis and S3.
     pub async fn start() -> Distributed {
+        Distributed::start_with(&[]).await
+    }
+
+    /// [`Distributed::start`] with extra environment variables for every process (including
+    /// workers added later), e.g. `CUTTLE_TELEMETRY__OTLP_ENDPOINT`.
+    pub async fn start_with(extra_env: &[(&str, &str)]) -> Distributed {
+        let extra_env: Vec<(String, String)> = extra_env
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
         let env = TestEnv::new(Mode::Distributed)
             .await
             .expect("test environment");
@@ -193,12 +247,13 @@ impl Distributed {
             .expect("migrate");
         assert!(status.success(), "cuttle migrate failed");
         let api_port = free_port();
-        let api = spawn_cuttle(
+        let api = spawn_cuttle_with(
             &env,
             "api",
             &["api", "--listen", &format!("127.0.0.1:{api_port}")],
+            &extra_env,
         );
-        let orchestrator = spawn_cuttle(
+        let orchestrator = spawn_cuttle_with(
             &env,
             "orchestrator",
             &[
@@ -206,8 +261,9 @@ impl Distributed {
                 "--ops-listen",
                 &format!("127.0.0.1:{}", free_port()),
             ],
+            &extra_env,
         );
-        let feed = spawn_cuttle(
+        let feed = spawn_cuttle_with(
             &env,
             "package-feed",
             &[
@@ -215,6 +271,7 @@ impl Distributed {
                 "--listen",
                 &format!("127.0.0.1:{}", free_port()),
             ],
+            &extra_env,
         );
         let client = Client::new(format!("http://127.0.0.1:{api_port}"), env.api_key.clone());
         if let Err(err) = client.wait_until_up("/api", Duration::from_secs(20)).await {
@@ -227,6 +284,7 @@ impl Distributed {
             orchestrator,
             feed,
             workers: Vec::new(),
+            extra_env,
         };
         distributed.add_worker();
         distributed
@@ -235,7 +293,7 @@ impl Distributed {
     /// Starts one more worker process.
     pub fn add_worker(&mut self) -> usize {
         let name = format!("worker-{}", self.workers.len() + 1);
-        let proc = spawn_cuttle(
+        let proc = spawn_cuttle_with(
             &self.env,
             &name,
             &[
@@ -243,9 +301,28 @@ impl Distributed {
                 "--ops-listen",
                 &format!("127.0.0.1:{}", free_port()),
             ],
+            &self.extra_env,
         );
         self.workers.push(proc);
         self.workers.len() - 1
+    }
+
+    /// Stops every process gracefully with SIGTERM (api first, so nothing new arrives), waiting
+    /// up to `limit` for each; returns each process's name and exit status (`None`: killed).
+    /// The processes stay in place, already exited, until [`Distributed::stop`].
+    pub async fn terminate(
+        &mut self,
+        limit: Duration,
+    ) -> Vec<(String, Option<std::process::ExitStatus>)> {
+        let mut statuses = Vec::new();
+        let processes = [&mut self.api, &mut self.orchestrator, &mut self.feed]
+            .into_iter()
+            .chain(self.workers.iter_mut());
+        for proc in processes {
+            let status = proc.terminate(limit).await;
+            statuses.push((proc.name.clone(), status));
+        }
+        statuses
     }
 
     /// Stops every process and drops the database.
