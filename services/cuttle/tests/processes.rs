@@ -262,3 +262,59 @@ async fn an_orchestrator_killed_mid_task_is_replaced_and_the_task_still_finishes
     );
     platform.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stopped_gracefully_mid_script_fails_its_step_instead_of_letting_later_steps_run()
+{
+    let mut platform = Distributed::start().await;
+    let client = platform.client.clone();
+    let project = flow::project_with_script(
+        &client,
+        "Spaces-1",
+        "Dev",
+        "Interrupted",
+        "echo script-started\nsleep 30",
+    )
+    .await;
+    // A second step that must not run once the first did not complete.
+    let path = format!("/api/Spaces-1/projects/{project}/deploymentprocesses");
+    let mut process = client.get(&path).await.expect(200);
+    let mut second = process["Steps"][0].clone();
+    second["Id"] = json!("");
+    second["Name"] = json!("Afterwards");
+    second["Actions"][0]["Id"] = json!("");
+    second["Actions"][0]["Name"] = json!("Afterwards");
+    second["Actions"][0]["Properties"]["Octopus.Action.Script.ScriptBody"] =
+        json!("echo second-step-ran");
+    process["Steps"].as_array_mut().unwrap().push(second);
+    client.put(&path, process).await.expect(200);
+    let task = flow::release_and_deploy(&client, "Spaces-1", "Interrupted", "Dev").await;
+    wait_for_line(&client, &task, "script-started").await;
+    // A second worker is ready to take the next step, if there were one to take.
+    platform.add_worker();
+    let stopped = platform.workers[0].terminate(Duration::from_secs(15)).await;
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "the worker exits 0 on SIGTERM"
+    );
+    let finished = client.wait_for_task(&task, WAIT).await;
+    assert_eq!(
+        finished["State"],
+        "Failed",
+        "{finished}\n{}",
+        logs(&platform.env)
+    );
+    assert!(
+        finished["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("shut down"),
+        "{finished}"
+    );
+    let raw = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+        .await
+        .expect(200);
+    assert!(!raw.as_str().unwrap().contains("second-step-ran"), "{raw}");
+    platform.stop().await;
+}
