@@ -178,6 +178,24 @@ pub async fn get(
         .await?)
 }
 
+/// Reads one document and, on PostgreSQL, locks its row until the transaction ends: a mutex
+/// across processes keyed by a resource (SQLite runs one writer at a time already).
+pub async fn lock(
+    conn: &impl ConnectionTrait,
+    space_id: &SpaceId,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Document>, StoreError> {
+    let mut query = Entity::find()
+        .filter(Column::SpaceId.eq(space_id.as_str()))
+        .filter(Column::Kind.eq(kind))
+        .filter(Column::Id.eq(id));
+    if conn.get_database_backend() == sea_orm::DbBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    Ok(query.one(conn).await?)
+}
+
 /// Reads one document by case-insensitive exact name (optionally under a parent).
 pub async fn find_by_name(
     conn: &impl ConnectionTrait,

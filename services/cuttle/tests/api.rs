@@ -34,6 +34,7 @@ both_modes!(
     a_space_is_deleted_only_after_its_task_queue_is_stopped,
     spaces_do_not_see_each_others_resources,
     features_not_built_yet_are_refused_clearly_never_faked,
+    deployments_of_one_project_to_one_environment_run_one_at_a_time,
 );
 
 async fn root_document_is_public_and_declares_a_supported_version(mode: Mode) {
@@ -894,6 +895,46 @@ async fn spaces_do_not_see_each_others_resources(mode: Mode) {
         .get(&format!("/api/{other_id}/tasks/{task_id}"))
         .await
         .expect(200);
+    app.stop().await;
+}
+
+async fn deployments_of_one_project_to_one_environment_run_one_at_a_time(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    flow::project_with_script(&app.client, "Spaces-1", "Dev", "Serial", "sleep 1").await;
+    let first = flow::release_and_deploy(&app.client, "Spaces-1", "Serial", "Dev").await;
+    let again =
+        json!({"ProjectName": "Serial", "ReleaseVersion": "0.0.1", "EnvironmentNames": ["Dev"]});
+    let second = app
+        .client
+        .post("/api/Spaces-1/deployments/create/untenanted/v1", again)
+        .await
+        .expect(201);
+    let second = second["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = app.client.wait_for_task(&first, WAIT).await;
+    let second_task = app.client.wait_for_task(&second, WAIT).await;
+    assert_eq!(first["State"], "Success");
+    assert_eq!(second_task["State"], "Success");
+    // ISO 8601 UTC timestamps with the same offset compare as strings.
+    let first_done = first["CompletedTime"].as_str().unwrap();
+    let second_started = second_task["StartTime"].as_str().unwrap();
+    assert!(
+        second_started >= first_done,
+        "the second started at {second_started}, before the first ended at {first_done}"
+    );
+    let raw = app
+        .client
+        .get(&format!("/api/Spaces-1/tasks/{second}/raw"))
+        .await
+        .expect(200);
+    assert!(
+        raw.as_str()
+            .unwrap()
+            .contains(&format!("Waiting for {}", first["Id"].as_str().unwrap())),
+        "{raw}"
+    );
     app.stop().await;
 }
 

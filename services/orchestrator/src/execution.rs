@@ -109,6 +109,26 @@ impl Orchestrator {
             // The reaper re-queues it once the space's queue runs again.
             return Ok(txn.commit().await?);
         }
+        if let Some(blocker) = self.deployment_mutex_holder(&txn, &space_id, &task).await? {
+            // Octopus's deployment mutex: one deployment of a project to an environment at a
+            // time, in queue order. The finishing task nudges the next one (see `finalize`).
+            let waiting = format!(
+                "Waiting for {blocker} to finish: deployments of a project to one environment run one at a time."
+            );
+            let logged = tasks::read_log(&txn, &task.id)
+                .await?
+                .iter()
+                .any(|l| l.message == waiting);
+            if !logged {
+                tasks::append_log(
+                    &txn,
+                    &task.id,
+                    vec![line(&task.id, LogCategory::Info, waiting)],
+                )
+                .await?;
+            }
+            return Ok(txn.commit().await?);
+        }
         let now = Utc::now();
         task.state = TaskState::Executing.as_str().into();
         task.start_time = Some(now);
@@ -151,7 +171,11 @@ impl Orchestrator {
                 log.push(line(&task.id, LogCategory::Fatal, reason.clone()));
                 tasks::append_log(&txn, &task.id, log).await?;
                 finalize(&txn, &mut task, TaskState::Failed, Some(reason)).await?;
-                AfterCommit::default()
+                // `finalize` may have queued the next deployment in line.
+                AfterCommit {
+                    wake_relay: true,
+                    ..AfterCommit::default()
+                }
             }
         };
         tasks::save_task(&txn, &task).await?;
@@ -159,6 +183,43 @@ impl Orchestrator {
         tracing::info!(task.id = %task.id, dispatch_latency_ms = latency * 1000.0, "task started");
         self.after_commit(after).await;
         Ok(())
+    }
+
+    /// The task this one must wait for: one of the same project and environment that is running,
+    /// or queued earlier. Locks the project's row first, so two replicas cannot both decide that
+    /// nothing runs.
+    async fn deployment_mutex_holder(
+        &self,
+        conn: &impl ConnectionTrait,
+        space: &SpaceId,
+        task: &Task,
+    ) -> anyhow::Result<Option<String>> {
+        let (Some(project_id), Some(environment_id)) = (&task.project_id, &task.environment_id)
+        else {
+            return Ok(None);
+        };
+        documents::lock(conn, space, "Project", project_id).await?;
+        let query = tasks::TaskQuery {
+            space_ids: Some(vec![space.to_string()]),
+            states: vec![
+                TaskState::Executing,
+                TaskState::Cancelling,
+                TaskState::Queued,
+            ],
+            project_id: Some(project_id.clone()),
+            environment_id: Some(environment_id.clone()),
+            take: 1000,
+            ..tasks::TaskQuery::default()
+        };
+        let (others, _) = tasks::list_tasks(conn, &query).await?;
+        Ok(others
+            .into_iter()
+            .filter(|other| other.id != task.id)
+            .find(|other| {
+                other.state != TaskState::Queued.as_str()
+                    || (other.queue_time, numeric(&other.id)) < (task.queue_time, numeric(&task.id))
+            })
+            .map(|other| other.id))
     }
 
     /// True when the deployment's frozen variable set has variables (which are not applied yet).
@@ -273,6 +334,8 @@ impl Orchestrator {
                     _ => None,
                 };
                 finalize(conn, task, state, reason).await?;
+                // `finalize` may have queued the next deployment in line.
+                after.wake_relay = true;
                 return Ok(after);
             };
             let runs = !task.cancel_requested
@@ -550,6 +613,11 @@ impl Orchestrator {
     }
 }
 
+/// The number of a `ServerTasks-<n>` id, to order tasks queued in the same millisecond.
+fn numeric(id: &str) -> u64 {
+    cuttle_domain::ids::numeric_suffix(id, "ServerTasks").unwrap_or(u64::MAX)
+}
+
 /// Builds the stored job (its payload is the exact message a worker receives).
 fn to_job(
     task: &Task,
@@ -584,6 +652,37 @@ fn to_job(
         exit_code: None,
         error: None,
     })
+}
+
+/// Sends `TaskQueued` for the oldest queued deployment of the same project and environment, which
+/// was waiting for this one (the relay delivers it after the caller commits).
+async fn nudge_next_in_line(conn: &impl ConnectionTrait, task: &Task) -> anyhow::Result<()> {
+    let (Some(project_id), Some(environment_id)) = (&task.project_id, &task.environment_id) else {
+        return Ok(());
+    };
+    let query = tasks::TaskQuery {
+        space_ids: Some(vec![task.space_id.clone()]),
+        states: vec![TaskState::Queued],
+        project_id: Some(project_id.clone()),
+        environment_id: Some(environment_id.clone()),
+        take: 1000,
+        ..tasks::TaskQuery::default()
+    };
+    let (queued, _) = tasks::list_tasks(conn, &query).await?;
+    if let Some(next) = queued
+        .into_iter()
+        .min_by_key(|t| (t.queue_time, numeric(&t.id)))
+    {
+        let command = cuttle_contracts::OrchestratorCommand::TaskQueued { task_id: next.id };
+        cuttle_platform::outbox::enqueue(
+            conn,
+            queues::ORCHESTRATOR_COMMANDS,
+            command.kind(),
+            &command,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Ends a task in a terminal state with its timestamps, log line and metrics.
@@ -627,6 +726,7 @@ pub async fn finalize(
         .tasks_finished
         .with_label_values(&[state.as_str()])
         .inc();
+    nudge_next_in_line(conn, task).await?;
     tracing::info!(task.id = %task.id, task.state = state.as_str(), "task finished");
     Ok(())
 }
