@@ -223,9 +223,9 @@ pub async fn run_worker(
 ) -> anyhow::Result<()> {
     let bus = cuttle_platform::connect_bus(&config).await?;
     let cache = cuttle_platform::connect_cache(&config).await?;
-    let dir = config.worker.work_dir.clone().unwrap_or_else(|| {
-        std::env::temp_dir().join(format!("cuttle-worker-{}", std::process::id()))
-    });
+    // A stable directory (not per process): a worker that starts after one died finds and stops
+    // the scripts the dead one left running.
+    let dir = work_dir(&config);
     let worker = Worker::new(
         bus.clone(),
         cache.clone(),

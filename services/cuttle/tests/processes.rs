@@ -164,7 +164,7 @@ async fn a_worker_killed_mid_script_fails_the_step_with_a_reason_and_a_new_worke
         "Spaces-1",
         "Dev",
         "Fragile",
-        "echo script-started\nsleep 30\necho script-finished",
+        "echo script-started\nsleep 31.337\necho script-finished",
     )
     .await;
     let task = flow::release_and_deploy(&client, "Spaces-1", "Fragile", "Dev").await;
@@ -190,8 +190,24 @@ async fn a_worker_killed_mid_script_fails_the_step_with_a_reason_and_a_new_worke
         .expect(200);
     assert!(raw.as_str().unwrap().contains("no heartbeat"), "{raw}");
 
-    // A replacement worker runs the next deployment.
+    // A replacement worker stops the script the dead one left running, then runs the next
+    // deployment.
     platform.add_worker();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let left = Command::new("pgrep")
+            .args(["-f", "sleep 31.337"])
+            .output()
+            .unwrap();
+        if left.stdout.is_empty() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the orphaned script still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     flow::set_script(&client, "Spaces-1", "Projects-1", "echo recovered").await;
     let next = flow::release_and_deploy(&client, "Spaces-1", "Fragile", "Dev").await;
     assert_eq!(

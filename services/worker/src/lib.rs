@@ -67,6 +67,13 @@ impl Worker {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         std::fs::create_dir_all(&self.work_dir)?;
+        let orphans = script::stop_orphans(&self.work_dir);
+        if orphans > 0 {
+            tracing::warn!(
+                count = orphans,
+                "stopped scripts left running by workers that died"
+            );
+        }
         let stop = CancellationToken::new();
         let listener = tokio::spawn(self.clone().listen_for_cancels(stop.clone()));
         let consumer = tokio::spawn(self.clone().consume(stop.clone()));

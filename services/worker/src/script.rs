@@ -176,6 +176,7 @@ async fn run_in(
     // events it sends carry the deployment's trace context.
     let batcher = tokio::spawn(batch(rx, sink).in_current_span());
     let pid = child.id();
+    record_owner(dir, pid).await;
 
     let mut canceled = false;
     let status = tokio::select! {
@@ -232,6 +233,71 @@ async fn run_in(
             }
         },
         Err(err) => failed(format!("The worker lost track of the script: {err}")),
+    }
+}
+
+/// File in a job directory naming the worker process that runs the job and the script's process
+/// group, so that a worker starting later can stop scripts whose worker died (see
+/// [`stop_orphans`]).
+const OWNER_FILE: &str = "owner";
+
+async fn record_owner(dir: &Path, pgid: Option<u32>) {
+    let Some(pgid) = pgid else { return };
+    let text = format!("{} {pgid}\n", std::process::id());
+    if let Err(err) = tokio::fs::write(dir.join(OWNER_FILE), text).await {
+        tracing::warn!(error = %err, "could not record the script's process group; if this worker dies, the script outlives it");
+    }
+}
+
+/// Stops the scripts that workers which died (SIGKILL, OOM, power loss) left running in
+/// `work_dir`, and removes their job directories. A worker calls it when it starts: a script's
+/// own process group keeps it from dying with its worker, which cancel needs.
+pub fn stop_orphans(work_dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return 0;
+    };
+    let mut stopped = 0;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let Ok(text) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
+        let mut numbers = text
+            .split_whitespace()
+            .filter_map(|n| n.parse::<i32>().ok());
+        let (Some(owner), Some(pgid)) = (numbers.next(), numbers.next()) else {
+            continue;
+        };
+        if owner == std::process::id() as i32 || process_alive(owner) {
+            continue;
+        }
+        match nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pgid),
+            nix::sys::signal::Signal::SIGKILL,
+        ) {
+            Ok(()) => {
+                stopped += 1;
+                tracing::warn!(
+                    worker.pid = owner,
+                    pgid,
+                    "stopped a script left running by a worker that died"
+                );
+            }
+            Err(nix::errno::Errno::ESRCH) => {}
+            Err(err) => tracing::warn!(pgid, error = %err, "could not stop an orphaned script"),
+        }
+        if let Err(err) = std::fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %err, "could not remove an orphaned job directory");
+        }
+    }
+    stopped
+}
+
+fn process_alive(pid: i32) -> bool {
+    // Signal 0 checks existence; EPERM means it exists but belongs to someone else.
+    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
+        Ok(()) => true,
+        Err(err) => err == nix::errno::Errno::EPERM,
     }
 }
 
@@ -432,6 +498,41 @@ mod tests {
             run_bash("setsid sleep 30 &\necho done", CancellationToken::new()).await;
         assert_eq!(outcome, JobOutcome::Succeeded);
         assert!(lines.iter().any(|l| l.text == "done"));
+    }
+
+    #[test]
+    fn a_starting_worker_stops_scripts_whose_worker_died() {
+        use std::os::unix::process::CommandExt;
+        let work = tempfile::tempdir().unwrap();
+        // A process that has exited stands for the dead worker.
+        let mut dead = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = dead.id();
+        dead.wait().unwrap();
+        let mut orphan = std::process::Command::new("sleep")
+            .arg("30")
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let job = work.path().join("job-1");
+        std::fs::create_dir_all(&job).unwrap();
+        std::fs::write(
+            job.join(OWNER_FILE),
+            format!("{dead_pid} {}\n", orphan.id()),
+        )
+        .unwrap();
+        // A job of a live worker (this process) is left alone.
+        let live = work.path().join("job-2");
+        std::fs::create_dir_all(&live).unwrap();
+        std::fs::write(
+            live.join(OWNER_FILE),
+            format!("{} 999999\n", std::process::id()),
+        )
+        .unwrap();
+        assert_eq!(stop_orphans(work.path()), 1);
+        let status = orphan.wait().unwrap();
+        assert!(!status.success(), "the orphan was killed");
+        assert!(!job.exists());
+        assert!(live.exists());
     }
 
     #[tokio::test]
