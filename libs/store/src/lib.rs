@@ -7,6 +7,7 @@
 pub mod documents;
 pub mod entities;
 pub mod outbox;
+pub mod packages;
 pub mod settings;
 pub mod tasks;
 pub mod users;

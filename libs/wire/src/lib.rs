@@ -7,6 +7,7 @@
 pub mod commands;
 pub mod dates;
 pub mod normalize;
+pub mod packages;
 pub mod resources;
 pub mod tasks;
 

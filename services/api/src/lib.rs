@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod fallback;
 pub mod links;
+pub mod packages;
 pub mod projects;
 pub mod releases;
 pub mod resources;
@@ -19,6 +20,7 @@ pub mod tasks;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use cuttle_blob::BlobStore;
 use cuttle_bus::Bus;
 use cuttle_cache::Cache;
 use cuttle_platform::outbox::RelayWaker;
@@ -33,6 +35,8 @@ pub struct AppState {
     pub store: Store,
     /// Cache (cancel markers, later rate limits).
     pub cache: Arc<dyn Cache>,
+    /// Blob store (the built-in feed's package files).
+    pub blob: Arc<dyn BlobStore>,
     /// Wakes the outbox relay after a commit that wrote outbox rows.
     pub relay: RelayWaker,
     /// `InstallationId` of the root document.
@@ -86,6 +90,7 @@ fn space_scoped_routes(prefix: &str) -> Router<AppState> {
         .merge(projects::routes(prefix))
         .merge(releases::routes(prefix))
         .merge(tasks::space_routes(prefix))
+        .merge(packages::routes(prefix))
 }
 
 /// Serves the api on `listener` until `shutdown` resolves, with the outbox relay beside it.

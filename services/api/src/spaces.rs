@@ -386,7 +386,14 @@ async fn delete(
     let txn = state.store.conn().begin().await?;
     cuttle_store::tasks::delete_space_tasks(&txn, &scope.id).await?;
     documents::delete_space(&txn, &scope.id).await?;
+    let package_files = cuttle_store::packages::delete_space(&txn, &scope.id).await?;
     txn.commit().await?;
+    // The rows are gone, so nothing can reach these files any more; a failure leaves an orphan.
+    for key in package_files {
+        if let Err(err) = state.blob.delete(&key).await {
+            tracing::warn!(blob.key = %key, error = %err, "could not delete a package file of a deleted space; it is left as an orphan");
+        }
+    }
     Ok(StatusCode::OK)
 }
 

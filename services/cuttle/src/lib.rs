@@ -45,6 +45,7 @@ fn api_state(config: &Config, backends: &Backends, bootstrap: &Bootstrap) -> App
     AppState {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
+        blob: backends.blob.clone(),
         relay: RelayWaker::new(),
         installation_id: bootstrap.installation_id.clone(),
         node_name: config.node_name(),
@@ -145,6 +146,9 @@ pub async fn run_api(
     let store = cuttle_platform::connect_store(&config).await?;
     let bus = cuttle_platform::connect_bus(&config).await?;
     let cache = cuttle_platform::connect_cache(&config).await?;
+    // The api serves the package feed's routes (one base URL for clients), so it needs the blob
+    // store too.
+    let blob = cuttle_platform::connect_blob(&config).await?;
     let fixed_key = config.admin_api_key.as_ref().map(Secret::expose);
     let bootstrap = bootstrap::ensure(&store, fixed_key)
         .await
@@ -155,6 +159,7 @@ pub async fn run_api(
     let state = AppState {
         store,
         cache,
+        blob,
         relay: RelayWaker::new(),
         installation_id: bootstrap.installation_id,
         node_name: config.node_name(),

@@ -942,7 +942,7 @@ async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
     let app = InProcess::start(mode).await;
     // Octopus routes Cuttle does not serve yet answer 501 naming the feature.
     for path in [
-        "/api/Spaces-1/packages",
+        "/api/Spaces-1/workers",
         "/api/Spaces-1/machines",
         "/api/teams",
         "/api/Spaces-1/tenants",

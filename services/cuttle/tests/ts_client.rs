@@ -1,5 +1,6 @@
 //! The official Octopus Deploy TypeScript client (`@octopusdeploy/api-client`, pinned in
-//! `tests/e2e-ts/package.json`) drives a whole deployment against real Cuttle processes: the
+//! `tests/e2e-ts/package.json`) pushes a ~20 MB package with build information to the built-in
+//! feed and drives a whole deployment against real Cuttle processes: the
 //! `cuttle server` binary in embedded mode, and one process per service in distributed mode.
 //! The flow itself lives in `tests/e2e-ts/flow.mjs`; this file starts the servers, installs the
 //! client with `npm ci` when needed and runs the flow under a time limit.
@@ -156,6 +157,12 @@ fn report(run: FlowRun, server_logs: &str) {
         result["ok"],
         Value::Bool(true),
         "unexpected result line: {result}"
+    );
+    assert!(
+        result["ids"]["package"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("packages-")),
+        "no package id in {result}"
     );
     assert!(
         result["ids"]["task"]

@@ -1,9 +1,90 @@
-//! The package-feed service: the built-in package repository on the blob store.
+//! The built-in package feed: its logic as a library, and the `package-feed` service.
 //!
-//! Thin for now: it connects the database and the blob store, proves both are reachable, and
-//! serves health, readiness and metrics. Upload, listing, download, build information and
-//! retention arrive with the package-feed work; until then the api's fallback answers those
-//! routes with a clear 501 (see `services/api/src/fallback.rs`) rather than pretending.
+//! The library holds the rules of a push and a download as plain functions and types: parsing
+//! `<PackageId>.<Version>.<ext>` ([`file_name`]), spooling and hashing an upload ([`spool`]),
+//! checking the archive ([`archive`]), overwrite rules ([`overwrite`]), blob keys
+//! ([`blob_key`]) and byte ranges ([`range`]). Its HTTP surface is served by the api process
+//! (`services/api/src/packages.rs`) so that clients keep one base URL.
+//!
+//! The service itself only connects the database and the blob store and serves health,
+//! readiness and metrics; retention will run there.
+
+pub mod archive;
+pub mod file_name;
+pub mod overwrite;
+pub mod range;
+pub mod spool;
+
+pub use archive::PackageMetadata;
+pub use file_name::{PackageFileName, PackageFormat};
+pub use overwrite::{OverwriteMode, PushDecision};
+pub use range::{RangeRequest, parse_range};
+pub use spool::{Spool, Spooled};
+
+use cuttle_domain::SpaceId;
+use cuttle_domain::package::{PackageId, PackageVersion};
+
+/// Why a pushed file was refused; every variant is the client's to fix (400) except `Io`.
+#[derive(Debug, thiserror::Error)]
+pub enum InvalidPackage {
+    /// The file name is not `<PackageId>.<Version>.<ext>` with a known extension.
+    #[error("The file name '{name}' is not a valid package file name: {reason}")]
+    FileName {
+        /// The name as sent.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The upload was empty.
+    #[error("The package file is empty.")]
+    Empty,
+    /// The content is not a valid archive of the kind its extension names.
+    #[error("The file is not a valid {extension} package: {reason}")]
+    Archive {
+        /// The extension the name promised.
+        extension: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A nupkg's `.nuspec` is missing, malformed, or disagrees with the file name.
+    #[error("The NuGet package's .nuspec is not valid: {reason}")]
+    Nuspec {
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading the spooled file failed: the server's problem, not the client's.
+    #[error("reading the uploaded package failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The blob key of one stored file: `packages/<space>/<sha256>-<upload>`.
+///
+/// The key is scoped by space and short and bounded whatever the package: ids (up to 100
+/// characters) and versions (up to 349) are not in it, since object stores limit key length
+/// (and s3s-fs, the test S3 server, a file name derived from it to 255 bytes); the row maps
+/// id and version to the key. Every upload gets its own key (the random `upload` part), so two
+/// pushes of the same version racing each other, or an overwrite racing a download, never write
+/// or delete the same object: the row decides which object is current, and only objects no row
+/// points to are deleted.
+pub fn blob_key(space: &SpaceId, sha256: &str) -> String {
+    let upload = uuid::Uuid::new_v4().simple().to_string();
+    format!("packages/{}/{sha256}-{}", space.as_str(), &upload[..8])
+}
+
+/// The Octopus id of a package version: `packages-<PackageId>.<Version>`.
+pub fn octopus_package_id(package_id: &str, version: &str) -> String {
+    format!("packages-{package_id}.{version}")
+}
+
+/// Splits an Octopus package id `packages-<PackageId>.<Version>` (the `packages-` prefix is
+/// optional, and case-insensitive).
+pub fn parse_octopus_package_id(id: &str) -> Option<(PackageId, PackageVersion)> {
+    let stem = match id.get(..9) {
+        Some(prefix) if prefix.eq_ignore_ascii_case("packages-") => &id[9..],
+        _ => id,
+    };
+    cuttle_domain::package::split_id_and_version(stem)
+}
 
 use cuttle_blob::BlobStore;
 use cuttle_store::Store;
@@ -34,7 +115,8 @@ impl PackageFeed {
         Ok(())
     }
 
-    /// The feed's HTTP routes (health, readiness, metrics).
+    /// The feed service's own HTTP routes (health, readiness, metrics); the package routes are
+    /// the api's.
     pub fn router(&self) -> axum::Router {
         let feed = self.clone();
         cuttle_telemetry::ops_router(move || {
@@ -70,5 +152,33 @@ impl PackageFeed {
         tracing::info!("package feed started (embedded)");
         shutdown.await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octopus_package_ids_round_trip() {
+        let id = octopus_package_id("My.Pkg", "1.2.3-beta.4+meta");
+        assert_eq!(id, "packages-My.Pkg.1.2.3-beta.4+meta");
+        let (package_id, version) = parse_octopus_package_id(&id).unwrap();
+        assert_eq!(package_id.as_str(), "My.Pkg");
+        assert_eq!(version.as_str(), "1.2.3-beta.4+meta");
+        assert!(parse_octopus_package_id("packages-nothing").is_none());
+    }
+
+    #[test]
+    fn blob_keys_are_scoped_by_space_short_and_unique_per_upload() {
+        let space = SpaceId::parse("Spaces-2").unwrap();
+        let sha256 = "a".repeat(64);
+        let key = blob_key(&space, &sha256);
+        assert!(
+            key.starts_with(&format!("packages/Spaces-2/{sha256}-")),
+            "{key}"
+        );
+        assert!(key.len() <= 100, "{key}");
+        assert_ne!(key, blob_key(&space, &sha256));
     }
 }

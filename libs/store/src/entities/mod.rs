@@ -1,9 +1,11 @@
 //! sea-orm entities, one per table of `migrations/`.
 
 pub mod api_key;
+pub mod build_information;
 pub mod document;
 pub mod id_counter;
 pub mod outbox;
+pub mod package;
 pub mod server_task;
 pub mod setting;
 pub mod task_job;

@@ -1,0 +1,753 @@
+//! The built-in package feed over HTTP, in both modes (embedded: SQLite and local blobs;
+//! distributed: PostgreSQL and S3): push with each overwrite mode, refusal of invalid packages,
+//! listing, versions, ranged downloads, deletion, space isolation and build information.
+//! Archives are built in memory with the `zip`, `tar` and `flate2` crates.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap has failed; the panic says where"
+)]
+
+mod common;
+
+use common::InProcess;
+use cuttle_testkit::{Client, Mode, Reply};
+use serde_json::{Value, json};
+use std::io::Write;
+
+both_modes!(
+    a_pushed_zip_is_listed_found_and_downloaded_with_byte_ranges,
+    duplicate_pushes_follow_the_overwrite_mode,
+    invalid_packages_are_refused_with_a_reason_and_never_listed,
+    latest_and_versions_list_the_newest_version_first_and_deletes_remove_them,
+    tarballs_and_nupkgs_are_accepted_and_a_nuspec_must_match_its_file_name,
+    the_same_package_in_two_spaces_is_two_packages,
+    build_information_is_pushed_once_and_shows_on_its_package,
+);
+
+/// A zip holding `files`, stored (not compressed) so its bytes are predictable.
+fn zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, content) in files {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(content).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+/// A gzip-compressed tar holding `files`.
+fn tar_gz_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+    for (name, content) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, name, *content).unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+/// A nupkg whose nuspec says `id` and `version`.
+fn nupkg_bytes(id: &str, version: &str) -> Vec<u8> {
+    let nuspec = format!(
+        r#"<?xml version="1.0" encoding="utf-8"?>
+<package xmlns="http://schemas.microsoft.com/packaging/2013/05/nuspec.xsd">
+  <metadata>
+    <id>{id}</id>
+    <version>{version}</version>
+    <title>Acme &amp; Web</title>
+    <description>The web site.</description>
+    <releaseNotes>Fixed things.</releaseNotes>
+  </metadata>
+</package>"#
+    );
+    zip_bytes(&[
+        (&format!("{id}.nuspec"), nuspec.as_bytes()),
+        ("content/index.html", b"<html></html>"),
+    ])
+}
+
+/// Pushes one file as multipart under `field` (clients differ), with an optional query.
+async fn push_as(
+    client: &Client,
+    space: &str,
+    field: &str,
+    file_name: &str,
+    bytes: Vec<u8>,
+    query: &str,
+) -> Reply {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+    let form = reqwest::multipart::Form::new()
+        .text("comment", "ignored: not a file")
+        .part(field.to_owned(), part);
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/{space}/packages/raw{query}", client.base))
+        .header("X-Octopus-ApiKey", &client.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply { status, body }
+}
+
+async fn push(client: &Client, space: &str, file_name: &str, bytes: Vec<u8>) -> Reply {
+    push_as(client, space, "fileToUpload", file_name, bytes, "").await
+}
+
+/// GET with an optional `Range`; the status, headers and raw body.
+async fn download(
+    client: &Client,
+    path: &str,
+    range: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let mut request = reqwest::Client::new()
+        .get(format!("{}{path}", client.base))
+        .header("X-Octopus-ApiKey", &client.api_key);
+    if let Some(range) = range {
+        request = request.header("Range", range);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    (status, headers, response.bytes().await.unwrap().to_vec())
+}
+
+fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .map(|value| value.to_str().unwrap())
+        .unwrap_or_default()
+}
+
+fn ids_of(page: &Value) -> Vec<String> {
+    page["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["Id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn a_pushed_zip_is_listed_found_and_downloaded_with_byte_ranges(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let bytes = zip_bytes(&[("app/data.bin", &content), ("app/readme.txt", b"hello")]);
+    let pushed = push_as(
+        &app.client,
+        "Spaces-1",
+        "file",
+        "My.Pkg.1.2.3-beta.4.zip",
+        bytes.clone(),
+        "",
+    )
+    .await
+    .expect(201);
+    assert_eq!(pushed["Id"], "packages-My.Pkg.1.2.3-beta.4");
+    assert_eq!(pushed["PackageId"], "My.Pkg");
+    assert_eq!(pushed["Version"], "1.2.3-beta.4");
+    assert_eq!(pushed["FileExtension"], ".zip");
+    assert_eq!(pushed["FeedId"], "feeds-builtin");
+    assert_eq!(pushed["NuGetPackageId"], "My.Pkg");
+    assert_eq!(pushed["NuGetFeedId"], "feeds-builtin");
+    assert_eq!(pushed["PackageSizeBytes"], bytes.len() as u64);
+    assert_eq!(pushed["Hash"].as_str().unwrap().len(), 64);
+    assert!(pushed["Published"].as_str().unwrap().ends_with("+00:00"));
+
+    // Found by a case-insensitive substring of its id, in all three route shapes.
+    for path in [
+        "/api/Spaces-1/packages?filter=my.p",
+        "/api/spaces/Spaces-1/packages?filter=MY.PKG",
+        "/api/packages?filter=pkg",
+    ] {
+        let page = app.client.get(path).await.expect(200);
+        assert_eq!(page["ItemType"], "Package");
+        assert_eq!(ids_of(&page), ["packages-My.Pkg.1.2.3-beta.4"], "{path}");
+    }
+    let none = app
+        .client
+        .get("/api/Spaces-1/packages?filter=other")
+        .await
+        .expect(200);
+    assert_eq!(none["TotalResults"], 0);
+    let exact = app
+        .client
+        .get("/api/Spaces-1/packages?nuGetPackageId=my.pkg")
+        .await
+        .expect(200);
+    assert_eq!(exact["TotalResults"], 1);
+
+    // The id is path-encoded by clients (`+` as %2B); a missing one is 404.
+    let one = app
+        .client
+        .get("/api/Spaces-1/packages/packages-My.Pkg.1.2.3-beta.4")
+        .await
+        .expect(200);
+    assert_eq!(one["Hash"], pushed["Hash"]);
+    assert!(one.get("PackageVersionBuildInformation").is_none());
+    app.client
+        .get("/api/Spaces-1/packages/packages-My.Pkg.9.9.9")
+        .await
+        .expect(404);
+    app.client
+        .get("/api/Spaces-1/packages/not-a-package-id")
+        .await
+        .expect(404);
+
+    let versions = app
+        .client
+        .get("/api/Spaces-1/feeds/feeds-builtin/packages/versions?packageId=My.Pkg")
+        .await
+        .expect(200);
+    assert_eq!(versions["TotalResults"], 1);
+    assert_eq!(versions["Items"][0]["Version"], "1.2.3-beta.4");
+    assert_eq!(versions["Items"][0]["SizeBytes"], bytes.len() as u64);
+
+    // The whole file, then exact byte ranges.
+    let raw = "/api/Spaces-1/packages/packages-My.Pkg.1.2.3-beta.4/raw";
+    let (status, headers, body) = download(&app.client, raw, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body, bytes);
+    assert_eq!(header(&headers, "accept-ranges"), "bytes");
+    assert!(header(&headers, "content-disposition").contains("My.Pkg.1.2.3-beta.4.zip"));
+    let (status, headers, body) = download(&app.client, raw, Some("bytes=1000-1999")).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, &bytes[1000..2000]);
+    assert_eq!(
+        header(&headers, "content-range"),
+        format!("bytes 1000-1999/{}", bytes.len())
+    );
+    let (status, _, body) = download(&app.client, raw, Some("bytes=-10")).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, &bytes[bytes.len() - 10..]);
+    let past_the_end = format!("bytes={}-", bytes.len());
+    let (status, headers, _) = download(&app.client, raw, Some(&past_the_end)).await;
+    assert_eq!(status, 416);
+    assert_eq!(
+        header(&headers, "content-range"),
+        format!("bytes */{}", bytes.len())
+    );
+
+    // No delta compression: clients fall back to a full upload on 404.
+    app.client
+        .get("/api/Spaces-1/packages/My.Pkg/1.2.3-beta.4/delta-signature")
+        .await
+        .expect(404);
+    app.stop().await;
+}
+
+async fn duplicate_pushes_follow_the_overwrite_mode(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let first = zip_bytes(&[("a.txt", b"first")]);
+    let second = zip_bytes(&[("a.txt", b"second version")]);
+    let created = push(&app.client, "Spaces-1", "Hello.1.0.0.zip", first.clone())
+        .await
+        .expect(201);
+
+    // FailIfExists is the default: 409 with the message clients match on.
+    for query in ["", "?overwriteMode=FailIfExists"] {
+        let refused = push_as(
+            &app.client,
+            "Spaces-1",
+            "data",
+            "Hello.1.0.0.zip",
+            second.clone(),
+            query,
+        )
+        .await
+        .expect(409);
+        let message = refused["ErrorMessage"].as_str().unwrap();
+        assert!(
+            message.contains("A package with the same name and version already exists"),
+            "{message}"
+        );
+    }
+    // The same version spelled differently is the same package.
+    push(&app.client, "Spaces-1", "hello.1.0.0.0.zip", second.clone())
+        .await
+        .expect(409);
+
+    // IgnoreIfExists keeps the existing file and answers 200.
+    let kept = push_as(
+        &app.client,
+        "Spaces-1",
+        "file",
+        "Hello.1.0.0.zip",
+        second.clone(),
+        "?overwriteMode=IgnoreIfExists",
+    )
+    .await
+    .expect(200);
+    assert_eq!(kept["Hash"], created["Hash"]);
+
+    // OverwriteExisting (and the legacy replace=true) store the new file: 201.
+    let replaced = push_as(
+        &app.client,
+        "Spaces-1",
+        "file",
+        "Hello.1.0.0.zip",
+        second.clone(),
+        "?overwriteMode=OverwriteExisting",
+    )
+    .await
+    .expect(201);
+    assert_ne!(replaced["Hash"], created["Hash"]);
+    let (_, _, body) = download(
+        &app.client,
+        "/api/Spaces-1/packages/packages-Hello.1.0.0/raw",
+        None,
+    )
+    .await;
+    assert_eq!(body, second);
+    let again = push_as(
+        &app.client,
+        "Spaces-1",
+        "file",
+        "Hello.1.0.0.zip",
+        first.clone(),
+        "?replace=true",
+    )
+    .await
+    .expect(201);
+    assert_eq!(again["Hash"], created["Hash"]);
+    let (_, _, body) = download(
+        &app.client,
+        "/api/Spaces-1/packages/packages-Hello.1.0.0/raw",
+        None,
+    )
+    .await;
+    assert_eq!(body, first);
+
+    let listed = app.client.get("/api/Spaces-1/packages").await.expect(200);
+    assert_eq!(listed["TotalResults"], 1);
+    let bad_mode = push_as(
+        &app.client,
+        "Spaces-1",
+        "file",
+        "Hello.2.0.0.zip",
+        first,
+        "?overwriteMode=Sometimes",
+    )
+    .await
+    .expect(400);
+    assert!(bad_mode.to_string().contains("overwriteMode"), "{bad_mode}");
+    app.stop().await;
+}
+
+async fn invalid_packages_are_refused_with_a_reason_and_never_listed(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let good = zip_bytes(&[("a.txt", b"content")]);
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 30);
+    let tarball = tar_gz_bytes(&[("a.txt", b"some content to compress")]);
+    let mut truncated_tarball = tarball.clone();
+    truncated_tarball.truncate(tarball.len() / 2);
+    let empty_zip = zip_bytes(&[]);
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("Hello.zip", good.clone(), "no version"),
+        ("Hello.1.0.zip", good.clone(), "not a valid package"),
+        (
+            "Hello.1.0.0-.zip",
+            good.clone(),
+            "not a valid package version",
+        ),
+        ("Hel lo.1.0.0.zip", good.clone(), "not a valid package id"),
+        ("Hello.1.0.0.exe", good.clone(), "extension"),
+        ("Hello.1.0.0.zip", truncated, "not a valid .zip package"),
+        (
+            "Hello.1.0.0.zip",
+            b"just some text, not a zip".to_vec(),
+            "not a valid .zip package",
+        ),
+        ("Hello.1.0.0.zip", Vec::new(), "empty"),
+        ("Hello.1.0.0.zip", empty_zip, "no files"),
+        (
+            "Hello.1.0.0.tar.gz",
+            good.clone(),
+            "not a valid .tar.gz package",
+        ),
+        (
+            "Hello.1.0.0.tar.gz",
+            truncated_tarball,
+            "not a valid .tar.gz package",
+        ),
+        ("Hello.1.0.0.nupkg", good, ".nuspec"),
+        (
+            "Hello.1.0.0.nupkg",
+            nupkg_bytes("Other", "1.0.0"),
+            "does not match",
+        ),
+        (
+            "Hello.1.0.0.nupkg",
+            nupkg_bytes("Hello", "2.0.0"),
+            "does not match",
+        ),
+    ];
+    for (file_name, bytes, reason) in cases {
+        let refused = push(&app.client, "Spaces-1", file_name, bytes)
+            .await
+            .expect(400);
+        let text = refused.to_string();
+        assert!(
+            text.contains(reason),
+            "{file_name}: expected '{reason}' in {text}"
+        );
+    }
+    // No file part at all.
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/Spaces-1/packages/raw", app.client.base))
+        .header("X-Octopus-ApiKey", &app.client.api_key)
+        .multipart(reqwest::multipart::Form::new().text("comment", "no file"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let listed = app.client.get("/api/Spaces-1/packages").await.expect(200);
+    assert_eq!(listed["TotalResults"], 0, "{listed}");
+    app.stop().await;
+}
+
+async fn latest_and_versions_list_the_newest_version_first_and_deletes_remove_them(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    for file_name in [
+        "Acme.Web.1.9.0.zip",
+        "Acme.Web.1.10.0.zip",
+        "Acme.Web.1.10.0-beta.2.zip",
+        "Acme.Api.2.0.0.zip",
+    ] {
+        push(
+            &app.client,
+            "Spaces-1",
+            file_name,
+            zip_bytes(&[("a.txt", file_name.as_bytes())]),
+        )
+        .await
+        .expect(201);
+    }
+    let all = app
+        .client
+        .get("/api/Spaces-1/packages?filter=acme")
+        .await
+        .expect(200);
+    assert_eq!(
+        ids_of(&all),
+        [
+            "packages-Acme.Api.2.0.0",
+            "packages-Acme.Web.1.10.0",
+            "packages-Acme.Web.1.10.0-beta.2",
+            "packages-Acme.Web.1.9.0"
+        ]
+    );
+    let latest = app
+        .client
+        .get("/api/Spaces-1/packages?filter=acme&latest=true")
+        .await
+        .expect(200);
+    assert_eq!(
+        ids_of(&latest),
+        ["packages-Acme.Api.2.0.0", "packages-Acme.Web.1.10.0"]
+    );
+    let paged = app
+        .client
+        .get("/api/Spaces-1/packages?skip=1&take=2")
+        .await
+        .expect(200);
+    assert_eq!(paged["TotalResults"], 4);
+    assert_eq!(
+        ids_of(&paged),
+        [
+            "packages-Acme.Web.1.10.0",
+            "packages-Acme.Web.1.10.0-beta.2"
+        ]
+    );
+
+    let versions_path = "/api/Spaces-1/feeds/feeds-builtin/packages/versions?packageId=acme.web";
+    let versions = app.client.get(versions_path).await.expect(200);
+    let listed: Vec<&str> = versions["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Version"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["1.10.0", "1.10.0-beta.2", "1.9.0"]);
+    let releases = app
+        .client
+        .get(&format!("{versions_path}&includePreRelease=false"))
+        .await
+        .expect(200);
+    assert_eq!(releases["TotalResults"], 2);
+    app.client
+        .get("/api/Spaces-1/feeds/feeds-builtin/packages/versions")
+        .await
+        .expect(400);
+
+    app.client
+        .delete("/api/Spaces-1/packages/packages-Acme.Web.1.10.0")
+        .await
+        .expect(200);
+    app.client
+        .get("/api/Spaces-1/packages/packages-Acme.Web.1.10.0")
+        .await
+        .expect(404);
+    let (status, _, _) = download(
+        &app.client,
+        "/api/Spaces-1/packages/packages-Acme.Web.1.10.0/raw",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.client
+        .delete("/api/Spaces-1/packages/bulk?ids=packages-Acme.Web.1.9.0,packages-Acme.Api.2.0.0,packages-Gone.1.0.0")
+        .await
+        .expect(200);
+    let left = app.client.get("/api/Spaces-1/packages").await.expect(200);
+    assert_eq!(ids_of(&left), ["packages-Acme.Web.1.10.0-beta.2"]);
+    // A deleted version can be pushed again.
+    push(
+        &app.client,
+        "Spaces-1",
+        "Acme.Web.1.10.0.zip",
+        zip_bytes(&[("b.txt", b"again")]),
+    )
+    .await
+    .expect(201);
+    app.stop().await;
+}
+
+async fn tarballs_and_nupkgs_are_accepted_and_a_nuspec_must_match_its_file_name(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let tarball = tar_gz_bytes(&[("bin/app", b"#!/bin/sh\necho hi\n"), ("README", b"read me")]);
+    let pushed = push(
+        &app.client,
+        "Spaces-1",
+        "Tools.3.1.4.tar.gz",
+        tarball.clone(),
+    )
+    .await
+    .expect(201);
+    assert_eq!(pushed["FileExtension"], ".tar.gz");
+    let (_, _, body) = download(
+        &app.client,
+        "/api/Spaces-1/packages/packages-Tools.3.1.4/raw",
+        None,
+    )
+    .await;
+    assert_eq!(body, tarball);
+    push(&app.client, "Spaces-1", "Tools.3.1.5.tgz", tarball)
+        .await
+        .expect(201);
+
+    // The nuspec may spell the id in another case and the version in another form.
+    let nupkg = push(
+        &app.client,
+        "Spaces-1",
+        "Acme.Lib.1.0.0.nupkg",
+        nupkg_bytes("acme.lib", "1.0.0.0"),
+    )
+    .await
+    .expect(201);
+    assert_eq!(nupkg["Title"], "Acme & Web");
+    assert_eq!(nupkg["Description"], "The web site.");
+    assert_eq!(nupkg["ReleaseNotes"], "Fixed things.");
+    app.stop().await;
+}
+
+async fn the_same_package_in_two_spaces_is_two_packages(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let other = app
+        .client
+        .post("/api/spaces", json!({"Name": "Other"}))
+        .await
+        .expect(201);
+    let other_id = other["Id"].as_str().unwrap().to_owned();
+    let ours = zip_bytes(&[("a.txt", b"ours")]);
+    let theirs = zip_bytes(&[("a.txt", b"theirs, which differ")]);
+    push(&app.client, "Spaces-1", "Shared.1.0.0.zip", ours.clone())
+        .await
+        .expect(201);
+    push(&app.client, &other_id, "Shared.1.0.0.zip", theirs.clone())
+        .await
+        .expect(201);
+    push(&app.client, &other_id, "Secret.1.0.0.zip", theirs.clone())
+        .await
+        .expect(201);
+
+    let (_, _, body) = download(
+        &app.client,
+        "/api/Spaces-1/packages/packages-Shared.1.0.0/raw",
+        None,
+    )
+    .await;
+    assert_eq!(body, ours);
+    let (_, _, body) = download(
+        &app.client,
+        &format!("/api/{other_id}/packages/packages-Shared.1.0.0/raw"),
+        None,
+    )
+    .await;
+    assert_eq!(body, theirs);
+    // One space cannot see or reach the other's packages.
+    let listed = app.client.get("/api/Spaces-1/packages").await.expect(200);
+    assert_eq!(ids_of(&listed), ["packages-Shared.1.0.0"]);
+    app.client
+        .get("/api/Spaces-1/packages/packages-Secret.1.0.0")
+        .await
+        .expect(404);
+    let (status, _, _) = download(
+        &app.client,
+        "/api/Spaces-1/packages/packages-Secret.1.0.0/raw",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    app.client
+        .delete("/api/Spaces-1/packages/packages-Secret.1.0.0")
+        .await
+        .expect(404);
+    // Deleting in one space leaves the other's copy.
+    app.client
+        .delete("/api/Spaces-1/packages/packages-Shared.1.0.0")
+        .await
+        .expect(200);
+    app.client
+        .get(&format!("/api/{other_id}/packages/packages-Shared.1.0.0"))
+        .await
+        .expect(200);
+    // Deleting the space takes its packages along.
+    let mut space = app
+        .client
+        .get(&format!("/api/spaces/{other_id}"))
+        .await
+        .expect(200);
+    space["TaskQueueStopped"] = json!(true);
+    app.client
+        .put(&format!("/api/spaces/{other_id}"), space)
+        .await
+        .expect(200);
+    app.client
+        .delete(&format!("/api/spaces/{other_id}"))
+        .await
+        .expect(200);
+    app.stop().await;
+}
+
+async fn build_information_is_pushed_once_and_shows_on_its_package(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    push(
+        &app.client,
+        "Spaces-1",
+        "Hello.1.0.0.zip",
+        zip_bytes(&[("a.txt", b"a")]),
+    )
+    .await
+    .expect(201);
+    let body = json!({
+        "spaceId": "Spaces-1",
+        "PackageId": "Hello",
+        "Version": "1.0.0",
+        "OctopusBuildInformation": {
+            "Branch": "main", "BuildEnvironment": "BitBucket", "BuildNumber": "288",
+            "BuildUrl": "https://ci.example/288",
+            "Commits": [{"Id": "314cf2c3ee916c81", "Comment": "GOD-1 - test build info"}],
+            "VcsCommitNumber": "314cf2c3ee916c81", "VcsRoot": "http://git.example/repo", "VcsType": "Git"
+        }
+    });
+    let created = app
+        .client
+        .post("/api/Spaces-1/build-information", body.clone())
+        .await
+        .expect(201);
+    let id = created["Id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("BuildInformation-"), "{created}");
+    assert_eq!(created["VcsCommitNumber"], "314cf2c3ee916c81");
+    assert_eq!(created["Commits"][0]["Comment"], "GOD-1 - test build info");
+
+    let duplicate = app
+        .client
+        .post(
+            "/api/Spaces-1/build-information?overwriteMode=FailIfExists",
+            body.clone(),
+        )
+        .await
+        .expect(400);
+    assert!(
+        duplicate["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("Metadata for the specified Package ID and version already exists."),
+        "{duplicate}"
+    );
+    app.client
+        .post(
+            "/api/Spaces-1/build-information?overwriteMode=IgnoreIfExists",
+            body.clone(),
+        )
+        .await
+        .expect(200);
+    let mut changed = body.clone();
+    changed["OctopusBuildInformation"]["VcsCommitNumber"] = json!("abcdef0");
+    app.client
+        .post(
+            "/api/Spaces-1/build-information?overwriteMode=OverwriteExisting",
+            changed,
+        )
+        .await
+        .expect(201);
+
+    let package = app
+        .client
+        .get("/api/Spaces-1/packages/packages-Hello.1.0.0")
+        .await
+        .expect(200);
+    assert_eq!(
+        package["PackageVersionBuildInformation"]["VcsCommitNumber"],
+        "abcdef0"
+    );
+    assert_eq!(package["PackageVersionBuildInformation"]["Branch"], "main");
+    let one = app
+        .client
+        .get(&format!("/api/Spaces-1/build-information/{id}"))
+        .await
+        .expect(200);
+    assert_eq!(one["PackageId"], "Hello");
+    let listed = app
+        .client
+        .get("/api/Spaces-1/build-information?packageId=hello&latest=true")
+        .await
+        .expect(200);
+    assert_eq!(listed["TotalResults"], 1);
+
+    let bad = app
+        .client
+        .post(
+            "/api/Spaces-1/build-information",
+            json!({"PackageId": "Hello", "Version": "not-a-version", "OctopusBuildInformation": {}}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("Version"), "{bad}");
+    // Build information is per space too.
+    app.client
+        .get(&format!("/api/spaces/Spaces-1/build-information/{id}"))
+        .await
+        .expect(200);
+    let other = app
+        .client
+        .post("/api/spaces", json!({"Name": "Elsewhere"}))
+        .await
+        .expect(201);
+    app.client
+        .get(&format!(
+            "/api/{}/build-information/{id}",
+            other["Id"].as_str().unwrap()
+        ))
+        .await
+        .expect(404);
+    app.stop().await;
+}

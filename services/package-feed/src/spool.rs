@@ -1,0 +1,121 @@
+//! Spooling an upload to a temporary file while hashing it.
+//!
+//! Why spool at all: a zip (and so a nupkg or jar) can only be validated from its central
+//! directory at the end of the file, which needs random access, and a package must be validated
+//! before anything is stored. Tar formats could be validated while streaming, but one path for
+//! every format is simpler, and the cost is one sequential write and read of the file on local
+//! disk. Memory stays bounded: one body chunk at a time here, and a fixed-size buffer when the
+//! spooled file is streamed on to the blob store ([`Spooled::into_stream`]).
+
+use bytes::Bytes;
+use cuttle_blob::ByteStream;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+use tokio::io::AsyncWriteExt;
+
+/// Size of the chunks read back from the spooled file.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// An upload being written to a temporary file.
+pub struct Spool {
+    temp: tempfile::TempPath,
+    file: tokio::io::BufWriter<tokio::fs::File>,
+    hasher: Sha256,
+    size: u64,
+}
+
+/// A complete upload on disk, with its size and SHA-256. The file is removed on drop.
+pub struct Spooled {
+    temp: tempfile::TempPath,
+    /// Bytes received.
+    pub size: u64,
+    /// Hex SHA-256 of the bytes.
+    pub sha256: String,
+}
+
+impl Spool {
+    /// Creates an empty temporary file in the system's temporary directory.
+    pub fn new() -> std::io::Result<Spool> {
+        let (file, temp) = tempfile::Builder::new()
+            .prefix("cuttle-upload-")
+            .tempfile()?
+            .into_parts();
+        Ok(Spool {
+            temp,
+            file: tokio::io::BufWriter::with_capacity(
+                READ_CHUNK_BYTES,
+                tokio::fs::File::from_std(file),
+            ),
+            hasher: Sha256::new(),
+            size: 0,
+        })
+    }
+
+    /// Appends one chunk.
+    pub async fn write(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        self.hasher.update(chunk);
+        self.size += chunk.len() as u64;
+        self.file.write_all(chunk).await
+    }
+
+    /// Flushes the file and returns it with its size and hash.
+    pub async fn finish(mut self) -> std::io::Result<Spooled> {
+        self.file.flush().await?;
+        self.file.get_mut().sync_data().await?;
+        Ok(Spooled {
+            temp: self.temp,
+            size: self.size,
+            sha256: hex::encode(self.hasher.finalize()),
+        })
+    }
+}
+
+impl Spooled {
+    /// Where the file is, for validation.
+    pub fn path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Streams the file in fixed-size chunks, for the blob store. The temporary file is removed
+    /// when the stream is dropped.
+    pub async fn into_stream(self) -> std::io::Result<ByteStream> {
+        let file = tokio::fs::File::open(&self.temp).await?;
+        let temp = self.temp;
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK_BYTES).map(
+            move |chunk: std::io::Result<Bytes>| {
+                // Holding the path in the closure keeps the file until the stream is done.
+                let _keep = &temp;
+                chunk
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_spooled_upload_has_its_size_hash_and_bytes() {
+        let mut spool = Spool::new().unwrap();
+        spool.write(b"hello ").await.unwrap();
+        spool.write(b"world").await.unwrap();
+        let spooled = spool.finish().await.unwrap();
+        assert_eq!(spooled.size, 11);
+        assert_eq!(
+            spooled.sha256,
+            "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
+        );
+        let path = spooled.path().to_owned();
+        let mut stream = spooled.into_stream().await.unwrap();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            bytes.extend_from_slice(&chunk.unwrap());
+        }
+        assert_eq!(bytes, b"hello world");
+        drop(stream);
+        assert!(!path.exists(), "the temporary file outlived its stream");
+    }
+}
