@@ -3,10 +3,14 @@
 //! `cuttle server` runs everything in one process on SQLite, an in-process bus, a local blob
 //! directory and a memory cache. `cuttle api|orchestrator|package-feed|worker` run one service
 //! each, configured for PostgreSQL, RabbitMQ, S3 and Redis (see `infra/cuttle.example.toml`).
+//! `cuttle package pack|push` are client commands (`package_cli.rs`).
+
+mod package_cli;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cuttle_platform::{Config, shutdown_signal};
+use package_cli::PackageCommand;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -64,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Builds deployment packages and pushes them to a server's built-in feed.
+    Package {
+        #[command(subcommand)]
+        command: PackageCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -96,17 +105,23 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Client commands read no server configuration and start no telemetry, which could write to
+    // the standard output they print their results on.
+    let command = match cli.command {
+        Command::Package { command } => return package_cli::run(command).await,
+        command => command,
+    };
     let mut config = Config::load(cli.config.as_deref())?;
-    let service = match &cli.command {
+    let service = match &command {
         Command::Server { .. } => "cuttle-server",
         Command::Api { .. } => "cuttle-api",
         Command::Orchestrator { .. } => "cuttle-orchestrator",
         Command::PackageFeed { .. } => "cuttle-package-feed",
         Command::Worker { .. } => "cuttle-worker",
-        Command::Migrate | Command::Admin { .. } => "cuttle",
+        Command::Migrate | Command::Admin { .. } | Command::Package { .. } => "cuttle",
     };
     let _telemetry = cuttle_telemetry::init(service, &config.telemetry)?;
-    match cli.command {
+    match command {
         Command::Server { listen, data_dir } => {
             if let Some(listen) = listen {
                 config.server.listen = listen;
@@ -176,6 +191,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{key}");
             Ok(())
         }
+        // Returned from above, before the configuration is loaded.
+        Command::Package { command } => package_cli::run(command).await,
     }
 }
 
