@@ -165,6 +165,15 @@ impl S3BlobStore {
             }
             // Another process connecting at the same time created it first: that is success.
             Err(error) if error.code() == Some("BucketAlreadyOwnedByYou") => Ok(()),
+            // Some servers (s3s-fs among them) answer a lost creation race with
+            // BucketAlreadyExists, which AWS uses for a bucket of another account: the bucket is
+            // ours only if we can reach it now.
+            Err(error) if error.code() == Some("BucketAlreadyExists") => {
+                match self.client.head_bucket().bucket(&self.bucket).send().await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(backend_error("creating the bucket", error)),
+                }
+            }
             Err(error) => Err(backend_error("creating the bucket", error)),
         }
     }

@@ -373,6 +373,17 @@ async fn s3_connect_rejects_a_part_size_below_the_s3_minimum() {
     ));
 }
 
+/// Services of one installation start at the same moment (pods, or the test harness) and each
+/// creates the bucket if it is missing: the losers of that race must connect too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_stores_connecting_at_once_to_a_new_bucket_all_succeed() {
+    let bucket = unique_bucket();
+    let connects = (0..4).map(|_| S3BlobStore::connect(s3_config(&bucket)));
+    for result in futures::future::join_all(connects).await {
+        assert!(result.is_ok(), "{:?}", result.err());
+    }
+}
+
 #[tokio::test]
 async fn s3_connect_with_a_wrong_secret_is_refused() {
     let mut config = s3_config(&unique_bucket());

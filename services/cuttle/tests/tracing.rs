@@ -35,8 +35,7 @@ const SPACE: &str = "Spaces-1";
 /// Upper bound for the deployment; only reached when something is broken.
 const WAIT: Duration = Duration::from_secs(60);
 /// How long each process may take to exit after SIGTERM (and flush its spans): a bound that only
-/// a hang reaches. Once, under the whole suite's load on 2 cores, 20 s was exceeded; the cause is
-/// not known yet (suspects: the OTLP flush to the in-test collector, a sweep in flight).
+/// a hang reaches, generous because the whole suite shares 2 cores.
 const EXIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// One span as the collector received it.
