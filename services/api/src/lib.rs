@@ -57,8 +57,10 @@ pub fn router(state: AppState) -> Router {
         .merge(space_scoped_routes("/api"))
         .fallback(fallback::fallback)
         .with_state(state)
-        // Package uploads send whole files in one body; Octopus has no small limit.
-        .layer(DefaultBodyLimit::max(1024 * 1024 * 1024))
+        // JSON bodies are read whole: 64 MiB is far above any real resource (processes with long
+        // scripts, variable sets) and bounds the memory one request can take. Package uploads
+        // stream and lift the limit on their own route.
+        .layer(DefaultBodyLimit::max(64 * 1024 * 1024))
         .layer(axum::middleware::from_fn(cuttle_telemetry::track_http))
         // The request span is where a deployment's trace starts: the outbox messages a handler
         // writes carry its context. tower-http makes it at DEBUG by default, which the default

@@ -45,7 +45,12 @@ pub fn routes(prefix: &str) -> axum::Router<AppState> {
     let build_information = format!("{prefix}/build-information");
     Router::new()
         .route(&packages, get(list))
-        .route(&format!("{packages}/raw"), post(push))
+        // Uploads stream to disk with bounded memory, so they have no size cap (packages of
+        // several GB are normal); every other body is buffered and keeps the router's limit.
+        .route(
+            &format!("{packages}/raw"),
+            post(push).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
         // `bulk-delete` is the route Octopus's own UI uses; `bulk` is the shorter alias.
         .route(&format!("{packages}/bulk"), delete(delete_bulk))
         .route(&format!("{packages}/bulk-delete"), delete(delete_bulk))
