@@ -488,23 +488,53 @@ async fn list_releases(
     )
 }
 
-fn release_page(
+/// One page of releases or deployments, newest first as Octopus lists them: the documents are
+/// read in creation order, reversed, then rendered with `present`.
+fn newest_first_page<T>(
+    item_type: &str,
     mut docs: Vec<Document>,
+    total: u64,
+    query: &ListQuery,
+    path: String,
+    template_params: &str,
+    present: impl Fn(&Document) -> ApiResult<T>,
+) -> ApiResult<Json<Collection<T>>> {
+    docs.reverse();
+    let items = docs.iter().map(present).collect::<ApiResult<Vec<_>>>()?;
+    let template = format!("{path}{{/id}}{{?{template_params}}}");
+    Ok(Json(Collection::page(
+        item_type, items, total, query.skip, query.take, &path, &template,
+    )))
+}
+
+fn release_page(
+    docs: Vec<Document>,
     total: u64,
     query: &ListQuery,
     space: &SpaceId,
     path: String,
 ) -> ApiResult<Json<Collection<Release>>> {
-    // Newest first, as Octopus lists releases.
-    docs.reverse();
-    let items = docs
-        .iter()
-        .map(|d| present_release(d, space))
-        .collect::<ApiResult<Vec<_>>>()?;
-    let template = format!("{path}{{/id}}{{?skip,take}}");
-    Ok(Json(Collection::page(
-        "Release", items, total, query.skip, query.take, &path, &template,
-    )))
+    newest_first_page("Release", docs, total, query, path, "skip,take", |d| {
+        present_release(d, space)
+    })
+}
+
+fn deployment_page(
+    docs: Vec<Document>,
+    total: u64,
+    query: &ListQuery,
+    space: &SpaceId,
+    path: String,
+) -> ApiResult<Json<Collection<Deployment>>> {
+    newest_first_page(
+        "Deployment",
+        docs,
+        total,
+        query,
+        path,
+        "skip,take,ids,projects,environments,tenants,channels,taskState",
+        |d| present_deployment(d, space),
+    )
 }
 
 async fn project_releases(
@@ -683,31 +713,6 @@ async fn release_deployments(
             space_prefix(scope.id.as_str())
         ),
     )
-}
-
-fn deployment_page(
-    mut docs: Vec<Document>,
-    total: u64,
-    query: &ListQuery,
-    space: &SpaceId,
-    path: String,
-) -> ApiResult<Json<Collection<Deployment>>> {
-    docs.reverse();
-    let items = docs
-        .iter()
-        .map(|d| present_deployment(d, space))
-        .collect::<ApiResult<Vec<_>>>()?;
-    let template =
-        format!("{path}{{/id}}{{?skip,take,ids,projects,environments,tenants,channels,taskState}}");
-    Ok(Json(Collection::page(
-        "Deployment",
-        items,
-        total,
-        query.skip,
-        query.take,
-        &path,
-        &template,
-    )))
 }
 
 async fn list_deployments(
