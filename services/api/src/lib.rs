@@ -71,7 +71,9 @@ pub fn router(state: AppState) -> Router {
             ),
         )
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            error::ApiError::internal("a request handler panicked").into_response_boxed()
+            axum::response::IntoResponse::into_response(error::ApiError::internal(
+                "a request handler panicked",
+            ))
         }));
     api.merge(cuttle_telemetry::ops_router(move || {
         let store = ready_store.clone();
@@ -122,14 +124,4 @@ pub async fn run(
         tracing::error!(error = %err, "outbox relay task ended abnormally");
     }
     served.map_err(Into::into)
-}
-
-trait IntoResponseBoxed {
-    fn into_response_boxed(self) -> axum::response::Response;
-}
-
-impl IntoResponseBoxed for error::ApiError {
-    fn into_response_boxed(self) -> axum::response::Response {
-        axum::response::IntoResponse::into_response(self)
-    }
 }
