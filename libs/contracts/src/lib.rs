@@ -70,16 +70,75 @@ impl StepJob {
 }
 
 /// The kinds of work a worker knows.
+///
+/// Fields added after a variant first shipped carry `#[serde(default)]`, so a job queued by an
+/// older orchestrator still reads.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "Type")]
 pub enum JobWork {
-    /// An inline script.
+    /// An inline script (`Octopus.Script` with `ScriptSource` Inline).
     Script {
         /// Bash, Python or PowerShell.
         syntax: cuttle_domain::script::ScriptSyntax,
         /// The script text.
         body: String,
+        /// Packages the step references; those marked `extract` are extracted into a folder
+        /// named after the reference next to the script.
+        #[serde(default)]
+        packages: Vec<JobPackage>,
     },
+    /// A script file inside the step's primary package (`Octopus.Script` with `ScriptSource`
+    /// Package).
+    PackageScript {
+        /// Bash, Python or PowerShell, from the file's extension.
+        syntax: cuttle_domain::script::ScriptSyntax,
+        /// The package holding the script; always extracted.
+        package: JobPackage,
+        /// Path of the script inside the package, with `/` separators.
+        file_name: String,
+        /// The command-line arguments (`Octopus.Action.Script.ScriptParameters`), split like a
+        /// shell would.
+        parameters: Vec<String>,
+        /// Other packages the step references.
+        #[serde(default)]
+        packages: Vec<JobPackage>,
+    },
+    /// Deploy a package (`Octopus.TentaclePackage`): extract it into a fresh versioned folder
+    /// and run its PreDeploy, Deploy and PostDeploy scripts there.
+    DeployPackage {
+        /// The package.
+        package: JobPackage,
+        /// The environment's name: installations live under `Applications/<environment>/`.
+        environment_name: String,
+    },
+}
+
+/// One package a job needs, pinned by the release and located by the orchestrator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobPackage {
+    /// The package reference's name in the step; empty for the primary package.
+    pub reference_name: String,
+    /// The package id as stored.
+    pub package_id: String,
+    /// The version the release selected, as stored.
+    pub version: String,
+    /// File extension including the dot (`.zip`, `.tar.gz`, `.nupkg`, ...).
+    pub extension: String,
+    /// Hex SHA-256 of the file: the worker's cache key, checked after download.
+    pub sha256: String,
+    /// File size in bytes.
+    pub size_bytes: u64,
+    /// Where the file is in the feed's blob store; workers read it, never write it.
+    pub blob_key: String,
+    /// Whether the step wants the package extracted (`Extract` property; true by default).
+    pub extract: bool,
+}
+
+impl JobPackage {
+    /// The file name the package was pushed as: `<PackageId>.<Version><extension>`.
+    pub fn file_name(&self) -> String {
+        format!("{}.{}{}", self.package_id, self.version, self.extension)
+    }
 }
 
 /// A log line produced by a job.
@@ -153,6 +212,10 @@ pub enum WorkerEvent {
         outcome: JobOutcome,
         /// The script's exit code when it ran.
         exit_code: Option<i32>,
+        /// Output variables the job set (`Package.InstallationDirectoryPath`, ...), by name
+        /// without the `Octopus.Action[Step].Output.` prefix.
+        #[serde(default)]
+        output_variables: std::collections::BTreeMap<String, String>,
     },
 }
 

@@ -28,6 +28,19 @@ impl ScriptSyntax {
         }
     }
 
+    /// The syntax of a script file by its extension (`.sh`, `.py`, `.ps1`, any case), as Octopus
+    /// picks the runner for a script inside a package.
+    pub fn from_file_name(name: &str) -> Option<ScriptSyntax> {
+        let (_, extension) = name.rsplit_once('.')?;
+        [
+            ScriptSyntax::Bash,
+            ScriptSyntax::Python,
+            ScriptSyntax::PowerShell,
+        ]
+        .into_iter()
+        .find(|syntax| syntax.extension().eq_ignore_ascii_case(extension))
+    }
+
     /// File extension for the script file the worker writes.
     pub fn extension(self) -> &'static str {
         match self {
@@ -47,5 +60,23 @@ mod tests {
         assert_eq!(ScriptSyntax::parse(None), Ok(ScriptSyntax::PowerShell));
         assert_eq!(ScriptSyntax::parse(Some("bash")), Ok(ScriptSyntax::Bash));
         assert!(ScriptSyntax::parse(Some("CSharp")).is_err());
+    }
+
+    #[test]
+    fn a_script_file_s_extension_names_its_syntax() {
+        assert_eq!(
+            ScriptSyntax::from_file_name("scripts/Deploy.SH"),
+            Some(ScriptSyntax::Bash)
+        );
+        assert_eq!(
+            ScriptSyntax::from_file_name("a.b/run.py"),
+            Some(ScriptSyntax::Python)
+        );
+        assert_eq!(
+            ScriptSyntax::from_file_name("Deploy.ps1"),
+            Some(ScriptSyntax::PowerShell)
+        );
+        assert_eq!(ScriptSyntax::from_file_name("Deploy.csx"), None);
+        assert_eq!(ScriptSyntax::from_file_name("Deploy"), None);
     }
 }

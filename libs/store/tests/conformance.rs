@@ -216,6 +216,7 @@ fn job(job_id: &str, position: i32, status: &str, heartbeat_at: Option<DateTime<
         ended_at: None,
         exit_code: None,
         error: None,
+        output_variables: None,
     }
 }
 

@@ -74,7 +74,7 @@ pub struct CreateReleaseClassic {
     pub channel_id: Option<String>,
     pub version: Option<String>,
     pub release_notes: Option<String>,
-    pub selected_packages: Vec<Value>,
+    pub selected_packages: Vec<crate::resources::SelectedPackage>,
     pub ignore_channel_rules: bool,
 }
 

@@ -12,6 +12,7 @@ pub mod fallback;
 pub mod links;
 pub mod packages;
 pub mod projects;
+pub mod release_packages;
 pub mod releases;
 pub mod resources;
 pub mod root;

@@ -12,6 +12,7 @@ use crate::projects::{
     PROCESS_SNAPSHOT_KIND, VARIABLES_KIND, VARIABLES_SNAPSHOT_KIND, find_project, insert_owned,
     load_process, require_project,
 };
+use crate::release_packages::{self, Selection};
 use crate::resources::{self, Resource};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -29,7 +30,9 @@ use cuttle_wire::commands::{
     CreateDeploymentClassic, CreateDeploymentCommand, CreateDeploymentResponse,
     CreateReleaseClassic, CreateReleaseCommand, CreateReleaseResponse, DeploymentServerTask,
 };
-use cuttle_wire::resources::{Channel, Deployment, Environment, Lifecycle, Project, Release};
+use cuttle_wire::resources::{
+    Channel, Deployment, DeploymentProcess, Environment, Lifecycle, Project, Release,
+};
 use cuttle_wire::{Collection, Links};
 use rand::Rng;
 use std::collections::BTreeMap;
@@ -194,6 +197,7 @@ struct NewRelease {
     release_notes: Option<String>,
     custom_fields: BTreeMap<String, String>,
     ignore_channel_rules: bool,
+    packages: Selection,
 }
 
 /// Creates a release: validates, snapshots the process and variables, stores it. Returns the
@@ -257,20 +261,7 @@ async fn insert_release(
         ));
     }
     let (_, process) = load_process(conn, space, &new.project).await?;
-    if let Some(action) = process
-        .steps
-        .iter()
-        .flat_map(|s| &s.actions)
-        .find(|a| !a.packages.is_empty())
-    {
-        return Err(ApiError::bad_request(
-            format!(
-                "Action '{}' uses packages, and package selection for releases is not available in this version of Cuttle yet.",
-                action.name
-            ),
-            Vec::new(),
-        ));
-    }
+    let pinned = release_packages::pin(conn, space, &process, new.packages).await?;
     let release_id = cuttle_store::next_id(conn, "Releases").await?;
     let release_number = cuttle_domain::ids::numeric_suffix(&release_id, "Releases").unwrap_or(0);
     // Snapshots freeze what this release deploys: later edits to the project never reach it.
@@ -319,6 +310,8 @@ async fn insert_release(
         project_deployment_process_snapshot_id: process_snapshot_id,
         project_variable_set_snapshot_id: variables_snapshot_id,
         custom_fields: new.custom_fields,
+        selected_packages: pinned.selected,
+        build_information: pinned.build_information,
         ..Release::default()
     };
     documents::insert(
@@ -397,16 +390,6 @@ async fn create_release_command(
             "the project's name or id is required",
         ));
     }
-    if !command.packages.is_empty()
-        || command
-            .package_version
-            .as_deref()
-            .is_some_and(|v| !v.is_empty())
-    {
-        return Err(ApiError::unavailable(
-            "Package selection (Packages, PackageVersion)",
-        ));
-    }
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) =
         project_for_command(&txn, &scope, "ProjectName", &command.project_name).await?;
@@ -421,6 +404,11 @@ async fn create_release_command(
             release_notes: command.release_notes,
             custom_fields: command.custom_fields,
             ignore_channel_rules: command.ignore_channel_rules,
+            packages: Selection::Rules {
+                packages: command.packages,
+                default_version: command.package_version,
+                prerelease: command.package_prerelease,
+            },
         },
         command.ignore_if_already_exists,
     )
@@ -440,9 +428,6 @@ async fn create_release_classic(
     scope: SpaceScope,
     JsonBody(body): JsonBody<CreateReleaseClassic>,
 ) -> ApiResult<(StatusCode, Json<Release>)> {
-    if !body.selected_packages.is_empty() {
-        return Err(ApiError::unavailable("SelectedPackages"));
-    }
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) = find_project(&txn, &scope.id, &body.project_id)
         .await?
@@ -463,6 +448,7 @@ async fn create_release_classic(
             release_notes: body.release_notes,
             custom_fields: BTreeMap::new(),
             ignore_channel_rules: body.ignore_channel_rules,
+            packages: Selection::Explicit(body.selected_packages),
         },
         false,
     )
@@ -633,6 +619,28 @@ async fn update_release(
     }
     release.release_notes = body.release_notes;
     release.custom_fields = body.custom_fields;
+    // Octopus lets a release's package versions be changed ("modify release"); the versions are
+    // checked against the release's own frozen process, never the project's current one.
+    if !body.selected_packages.is_empty() && body.selected_packages != release.selected_packages {
+        let process_doc = documents::get(
+            &txn,
+            &scope.id,
+            PROCESS_SNAPSHOT_KIND,
+            &release.project_deployment_process_snapshot_id,
+        )
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("release {id} has lost its process snapshot")))?;
+        let process: DeploymentProcess = documents::decode(&process_doc)?;
+        let pinned = release_packages::pin(
+            &txn,
+            &scope.id,
+            &process,
+            Selection::Explicit(body.selected_packages),
+        )
+        .await?;
+        release.selected_packages = pinned.selected;
+        release.build_information = pinned.build_information;
+    }
     let replacement = documents::Replacement {
         name: release.version.clone(),
         unique_key: Some(release_key(&release.project_id, &release.version)),

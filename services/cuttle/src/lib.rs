@@ -89,6 +89,7 @@ pub async fn serve_all(
     let worker = Worker::new(
         backends.bus.clone(),
         backends.cache.clone(),
+        backends.blob.clone(),
         config.worker.clone(),
         worker_name(&config),
         work_dir(&config),
@@ -231,9 +232,12 @@ pub async fn run_worker(
     // A stable directory (not per process): a worker that starts after one died finds and stops
     // the scripts the dead one left running.
     let dir = work_dir(&config);
+    // Read only: package files the jobs name, by the key and hash the orchestrator put in them.
+    let blob = cuttle_platform::connect_blob(&config).await?;
     let worker = Worker::new(
         bus.clone(),
         cache.clone(),
+        blob,
         config.worker.clone(),
         worker_name(&config),
         dir,

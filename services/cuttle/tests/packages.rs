@@ -23,7 +23,15 @@ both_modes!(
     tarballs_and_nupkgs_are_accepted_and_a_nuspec_must_match_its_file_name,
     the_same_package_in_two_spaces_is_two_packages,
     build_information_is_pushed_once_and_shows_on_its_package,
+    a_release_pins_package_versions_and_a_deployment_runs_the_package_conventions,
+    package_selection_mistakes_are_refused_naming_the_field,
+    a_script_step_runs_a_script_from_inside_its_package_with_referenced_packages,
+    a_failing_deploy_script_fails_the_step_after_running_deploy_failed,
+    a_package_deleted_after_the_release_fails_the_deployment_with_a_reason,
 );
+
+/// How long a deployment may take in these tests before they give up.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A zip holding `files`, stored (not compressed) so its bytes are predictable.
 fn zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -749,5 +757,412 @@ async fn build_information_is_pushed_once_and_shows_on_its_package(mode: Mode) {
         ))
         .await
         .expect(404);
+    app.stop().await;
+}
+
+/// An environment and a project whose process has one step of `action_type` with `properties`
+/// and the package references `packages` (`(reference name, package id)`). Returns the project
+/// id.
+async fn package_project(
+    client: &Client,
+    env: &str,
+    project: &str,
+    action_type: &str,
+    properties: Value,
+    packages: &[(&str, &str)],
+) -> String {
+    let id =
+        cuttle_testkit::flow::project_with_script(client, "Spaces-1", env, project, "true").await;
+    let path = format!("/api/Spaces-1/projects/{id}/deploymentprocesses");
+    let mut process = client.get(&path).await.expect(200);
+    let references: Vec<Value> = packages
+        .iter()
+        .map(|(name, package)| {
+            json!({"Name": name, "PackageId": package, "FeedId": "feeds-builtin",
+                   "AcquisitionLocation": "Server", "Properties": {"Extract": "True"}})
+        })
+        .collect();
+    process["Steps"] = json!([{
+        "Name": "Deploy web",
+        "Actions": [{
+            "Name": "Deploy web", "ActionType": action_type,
+            "Properties": properties,
+            "Packages": references,
+        }]
+    }]);
+    client.put(&path, process).await.expect(200);
+    id
+}
+
+async fn create_release(client: &Client, project: &str, extra: Value) -> Reply {
+    let mut body = json!({"spaceIdOrName": "Spaces-1", "ProjectName": project});
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    client.post("/api/Spaces-1/releases/create/v1", body).await
+}
+
+/// Deploys release `version` of `project` to `env`, waits, and returns the task and raw log.
+async fn deploy(client: &Client, project: &str, version: &str, env: &str) -> (Value, String) {
+    let deployed = client
+        .post(
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            json!({"spaceIdOrName": "Spaces-1", "ProjectName": project,
+                   "ReleaseVersion": version, "EnvironmentNames": [env]}),
+        )
+        .await
+        .expect(201);
+    let task_id = deployed["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let task = client.wait_for_task(&task_id, WAIT).await;
+    let raw = client
+        .get(&format!("/api/Spaces-1/tasks/{task_id}/raw"))
+        .await
+        .expect(200);
+    (task, raw.as_str().unwrap().to_owned())
+}
+
+/// Creates a release of `project` with the latest packages and deploys it to `env`.
+async fn release_and_deploy(client: &Client, project: &str, env: &str) -> (Value, String) {
+    let release = create_release(client, project, json!({})).await.expect(201);
+    deploy(
+        client,
+        project,
+        release["ReleaseVersion"].as_str().unwrap(),
+        env,
+    )
+    .await
+}
+
+/// The position of `needle` in `log`, failing the test with the log when it is missing.
+fn position(log: &str, needle: &str) -> usize {
+    log.find(needle)
+        .unwrap_or_else(|| panic!("the log has no '{needle}':\n{log}"))
+}
+
+fn deployable_zip(marker: &str) -> Vec<u8> {
+    zip_bytes(&[
+        (
+            "PreDeploy.sh",
+            b"echo \"predeploy in $(basename \"$(dirname \"$PWD\")\")/$(basename \"$PWD\")\"\n",
+        ),
+        (
+            "Deploy.sh",
+            b"echo \"deploy reads $(cat content/marker.txt)\"\n",
+        ),
+        ("PostDeploy.py", b"print('postdeploy from python')\n"),
+        ("content/marker.txt", marker.as_bytes()),
+    ])
+}
+
+async fn a_release_pins_package_versions_and_a_deployment_runs_the_package_conventions(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Web.1.0.0.zip",
+        deployable_zip("one"),
+    )
+    .await
+    .expect(201);
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Web.1.1.0.zip",
+        deployable_zip("one-one"),
+    )
+    .await
+    .expect(201);
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Web.2.0.0-beta.1.zip",
+        deployable_zip("beta"),
+    )
+    .await
+    .expect(201);
+    client
+        .post(
+            "/api/Spaces-1/build-information",
+            json!({"PackageId": "Acme.Web", "Version": "2.0.0-beta.1",
+                   "OctopusBuildInformation": {"BuildNumber": "77", "VcsCommitNumber": "abc123",
+                                               "Branch": "main"}}),
+        )
+        .await
+        .expect(201);
+    package_project(
+        client,
+        "Staging",
+        "Web",
+        "Octopus.TentaclePackage",
+        json!({"Octopus.Action.Package.PackageId": "Acme.Web",
+               "Octopus.Action.Package.FeedId": "feeds-builtin"}),
+        &[("", "Acme.Web")],
+    )
+    .await;
+
+    // No version named: the latest, pre-releases included (no channel rules).
+    let latest = create_release(client, "Web", json!({"ReleaseVersion": "1.0.0"}))
+        .await
+        .expect(201);
+    let release = client
+        .get(&format!(
+            "/api/Spaces-1/releases/{}",
+            latest["ReleaseId"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(
+        release["SelectedPackages"],
+        json!([{"ActionName": "Deploy web", "StepName": "Deploy web",
+                "PackageReferenceName": "", "Version": "2.0.0-beta.1"}])
+    );
+    assert_eq!(release["BuildInformation"][0]["PackageId"], "Acme.Web");
+    assert_eq!(release["BuildInformation"][0]["BuildNumber"], "77");
+    assert_eq!(release["BuildInformation"][0]["VcsCommitNumber"], "abc123");
+
+    // Named through Packages (by package id), and through PackageVersion.
+    let pinned = create_release(
+        client,
+        "Web",
+        json!({"ReleaseVersion": "1.0.1", "Packages": ["Acme.Web:1.1.0"], "PackageVersion": "1.0.0"}),
+    )
+    .await
+    .expect(201);
+    let by_default = create_release(
+        client,
+        "Web",
+        json!({"ReleaseVersion": "1.0.2", "PackageVersion": "1.0.0"}),
+    )
+    .await
+    .expect(201);
+    let stable = create_release(
+        client,
+        "Web",
+        json!({"ReleaseVersion": "1.0.3", "PackagePrerelease": "beta"}),
+    )
+    .await
+    .expect(201);
+    for (created, expected) in [
+        (&pinned, "1.1.0"),
+        (&by_default, "1.0.0"),
+        (&stable, "2.0.0-beta.1"),
+    ] {
+        let release = client
+            .get(&format!(
+                "/api/Spaces-1/releases/{}",
+                created["ReleaseId"].as_str().unwrap()
+            ))
+            .await
+            .expect(200);
+        assert_eq!(release["SelectedPackages"][0]["Version"], expected);
+    }
+
+    let (task, log) = deploy(client, "Web", "1.0.1", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    let pre = position(&log, "predeploy in Acme.Web/1.1.0");
+    let main = position(&log, "deploy reads one-one");
+    let post = position(&log, "postdeploy from python");
+    assert!(pre < main && main < post, "{log}");
+    position(&log, "Downloading package Acme.Web 1.1.0");
+
+    // The same version again: a fresh folder, and the package comes from the worker's cache.
+    let (task, log) = deploy(client, "Web", "1.0.1", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "predeploy in Acme.Web/1.1.0_1");
+    position(&log, "was found in the worker's cache");
+
+    let (task, log) = deploy(client, "Web", "1.0.2", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "deploy reads one\n");
+    app.stop().await;
+}
+
+async fn package_selection_mistakes_are_refused_naming_the_field(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let project_id = package_project(
+        client,
+        "Staging",
+        "Web",
+        "Octopus.TentaclePackage",
+        json!({}),
+        &[("", "Acme.Web")],
+    )
+    .await;
+    // Nothing pushed yet: the latest cannot be chosen.
+    let reply = create_release(client, "Web", json!({})).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.to_string().contains("no version"),
+        "{}",
+        reply.body
+    );
+
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Web.1.0.0.zip",
+        deployable_zip("x"),
+    )
+    .await
+    .expect(201);
+    for (extra, field) in [
+        (json!({"Packages": ["Nope:1.0.0"]}), "Packages"),
+        (json!({"Packages": ["Acme.Web:9.9.9"]}), "Packages"),
+        (json!({"Packages": ["Acme.Web:not a version"]}), "Packages"),
+        (json!({"Packages": ["just-a-version"]}), "Packages"),
+        (json!({"PackageVersion": "3.0.0"}), "PackageVersion"),
+        (json!({"PackagePrerelease": "rc"}), "Packages"),
+    ] {
+        let reply = create_release(client, "Web", extra.clone()).await;
+        assert_eq!(reply.status, 400, "{extra}: {}", reply.body);
+        assert!(
+            reply.body.to_string().contains(field),
+            "{extra}: {}",
+            reply.body
+        );
+    }
+    // The classic route wants a version for every package reference.
+    let reply = client
+        .post(
+            "/api/Spaces-1/releases",
+            json!({"ProjectId": project_id, "Version": "5.0.0"}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.to_string().contains("SelectedPackages"),
+        "{}",
+        reply.body
+    );
+    let created = client
+        .post(
+            "/api/Spaces-1/releases",
+            json!({"ProjectId": project_id, "Version": "5.0.0",
+                   "SelectedPackages": [{"ActionName": "Deploy web", "Version": "1.0.0"}]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(created["SelectedPackages"][0]["Version"], "1.0.0");
+    // Nothing half-written: only the one good release exists.
+    let releases = client
+        .get(&format!("/api/Spaces-1/projects/{project_id}/releases"))
+        .await
+        .expect(200);
+    assert_eq!(releases["TotalResults"], 1);
+    app.stop().await;
+}
+
+async fn a_script_step_runs_a_script_from_inside_its_package_with_referenced_packages(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let scripts = zip_bytes(&[(
+        "tools/run.sh",
+        b"echo \"args: $1 | $2\"\necho \"tool says $(cat Helpers/helper.txt)\"\n",
+    )]);
+    push(client, "Spaces-1", "Acme.Scripts.1.0.0.zip", scripts)
+        .await
+        .expect(201);
+    let helpers = tar_gz_bytes(&[("helper.txt", b"hello from a tarball")]);
+    push(client, "Spaces-1", "Acme.Helpers.3.1.0.tar.gz", helpers)
+        .await
+        .expect(201);
+    package_project(
+        client,
+        "Staging",
+        "Scripted",
+        "Octopus.Script",
+        json!({"Octopus.Action.RunOnServer": "true",
+               "Octopus.Action.Script.ScriptSource": "Package",
+               "Octopus.Action.Script.ScriptFileName": "tools/run.sh",
+               "Octopus.Action.Script.ScriptParameters": "--name 'two words'"}),
+        &[("", "Acme.Scripts"), ("Helpers", "Acme.Helpers")],
+    )
+    .await;
+    let (task, log) = release_and_deploy(client, "Scripted", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "args: --name | two words");
+    position(&log, "tool says hello from a tarball");
+    app.stop().await;
+}
+
+async fn a_failing_deploy_script_fails_the_step_after_running_deploy_failed(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let package = zip_bytes(&[
+        ("Deploy.sh", b"echo deploying\nexit 7\n"),
+        ("PostDeploy.sh", b"echo must-not-run\n"),
+        ("DeployFailed.sh", b"echo cleaning up after failure\n"),
+    ]);
+    push(client, "Spaces-1", "Acme.Broken.1.0.0.zip", package)
+        .await
+        .expect(201);
+    package_project(
+        client,
+        "Staging",
+        "Broken",
+        "Octopus.TentaclePackage",
+        json!({}),
+        &[("", "Acme.Broken")],
+    )
+    .await;
+    let (task, log) = release_and_deploy(client, "Broken", "Staging").await;
+    assert_eq!(task["State"], "Failed", "{log}");
+    assert!(
+        task["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 7"),
+        "{task}"
+    );
+    position(&log, "cleaning up after failure");
+    assert!(!log.contains("must-not-run"), "{log}");
+    app.stop().await;
+}
+
+async fn a_package_deleted_after_the_release_fails_the_deployment_with_a_reason(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Gone.1.0.0.zip",
+        deployable_zip("x"),
+    )
+    .await
+    .expect(201);
+    package_project(
+        client,
+        "Staging",
+        "Gone",
+        "Octopus.TentaclePackage",
+        json!({}),
+        &[("", "Acme.Gone")],
+    )
+    .await;
+    let release = create_release(client, "Gone", json!({})).await.expect(201);
+    client
+        .delete("/api/Spaces-1/packages/packages-Acme.Gone.1.0.0")
+        .await
+        .expect(200);
+    let (task, log) = deploy(
+        client,
+        "Gone",
+        release["ReleaseVersion"].as_str().unwrap(),
+        "Staging",
+    )
+    .await;
+    assert_eq!(task["State"], "Failed", "{log}");
+    assert!(
+        task["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("no longer in the built-in feed"),
+        "{task}"
+    );
     app.stop().await;
 }

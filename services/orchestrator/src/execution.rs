@@ -2,15 +2,19 @@
 //! task's row, so replicas never advance the same task twice.
 
 use crate::Orchestrator;
-use crate::plan::{PlannedJob, plan};
+use crate::plan::{PlanInputs, PlannedJob, ResolvedPackages, plan, reference_name};
 use anyhow::Context;
 use chrono::Utc;
-use cuttle_contracts::{CancelTask, JobOutcome, StepJob, WorkerEvent, cancel_marker_key, queues};
+use cuttle_contracts::{
+    CancelTask, JobOutcome, JobPackage, StepJob, WorkerEvent, cancel_marker_key, queues,
+};
+use cuttle_domain::package::PackageVersion;
 use cuttle_domain::{LogCategory, SpaceId, TaskState};
-use cuttle_store::documents;
 use cuttle_store::tasks::{self, Job, NewLogLine, Task, job_status};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
-use cuttle_wire::resources::{Deployment, DeploymentProcess, Space};
+use cuttle_store::{documents, packages};
+use cuttle_wire::resources::{Deployment, DeploymentProcess, Release, Space};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// A log line for the task (`node` = task id) or one of its jobs (`node` = job id).
@@ -22,6 +26,67 @@ pub fn line(node: &str, category: LogCategory, message: impl Into<String>) -> Ne
         category,
         message: message.into(),
     }
+}
+
+/// Locates the package versions a release pinned in the built-in feed. A version that has left
+/// the feed is recorded as the sentence to fail with, so only steps that still run need it.
+async fn resolve_packages(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    process: &DeploymentProcess,
+    release: &Release,
+) -> Result<ResolvedPackages, String> {
+    let mut resolved = ResolvedPackages::new();
+    for selected in &release.selected_packages {
+        let Some(reference) = process
+            .steps
+            .iter()
+            .flat_map(|step| &step.actions)
+            .filter(|action| action.name == selected.action_name)
+            .flat_map(|action| &action.packages)
+            .find(|reference| reference_name(reference) == selected.package_reference_name)
+        else {
+            continue;
+        };
+        let version = PackageVersion::parse(&selected.version).map_err(|err| {
+            format!(
+                "The release selected package '{}' version '{}': {err}",
+                reference.package_id, selected.version
+            )
+        })?;
+        let located = match packages::find(
+            conn,
+            space,
+            &reference.package_id.to_ascii_lowercase(),
+            &version.normalized(),
+        )
+        .await
+        {
+            Ok(Some(row)) => Ok(JobPackage {
+                reference_name: selected.package_reference_name.clone(),
+                package_id: row.package_id,
+                version: row.version,
+                extension: row.extension,
+                sha256: row.sha256,
+                size_bytes: u64::try_from(row.size_bytes).unwrap_or(0),
+                blob_key: row.blob_key,
+                extract: true,
+            }),
+            Ok(None) => Err(format!(
+                "package '{}' version {} is no longer in the built-in feed.",
+                reference.package_id, selected.version
+            )),
+            Err(err) => return Err(format!("The built-in feed could not be read: {err}")),
+        };
+        resolved.insert(
+            (
+                selected.action_name.clone(),
+                selected.package_reference_name.clone(),
+            ),
+            located,
+        );
+    }
+    Ok(resolved)
 }
 
 /// What to do once the transaction has committed.
@@ -291,7 +356,38 @@ impl Orchestrator {
             }
             Err(err) => return Err(format!("The process snapshot could not be read: {err}")),
         };
-        plan(&process, &deployment).map_err(|e| e.0)
+        let environment_name =
+            match documents::get(conn, space, "Environment", &deployment.environment_id).await {
+                Ok(Some(doc)) => doc.name,
+                Ok(None) => {
+                    return Err(format!(
+                        "The environment {} no longer exists.",
+                        deployment.environment_id
+                    ));
+                }
+                Err(err) => return Err(format!("The environment could not be read: {err}")),
+            };
+        let release: Release =
+            match documents::get(conn, space, "Release", &deployment.release_id).await {
+                Ok(Some(doc)) => documents::decode(&doc).map_err(|e| e.to_string())?,
+                Ok(None) => {
+                    return Err(format!(
+                        "Release {} no longer exists.",
+                        deployment.release_id
+                    ));
+                }
+                Err(err) => return Err(format!("The release could not be read: {err}")),
+            };
+        let packages = resolve_packages(conn, space, &process, &release).await?;
+        plan(
+            &process,
+            &PlanInputs {
+                deployment: &deployment,
+                environment_name: &environment_name,
+                packages: &packages,
+            },
+        )
+        .map_err(|e| e.0)
     }
 
     /// Moves the task forward: dispatches the next job, skips jobs whose condition is false, or
@@ -426,8 +522,9 @@ impl Orchestrator {
                 job_id,
                 outcome,
                 exit_code,
+                output_variables,
             } => {
-                self.job_finished(&task_id, &job_id, outcome, exit_code)
+                self.job_finished(&task_id, &job_id, outcome, exit_code, output_variables)
                     .await
             }
         }
@@ -477,6 +574,7 @@ impl Orchestrator {
         job_id: &str,
         outcome: JobOutcome,
         exit_code: Option<i32>,
+        output_variables: BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
         let txn = self.store.conn().begin().await?;
         let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
@@ -492,6 +590,9 @@ impl Orchestrator {
         let now = Utc::now();
         job.ended_at = Some(now);
         job.exit_code = exit_code;
+        if !output_variables.is_empty() {
+            job.output_variables = Some(serde_json::to_string(&output_variables)?);
+        }
         if let Some(started) = job.started_at {
             cuttle_telemetry::metrics()
                 .step_duration
@@ -651,6 +752,7 @@ fn to_job(
         ended_at: None,
         exit_code: None,
         error: None,
+        output_variables: None,
     })
 }
 

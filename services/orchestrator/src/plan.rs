@@ -1,8 +1,23 @@
 //! Planning: turns a release's frozen process into the ordered jobs of one deployment.
 
-use cuttle_contracts::JobWork;
+use cuttle_contracts::{JobPackage, JobWork};
 use cuttle_domain::script::ScriptSyntax;
-use cuttle_wire::resources::{Action, Deployment, DeploymentProcess, Step};
+use cuttle_wire::resources::{Action, Deployment, DeploymentProcess, PackageReference, Step};
+use std::collections::BTreeMap;
+
+/// The package versions a release pinned, located in the feed: keyed by (action name, package
+/// reference name), `Err` holding the sentence to fail with when a version is gone.
+pub type ResolvedPackages = BTreeMap<(String, String), Result<JobPackage, String>>;
+
+/// What planning needs besides the process.
+pub struct PlanInputs<'a> {
+    /// The deployment being planned.
+    pub deployment: &'a Deployment,
+    /// Its environment's name (installation folders are named after it).
+    pub environment_name: &'a str,
+    /// The release's packages.
+    pub packages: &'a ResolvedPackages,
+}
 
 /// One job of the plan, before it is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,32 +55,145 @@ fn applies(action: &Action, deployment: &Deployment) -> bool {
         && (action.channels.is_empty() || action.channels.contains(&deployment.channel_id))
 }
 
-fn plan_action(step: &Step, action: &Action) -> Result<JobWork, PlanError> {
+/// The reference's name as releases record it: empty for the primary package.
+pub fn reference_name(reference: &PackageReference) -> String {
+    reference.name.clone().unwrap_or_default()
+}
+
+/// Steps that target roles need deployment targets, which Cuttle does not have yet; steps that
+/// run on the server (or name no role) run on a worker.
+fn require_worker(step: &Step, action: &Action) -> Result<(), PlanError> {
+    let roles = step
+        .properties
+        .get("Octopus.Action.TargetRoles")
+        .or_else(|| action.properties.get("Octopus.Action.TargetRoles"))
+        .map(|r| r.trim().to_owned())
+        .filter(|r| !r.is_empty());
+    let on_server = is_true(action.properties.get("Octopus.Action.RunOnServer"));
+    match (roles, on_server) {
+        // Octopus fails a deployment whose step targets roles no machine has.
+        (Some(roles), false) => Err(PlanError(format!(
+            "Step '{}' runs on deployment targets with the role(s) '{roles}', but there are no deployment targets in this environment.",
+            step.name
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The located package of one reference of `action`.
+fn located(
+    step: &Step,
+    action: &Action,
+    reference: &PackageReference,
+    packages: &ResolvedPackages,
+) -> Result<JobPackage, PlanError> {
+    let name = reference_name(reference);
+    match packages.get(&(action.name.clone(), name.clone())) {
+        Some(Ok(package)) => {
+            let mut package = package.clone();
+            // `Extract` defaults to true; only an explicit "False" keeps the file as it is.
+            package.extract = !reference
+                .properties
+                .get("Extract")
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case("false"));
+            Ok(package)
+        }
+        Some(Err(reason)) => Err(PlanError(format!("Step '{}': {reason}", step.name))),
+        None => Err(PlanError(format!(
+            "Step '{}': the release has no version of package '{}'{}; create a new release.",
+            step.name,
+            reference.package_id,
+            if name.is_empty() {
+                String::new()
+            } else {
+                format!(" (reference '{name}')")
+            }
+        ))),
+    }
+}
+
+/// The action's primary package: the reference without a name, else its only reference.
+fn primary<'a>(step: &Step, action: &'a Action) -> Result<&'a PackageReference, PlanError> {
+    action
+        .packages
+        .iter()
+        .find(|p| p.name.as_deref().is_none_or(str::is_empty))
+        .or(match action.packages.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+        .ok_or_else(|| {
+            PlanError(format!(
+                "Step '{}' needs a package, and none is selected on the action.",
+                step.name
+            ))
+        })
+}
+
+fn plan_action(
+    step: &Step,
+    action: &Action,
+    inputs: &PlanInputs<'_>,
+) -> Result<JobWork, PlanError> {
+    let all_packages = |skip: Option<&PackageReference>| {
+        action
+            .packages
+            .iter()
+            .filter(|p| skip.is_none_or(|s| !std::ptr::eq(*p, s)))
+            .map(|p| located(step, action, p, inputs.packages))
+            .collect::<Result<Vec<_>, _>>()
+    };
     match action.action_type.as_str() {
         "Octopus.Script" => {
-            let roles = step
-                .properties
-                .get("Octopus.Action.TargetRoles")
-                .or_else(|| action.properties.get("Octopus.Action.TargetRoles"))
-                .map(|r| r.trim().to_owned())
-                .filter(|r| !r.is_empty());
-            let on_server = is_true(action.properties.get("Octopus.Action.RunOnServer"));
-            if let (Some(roles), false) = (roles, on_server) {
-                // Octopus fails a deployment whose step targets roles no machine has; Cuttle has
-                // no deployment targets yet, so every role is empty.
-                return Err(PlanError(format!(
-                    "Step '{}' runs on deployment targets with the role(s) '{roles}', but there are no deployment targets in this environment.",
-                    step.name
-                )));
-            }
+            require_worker(step, action)?;
             let source = action
                 .properties
                 .get("Octopus.Action.Script.ScriptSource")
                 .map(String::as_str)
                 .unwrap_or("Inline");
+            if source.eq_ignore_ascii_case("Package") {
+                let file_name = action
+                    .properties
+                    .get("Octopus.Action.Script.ScriptFileName")
+                    .map(|f| f.trim().replace('\\', "/"))
+                    .filter(|f| !f.is_empty())
+                    .ok_or_else(|| {
+                        PlanError(format!(
+                            "Step '{}' runs a script from a package, but names no script file (Octopus.Action.Script.ScriptFileName).",
+                            step.name
+                        ))
+                    })?;
+                let syntax = ScriptSyntax::from_file_name(&file_name).ok_or_else(|| {
+                    PlanError(format!(
+                        "Step '{}': the script file '{file_name}' is not a .sh, .py or .ps1 file.",
+                        step.name
+                    ))
+                })?;
+                let parameters_text = action
+                    .properties
+                    .get("Octopus.Action.Script.ScriptParameters")
+                    .map(String::as_str)
+                    .unwrap_or("");
+                let parameters = shlex::split(parameters_text).ok_or_else(|| {
+                    PlanError(format!(
+                        "Step '{}': the script parameters have an unclosed quote.",
+                        step.name
+                    ))
+                })?;
+                let primary_reference = primary(step, action)?;
+                let mut package = located(step, action, primary_reference, inputs.packages)?;
+                package.extract = true;
+                return Ok(JobWork::PackageScript {
+                    syntax,
+                    package,
+                    file_name,
+                    parameters,
+                    packages: all_packages(Some(primary_reference))?,
+                });
+            }
             if !source.eq_ignore_ascii_case("Inline") {
                 return Err(PlanError(format!(
-                    "Step '{}' runs a script from a package, which is not available in this version of Cuttle yet.",
+                    "Step '{}' has the script source '{source}'; use Inline or Package.",
                     step.name
                 )));
             }
@@ -81,7 +209,22 @@ fn plan_action(step: &Step, action: &Action) -> Result<JobWork, PlanError> {
                 .get("Octopus.Action.Script.ScriptBody")
                 .cloned()
                 .unwrap_or_default();
-            Ok(JobWork::Script { syntax, body })
+            Ok(JobWork::Script {
+                syntax,
+                body,
+                packages: all_packages(None)?,
+            })
+        }
+        "Octopus.TentaclePackage" => {
+            // Octopus runs this on deployment targets; until Cuttle has them (issue 4), a step
+            // without target roles deploys on a worker.
+            require_worker(step, action)?;
+            let mut package = located(step, action, primary(step, action)?, inputs.packages)?;
+            package.extract = true;
+            Ok(JobWork::DeployPackage {
+                package,
+                environment_name: inputs.environment_name.to_owned(),
+            })
         }
         other => Err(PlanError(format!(
             "Step '{}' uses the action type '{other}', which is not available in this version of Cuttle yet.",
@@ -93,7 +236,7 @@ fn plan_action(step: &Step, action: &Action) -> Result<JobWork, PlanError> {
 /// Plans every applicable action in process order.
 pub fn plan(
     process: &DeploymentProcess,
-    deployment: &Deployment,
+    inputs: &PlanInputs<'_>,
 ) -> Result<Vec<PlannedJob>, PlanError> {
     let mut jobs = Vec::new();
     for (index, step) in process.steps.iter().enumerate() {
@@ -108,13 +251,17 @@ pub fn plan(
                 )));
             }
         };
-        for action in step.actions.iter().filter(|a| applies(a, deployment)) {
+        for action in step
+            .actions
+            .iter()
+            .filter(|a| applies(a, inputs.deployment))
+        {
             jobs.push(PlannedJob {
                 step_number: index as i32 + 1,
                 step_name: step.name.clone(),
                 action_name: action.name.clone(),
                 condition: condition.to_owned(),
-                work: plan_action(step, action)?,
+                work: plan_action(step, action, inputs)?,
             });
         }
     }
@@ -143,6 +290,156 @@ mod tests {
             }],
             ..Step::default()
         }
+    }
+
+    fn run_plan(
+        process: &DeploymentProcess,
+        deployment: &Deployment,
+    ) -> Result<Vec<PlannedJob>, PlanError> {
+        plan(
+            process,
+            &PlanInputs {
+                deployment,
+                environment_name: "Test",
+                packages: &ResolvedPackages::new(),
+            },
+        )
+    }
+
+    fn plan_in(
+        process: &DeploymentProcess,
+        environment_name: &str,
+        packages: &ResolvedPackages,
+    ) -> Result<Vec<PlannedJob>, PlanError> {
+        plan(
+            process,
+            &PlanInputs {
+                deployment: &deployment(),
+                environment_name,
+                packages,
+            },
+        )
+    }
+
+    fn job_package(reference: &str) -> JobPackage {
+        JobPackage {
+            reference_name: reference.into(),
+            package_id: "Acme.Web".into(),
+            version: "1.2.3".into(),
+            extension: ".zip".into(),
+            sha256: "ab".repeat(32),
+            size_bytes: 10,
+            blob_key: "packages/Spaces-1/x".into(),
+            extract: true,
+        }
+    }
+
+    fn package_action(action_type: &str, properties: &[(&str, &str)], refs: &[&str]) -> Step {
+        let mut step = script_step("Deploy", properties);
+        step.actions[0].action_type = action_type.into();
+        step.actions[0].packages = refs
+            .iter()
+            .map(|name| PackageReference {
+                name: Some(name.to_string()),
+                package_id: "Acme.Web".into(),
+                feed_id: "feeds-builtin".into(),
+                ..PackageReference::default()
+            })
+            .collect();
+        step
+    }
+
+    #[test]
+    fn a_deploy_a_package_step_carries_the_located_package_and_environment() {
+        let process = DeploymentProcess {
+            steps: vec![package_action("Octopus.TentaclePackage", &[], &[""])],
+            ..DeploymentProcess::default()
+        };
+        let mut packages = ResolvedPackages::new();
+        packages.insert(("Deploy".into(), String::new()), Ok(job_package("")));
+        let jobs = plan_in(&process, "Production", &packages).unwrap();
+        assert_eq!(
+            jobs[0].work,
+            JobWork::DeployPackage {
+                package: job_package(""),
+                environment_name: "Production".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_package_that_left_the_feed_fails_the_plan_with_its_reason() {
+        let process = DeploymentProcess {
+            steps: vec![package_action("Octopus.TentaclePackage", &[], &[""])],
+            ..DeploymentProcess::default()
+        };
+        let mut packages = ResolvedPackages::new();
+        packages.insert(
+            ("Deploy".into(), String::new()),
+            Err("package 'Acme.Web' version 1.2.3 is no longer in the built-in feed".into()),
+        );
+        let err = plan_in(&process, "Test", &packages).unwrap_err();
+        assert!(err.0.contains("no longer in the built-in feed"), "{err}");
+        assert!(err.0.starts_with("Step 'Deploy'"), "{err}");
+    }
+
+    #[test]
+    fn a_script_from_a_package_takes_its_syntax_from_the_file_and_splits_parameters() {
+        let process = DeploymentProcess {
+            steps: vec![package_action(
+                "Octopus.Script",
+                &[
+                    ("Octopus.Action.Script.ScriptSource", "Package"),
+                    ("Octopus.Action.Script.ScriptFileName", "scripts\\run.py"),
+                    (
+                        "Octopus.Action.Script.ScriptParameters",
+                        "--name 'two words' -v",
+                    ),
+                ],
+                &["", "Tools"],
+            )],
+            ..DeploymentProcess::default()
+        };
+        let mut packages = ResolvedPackages::new();
+        packages.insert(("Deploy".into(), String::new()), Ok(job_package("")));
+        packages.insert(("Deploy".into(), "Tools".into()), Ok(job_package("Tools")));
+        let jobs = plan_in(&process, "Test", &packages).unwrap();
+        assert_eq!(
+            jobs[0].work,
+            JobWork::PackageScript {
+                syntax: ScriptSyntax::Python,
+                package: job_package(""),
+                file_name: "scripts/run.py".into(),
+                parameters: vec!["--name".into(), "two words".into(), "-v".into()],
+                packages: vec![job_package("Tools")],
+            }
+        );
+    }
+
+    #[test]
+    fn a_package_reference_marked_not_to_extract_stays_a_file() {
+        let mut step = package_action(
+            "Octopus.Script",
+            &[
+                ("Octopus.Action.Script.Syntax", "Bash"),
+                ("Octopus.Action.Script.ScriptBody", "ls"),
+            ],
+            &["Tools"],
+        );
+        step.actions[0].packages[0]
+            .properties
+            .insert("Extract".into(), "False".into());
+        let process = DeploymentProcess {
+            steps: vec![step],
+            ..DeploymentProcess::default()
+        };
+        let mut packages = ResolvedPackages::new();
+        packages.insert(("Deploy".into(), "Tools".into()), Ok(job_package("Tools")));
+        let jobs = plan_in(&process, "Test", &packages).unwrap();
+        let JobWork::Script { packages, .. } = &jobs[0].work else {
+            panic!("expected a script job, got {:?}", jobs[0].work);
+        };
+        assert!(!packages[0].extract);
     }
 
     fn deployment() -> Deployment {
@@ -175,14 +472,15 @@ mod tests {
             ],
             ..DeploymentProcess::default()
         };
-        let jobs = plan(&process, &deployment()).unwrap();
+        let jobs = run_plan(&process, &deployment()).unwrap();
         assert_eq!(jobs.len(), 2);
         assert_eq!(jobs[1].step_number, 2);
         assert_eq!(
             jobs[0].work,
             JobWork::Script {
                 syntax: ScriptSyntax::Bash,
-                body: "echo a".into()
+                body: "echo a".into(),
+                packages: Vec::new(),
             }
         );
     }
@@ -202,7 +500,7 @@ mod tests {
             steps: vec![step],
             ..DeploymentProcess::default()
         };
-        let err = plan(&process, &deployment()).unwrap_err();
+        let err = run_plan(&process, &deployment()).unwrap_err();
         assert!(err.0.contains("web-server"), "{err}");
     }
 
@@ -229,6 +527,6 @@ mod tests {
         };
         let mut deployment = deployment();
         deployment.skip_actions = vec!["Skipped-action".into()];
-        assert!(plan(&process, &deployment).unwrap().is_empty());
+        assert!(run_plan(&process, &deployment).unwrap().is_empty());
     }
 }

@@ -1,20 +1,23 @@
 //! The worker: consumes step jobs, runs them, and reports back over the bus. It keeps no
 //! database connection: everything it knows arrives in the job, and everything it learns leaves
-//! as an event (started, heartbeat, log lines, finished).
+//! as an event (started, heartbeat, log lines, finished). Package files are read from the
+//! feed's blob store by the key and hash the job carries (see [`package`]).
 //!
 //! A job is claimed in the cache before it runs, so a redelivered job never runs twice; the job
 //! message is acknowledged once the orchestrator has been told it started. Cancellation arrives
 //! by broadcast, and as a cache marker checked before start and at every heartbeat.
 
+pub mod package;
 pub mod script;
 
+use cuttle_blob::BlobStore;
 use cuttle_bus::{Bus, Delivery, Message, QueueSpec};
 use cuttle_cache::Cache;
 use cuttle_contracts::{
     CancelTask, JobOutcome, JobWork, StepJob, WorkerEvent, cancel_marker_key, job_claim_key, queues,
 };
 use cuttle_platform::WorkerConfig;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -33,6 +36,8 @@ pub struct Worker {
     pub bus: Arc<dyn Bus>,
     /// Cache: job claims and cancel markers.
     pub cache: Arc<dyn Cache>,
+    /// The package feed's blob store, read to fetch packages.
+    pub blob: Arc<dyn BlobStore>,
     /// Settings.
     pub config: WorkerConfig,
     /// Name in task logs.
@@ -47,6 +52,7 @@ impl Worker {
     pub fn new(
         bus: Arc<dyn Bus>,
         cache: Arc<dyn Cache>,
+        blob: Arc<dyn BlobStore>,
         config: WorkerConfig,
         name: String,
         work_dir: PathBuf,
@@ -54,6 +60,7 @@ impl Worker {
         Worker {
             bus,
             cache,
+            blob,
             config,
             name,
             work_dir,
@@ -255,26 +262,7 @@ impl Worker {
                 .heartbeat(job.task_id.clone(), job.job_id.clone(), cancel.clone())
                 .in_current_span(),
         );
-        let (outcome, exit_code) = match &job.work {
-            JobWork::Script { syntax, body } => {
-                let sink = script::BusLogSink {
-                    bus: self.bus.clone(),
-                    task_id: job.task_id.clone(),
-                    job_id: job.job_id.clone(),
-                };
-                script::run(
-                    &self.work_dir,
-                    &job.job_id,
-                    *syntax,
-                    body,
-                    &self.name,
-                    Duration::from_secs(self.config.kill_grace_secs),
-                    cancel.clone(),
-                    sink,
-                )
-                .await
-            }
-        };
+        let ((outcome, exit_code), output_variables) = self.execute(&job, cancel.clone()).await;
         heartbeat.abort();
         self.unregister(&job.task_id, &job.job_id);
         // Stopped because this worker is shutting down, not because the task was canceled: the
@@ -293,6 +281,7 @@ impl Worker {
             job_id: job.job_id.clone(),
             outcome,
             exit_code,
+            output_variables,
         };
         for attempt in 1..=5u32 {
             match self.report(&finished).await {
@@ -306,6 +295,57 @@ impl Worker {
         tracing::error!(
             "gave up reporting the job's end; the orchestrator will fail it when heartbeats stop"
         );
+    }
+
+    /// Runs the job's work in its own directory (removed afterwards), streaming its output.
+    async fn execute(&self, job: &StepJob, cancel: CancellationToken) -> package::JobEnd {
+        let log = script::JobLog::start(script::BusLogSink {
+            bus: self.bus.clone(),
+            task_id: job.task_id.clone(),
+            job_id: job.job_id.clone(),
+        });
+        let context = script::ScriptContext {
+            worker_name: self.name.clone(),
+            kill_grace: Duration::from_secs(self.config.kill_grace_secs),
+            cancel,
+        };
+        let job_dir = self.work_dir.join(&job.job_id);
+        let jobs = package::PackageJobs {
+            blob: self.blob.as_ref(),
+            work_dir: &self.work_dir,
+            job_dir: &job_dir,
+            context: &context,
+            log: &log,
+        };
+        let no_outputs = BTreeMap::new;
+        let end = match &job.work {
+            JobWork::Script {
+                syntax,
+                body,
+                packages,
+            } => (
+                jobs.inline_script(*syntax, body, packages).await,
+                no_outputs(),
+            ),
+            JobWork::PackageScript {
+                syntax,
+                package,
+                file_name,
+                parameters,
+                packages,
+            } => (
+                jobs.package_script(*syntax, package, file_name, parameters, packages)
+                    .await,
+                no_outputs(),
+            ),
+            JobWork::DeployPackage {
+                package,
+                environment_name,
+            } => jobs.deploy(package, environment_name).await,
+        };
+        log.finish().await;
+        script::remove_job_dir(&job_dir).await;
+        end
     }
 
     fn register(&self, task_id: &str, job_id: &str, token: CancellationToken) {

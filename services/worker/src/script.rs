@@ -91,6 +91,68 @@ pub fn find_on_path(name: &str) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// How a script or a whole job ended, and the exit code of the script when one ran.
+pub type Ended = (JobOutcome, Option<i32>);
+
+/// The output of one job: lines from every script it runs and the worker's own notes share one
+/// numbering and one batcher, so redelivered batches stay idempotent.
+pub struct JobLog {
+    tx: mpsc::Sender<(LogCategory, String)>,
+    batcher: tokio::task::JoinHandle<()>,
+}
+
+impl JobLog {
+    /// Starts batching lines into `sink`.
+    pub fn start(sink: impl LogSink) -> JobLog {
+        let (tx, rx) = mpsc::channel::<(LogCategory, String)>(1024);
+        // A spawned task does not inherit the current span; the batcher takes the job's, so the
+        // log events it sends carry the deployment's trace context.
+        let batcher = tokio::spawn(batch(rx, sink).in_current_span());
+        JobLog { tx, batcher }
+    }
+
+    /// Adds a line from the worker itself.
+    pub async fn line(&self, category: LogCategory, text: impl Into<String>) {
+        if self.tx.send((category, text.into())).await.is_err() {
+            tracing::warn!("the log batcher stopped early; a line was lost");
+        }
+    }
+
+    /// Flushes what is pending and stops.
+    pub async fn finish(self) {
+        drop(self.tx);
+        if let Err(err) = self.batcher.await {
+            tracing::warn!(error = %err, "the log batcher ended abnormally");
+        }
+    }
+}
+
+/// One script to run.
+pub struct ScriptRun<'a> {
+    /// The job's own directory, where the owner file goes.
+    pub job_dir: &'a Path,
+    /// Where the script runs.
+    pub cwd: &'a Path,
+    /// Its language.
+    pub syntax: ScriptSyntax,
+    /// The script file.
+    pub script: &'a Path,
+    /// Its command-line arguments.
+    pub args: &'a [String],
+}
+
+/// What every script of a job shares: who runs it, how long it may take to stop, and the cancel
+/// signal.
+#[derive(Clone)]
+pub struct ScriptContext {
+    /// The worker's name, given to scripts as `CUTTLE_WORKER_NAME`.
+    pub worker_name: String,
+    /// Time between SIGTERM and SIGKILL on cancel.
+    pub kill_grace: Duration,
+    /// Fires when the job must stop.
+    pub cancel: CancellationToken,
+}
+
 /// Runs `body` and returns how it ended and its exit code.
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
@@ -102,25 +164,37 @@ pub async fn run(
     kill_grace: Duration,
     cancel: CancellationToken,
     sink: impl LogSink,
-) -> (JobOutcome, Option<i32>) {
+) -> Ended {
     let dir = work_dir.join(job_id);
-    let result = run_in(&dir, syntax, body, worker_name, kill_grace, cancel, sink).await;
-    if let Err(err) = tokio::fs::remove_dir_all(&dir).await {
-        tracing::warn!(dir = %dir.display(), error = %err, "could not remove the job directory");
-    }
+    let log = JobLog::start(sink);
+    let context = ScriptContext {
+        worker_name: worker_name.to_owned(),
+        kill_grace,
+        cancel,
+    };
+    let result = run_inline(&dir, syntax, body, &context, &log).await;
+    log.finish().await;
+    remove_job_dir(&dir).await;
     result
 }
 
-async fn run_in(
+/// Removes a job's directory once the job is over.
+pub async fn remove_job_dir(dir: &Path) {
+    if let Err(err) = tokio::fs::remove_dir_all(dir).await
+        && err.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(dir = %dir.display(), error = %err, "could not remove the job directory");
+    }
+}
+
+/// Writes `body` into the job directory `dir` and runs it there.
+pub async fn run_inline(
     dir: &Path,
     syntax: ScriptSyntax,
     body: &str,
-    worker_name: &str,
-    kill_grace: Duration,
-    cancel: CancellationToken,
-    sink: impl LogSink,
-) -> (JobOutcome, Option<i32>) {
-    let failed = |reason: String| (JobOutcome::Failed { reason }, None);
+    context: &ScriptContext,
+    log: &JobLog,
+) -> Ended {
     if let Err(err) = tokio::fs::create_dir_all(dir).await {
         return failed(format!(
             "The worker could not create its job directory {}: {err}",
@@ -131,19 +205,41 @@ async fn run_in(
     if let Err(err) = tokio::fs::write(&path, body).await {
         return failed(format!("The worker could not write the script file: {err}"));
     }
-    let mut command = match interpreter(syntax, &path) {
+    run_script(
+        &ScriptRun {
+            job_dir: dir,
+            cwd: dir,
+            syntax,
+            script: &path,
+            args: &[],
+        },
+        context,
+        log,
+    )
+    .await
+}
+
+/// A failure before any script ran.
+pub fn failed(reason: String) -> Ended {
+    (JobOutcome::Failed { reason }, None)
+}
+
+/// Runs one script file to its end (or until canceled), streaming its output into `log`.
+pub async fn run_script(run: &ScriptRun<'_>, context: &ScriptContext, log: &JobLog) -> Ended {
+    let mut command = match interpreter(run.syntax, run.script) {
         Ok(command) => command,
         Err(reason) => return failed(reason),
     };
     command
-        .current_dir(dir)
+        .args(run.args)
+        .current_dir(run.cwd)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         // Its own process group, so cancel stops everything the script started.
         .process_group(0)
         .kill_on_drop(true)
-        .env("CUTTLE_WORKER_NAME", worker_name);
+        .env("CUTTLE_WORKER_NAME", &context.worker_name);
     // Scripts must not see the server's own secrets (database, broker and S3 credentials).
     for (key, _) in std::env::vars_os() {
         let name = key.to_string_lossy();
@@ -151,39 +247,37 @@ async fn run_in(
             command.env_remove(&key);
         }
     }
+    if context.cancel.is_cancelled() {
+        return (JobOutcome::Canceled, None);
+    }
     let mut child = match command.spawn() {
         Ok(child) => child,
         Err(err) => return failed(format!("The script could not be started: {err}")),
     };
-    let (tx, rx) = mpsc::channel::<(LogCategory, String)>(1024);
     let mut readers = Vec::new();
     if let Some(stdout) = child.stdout.take() {
         readers.push(tokio::spawn(read_lines(
             stdout,
             LogCategory::Info,
-            tx.clone(),
+            log.tx.clone(),
         )));
     }
     if let Some(stderr) = child.stderr.take() {
         readers.push(tokio::spawn(read_lines(
             stderr,
             LogCategory::Error,
-            tx.clone(),
+            log.tx.clone(),
         )));
     }
-    drop(tx);
-    // A spawned task does not inherit the current span; the batcher takes the job's, so the log
-    // events it sends carry the deployment's trace context.
-    let batcher = tokio::spawn(batch(rx, sink).in_current_span());
     let pid = child.id();
-    record_owner(dir, pid).await;
+    record_owner(run.job_dir, pid).await;
 
     let mut canceled = false;
     let status = tokio::select! {
         status = child.wait() => status,
-        () = cancel.cancelled() => {
+        () = context.cancel.cancelled() => {
             canceled = true;
-            stop_group(pid, kill_grace, &mut child).await
+            stop_group(pid, context.kill_grace, &mut child).await
         }
     };
     // Output can still be in flight; children left running may hold the pipes open.
@@ -205,9 +299,6 @@ async fn run_in(
         for abort in aborts {
             abort.abort();
         }
-    }
-    if let Err(err) = batcher.await {
-        tracing::warn!(error = %err, "the log batcher ended abnormally");
     }
     if canceled {
         return (JobOutcome::Canceled, status.ok().and_then(|s| s.code()));

@@ -24,6 +24,9 @@ pub struct Model {
     pub exit_code: Option<i32>,
     #[sea_orm(column_type = "Text", nullable)]
     pub error: Option<String>,
+    /// Output variables the job set, as a JSON object of name to value.
+    #[sea_orm(column_type = "Text", nullable)]
+    pub output_variables: Option<String>,
 }
 
 /// No relations.

@@ -1,0 +1,588 @@
+//! Package jobs: fetching a release's package from the feed's blob store into a cache keyed by
+//! its SHA-256, extracting it safely (libs/archive) into a fresh folder, and the conventions of
+//! Octopus's "Deploy a Package" step (PreDeploy, Deploy, PostDeploy scripts, DeployFailed on
+//! failure).
+//!
+//! Folders under the worker's work directory:
+//! - `.packages/<sha256><ext>`: downloaded package files, shared by every job;
+//! - `Applications/<environment>/<PackageId>/<Version>[_N]`: installations, kept after the job
+//!   (like a Tentacle's `Applications` folder); a redeployment gets a fresh `_1`, `_2`, ...;
+//! - `<job id>/`: a job's scratch directory, removed when the job ends.
+
+use crate::script::{self, Ended, JobLog, ScriptContext, ScriptRun};
+use cuttle_archive::{ArchiveFormat, Limits};
+use cuttle_blob::BlobStore;
+use cuttle_contracts::{JobOutcome, JobPackage};
+use cuttle_domain::LogCategory;
+use cuttle_domain::script::ScriptSyntax;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// Name of the package cache folder in the work directory.
+pub const CACHE_DIR: &str = ".packages";
+/// Name of the installations folder in the work directory.
+pub const APPLICATIONS_DIR: &str = "Applications";
+
+/// The output variable naming where a package was installed, as Octopus names it.
+pub const INSTALLATION_DIRECTORY_OUTPUT: &str = "Package.InstallationDirectoryPath";
+
+/// The script stages of a package deployment, in the order they run.
+const STAGES: [&str; 3] = ["PreDeploy", "Deploy", "PostDeploy"];
+/// The stage that runs when one of [`STAGES`] fails.
+const FAILED_STAGE: &str = "DeployFailed";
+
+/// Where package jobs put things, and what they read from.
+pub struct PackageJobs<'a> {
+    /// The feed's blob store (read only).
+    pub blob: &'a dyn BlobStore,
+    /// The worker's work directory.
+    pub work_dir: &'a Path,
+    /// This job's scratch directory.
+    pub job_dir: &'a Path,
+    /// Who runs scripts, and the cancel signal.
+    pub context: &'a ScriptContext,
+    /// The job's output.
+    pub log: &'a JobLog,
+}
+
+/// A job's end plus the output variables it set.
+pub type JobEnd = (Ended, BTreeMap<String, String>);
+
+impl PackageJobs<'_> {
+    /// `Octopus.TentaclePackage`: install the package into a fresh folder and run its
+    /// conventions there.
+    pub async fn deploy(&self, package: &JobPackage, environment_name: &str) -> JobEnd {
+        let no_outputs = BTreeMap::new;
+        if let Err(reason) = make_dir(self.job_dir).await {
+            return (script::failed(reason), no_outputs());
+        }
+        let file = match self.acquire(package).await {
+            Ok(file) => file,
+            Err(reason) => return (script::failed(reason), no_outputs()),
+        };
+        let parent = self
+            .work_dir
+            .join(APPLICATIONS_DIR)
+            .join(folder_name(environment_name))
+            .join(folder_name(&package.package_id));
+        let install_dir = match reserve_fresh_dir(&parent, &folder_name(&package.version)).await {
+            Ok(dir) => dir,
+            Err(reason) => return (script::failed(reason), no_outputs()),
+        };
+        if let Err(reason) = self.extract(package, &file, &install_dir).await {
+            if let Err(err) = tokio::fs::remove_dir(&install_dir).await {
+                tracing::warn!(dir = %install_dir.display(), error = %err, "could not remove the folder of a failed extraction");
+            }
+            return (script::failed(reason), no_outputs());
+        }
+        let mut outputs = BTreeMap::new();
+        outputs.insert(
+            INSTALLATION_DIRECTORY_OUTPUT.to_owned(),
+            install_dir.display().to_string(),
+        );
+        let mut ran_any = false;
+        for stage in STAGES {
+            let (outcome, code) = self.run_stage(&install_dir, stage, &mut ran_any).await;
+            if !matches!(outcome, JobOutcome::Succeeded) {
+                if matches!(outcome, JobOutcome::Failed { .. }) {
+                    // Octopus runs DeployFailed when a stage fails, to let the package undo
+                    // what it did; its own result does not change the step's.
+                    let (after_failure, _) = self
+                        .run_stage(&install_dir, FAILED_STAGE, &mut ran_any)
+                        .await;
+                    if let JobOutcome::Failed { reason } = after_failure {
+                        self.log.line(LogCategory::Warning, reason).await;
+                    }
+                }
+                return ((outcome, code), outputs);
+            }
+        }
+        if !ran_any {
+            self.log
+                .line(
+                    LogCategory::Verbose,
+                    "The package has no PreDeploy, Deploy or PostDeploy script.",
+                )
+                .await;
+        }
+        self.log
+            .line(
+                LogCategory::Info,
+                format!(
+                    "Successfully deployed package {} {} to {}",
+                    package.package_id,
+                    package.version,
+                    install_dir.display()
+                ),
+            )
+            .await;
+        ((JobOutcome::Succeeded, Some(0)), outputs)
+    }
+
+    /// `Octopus.Script` with the script inside the primary package: extract it into the job
+    /// directory and run the named file there.
+    pub async fn package_script(
+        &self,
+        syntax: ScriptSyntax,
+        package: &JobPackage,
+        file_name: &str,
+        parameters: &[String],
+        others: &[JobPackage],
+    ) -> Ended {
+        let Some(relative) = safe_relative_path(file_name) else {
+            return script::failed(format!(
+                "The script file name '{file_name}' must be a relative path inside the package."
+            ));
+        };
+        if let Err(reason) = make_dir(self.job_dir).await {
+            return script::failed(reason);
+        }
+        let work = self.job_dir.join("work");
+        let file = match self.acquire(package).await {
+            Ok(file) => file,
+            Err(reason) => return script::failed(reason),
+        };
+        if let Err(reason) = self.extract(package, &file, &work).await {
+            return script::failed(reason);
+        }
+        if let Err(reason) = self.stage_referenced(others, &work).await {
+            return script::failed(reason);
+        }
+        let script_path = work.join(&relative);
+        match tokio::fs::symlink_metadata(&script_path).await {
+            Ok(meta) if meta.is_file() => {}
+            _ => {
+                return script::failed(format!(
+                    "The package {} {} has no script file '{file_name}'.",
+                    package.package_id, package.version
+                ));
+            }
+        }
+        script::run_script(
+            &ScriptRun {
+                job_dir: self.job_dir,
+                cwd: &work,
+                syntax,
+                script: &script_path,
+                args: parameters,
+            },
+            self.context,
+            self.log,
+        )
+        .await
+    }
+
+    /// An inline script whose step references packages: each is extracted into a folder named
+    /// after its reference (or placed as a file when `Extract` is false), then the script runs.
+    pub async fn inline_script(
+        &self,
+        syntax: ScriptSyntax,
+        body: &str,
+        packages: &[JobPackage],
+    ) -> Ended {
+        if let Err(reason) = make_dir(self.job_dir).await {
+            return script::failed(reason);
+        }
+        if let Err(reason) = self.stage_referenced(packages, self.job_dir).await {
+            return script::failed(reason);
+        }
+        script::run_inline(self.job_dir, syntax, body, self.context, self.log).await
+    }
+
+    /// Puts referenced packages into `dir`.
+    async fn stage_referenced(&self, packages: &[JobPackage], dir: &Path) -> Result<(), String> {
+        for package in packages {
+            let file = self.acquire(package).await?;
+            let name = if package.reference_name.is_empty() {
+                package.package_id.clone()
+            } else {
+                package.reference_name.clone()
+            };
+            if safe_relative_path(&name).is_none_or(|p| p.components().count() != 1) {
+                return Err(format!(
+                    "The package reference name '{name}' cannot be used as a folder name."
+                ));
+            }
+            if package.extract {
+                self.extract(package, &file, &dir.join(&name)).await?;
+            } else {
+                let target = dir.join(package.file_name());
+                tokio::fs::copy(&file, &target).await.map_err(|err| {
+                    format!(
+                        "The worker could not place the package file {}: {err}",
+                        target.display()
+                    )
+                })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs every script of one convention stage found at the top of `install_dir`.
+    async fn run_stage(&self, install_dir: &Path, stage: &str, ran_any: &mut bool) -> Ended {
+        let scripts = match stage_scripts(install_dir, stage).await {
+            Ok(scripts) => scripts,
+            Err(reason) => return script::failed(reason),
+        };
+        let have_pwsh = script::find_on_path("pwsh").is_some();
+        let runnable = scripts
+            .iter()
+            .filter(|(syntax, _)| *syntax != ScriptSyntax::PowerShell || have_pwsh)
+            .count();
+        for (syntax, path) in &scripts {
+            // A package that ships Deploy.ps1 beside Deploy.sh is meant for both platforms: on
+            // a worker without pwsh, the .ps1 is skipped. A lone .ps1 still runs, and fails
+            // with the reason.
+            if *syntax == ScriptSyntax::PowerShell && !have_pwsh && runnable > 0 {
+                self.log
+                    .line(
+                        LogCategory::Warning,
+                        format!(
+                            "Skipping {}: pwsh is not installed on this worker.",
+                            display_name(path)
+                        ),
+                    )
+                    .await;
+                continue;
+            }
+            *ran_any = true;
+            self.log
+                .line(
+                    LogCategory::Info,
+                    format!("Running the {stage} script {}", display_name(path)),
+                )
+                .await;
+            let (outcome, code) = script::run_script(
+                &ScriptRun {
+                    job_dir: self.job_dir,
+                    cwd: install_dir,
+                    syntax: *syntax,
+                    script: path,
+                    args: &[],
+                },
+                self.context,
+                self.log,
+            )
+            .await;
+            match outcome {
+                JobOutcome::Succeeded => {}
+                JobOutcome::Failed { reason } => {
+                    return (
+                        JobOutcome::Failed {
+                            reason: format!("The {stage} script {}: {reason}", display_name(path)),
+                        },
+                        code,
+                    );
+                }
+                JobOutcome::Canceled => return (JobOutcome::Canceled, code),
+            }
+        }
+        (JobOutcome::Succeeded, Some(0))
+    }
+
+    /// The package file in the local cache, downloading it when missing. The SHA-256 and size
+    /// are checked on the way in, so a cached file is always the one the release pinned.
+    async fn acquire(&self, package: &JobPackage) -> Result<PathBuf, String> {
+        let cache = self.work_dir.join(CACHE_DIR);
+        make_dir(&cache).await?;
+        if !is_hex_sha256(&package.sha256) {
+            return Err(format!(
+                "The package {} {} has no valid SHA-256 in the job.",
+                package.package_id, package.version
+            ));
+        }
+        let path = cache.join(format!("{}{}", package.sha256, package.extension));
+        if let Ok(meta) = tokio::fs::metadata(&path).await
+            && meta.len() == package.size_bytes
+        {
+            self.log
+                .line(
+                    LogCategory::Info,
+                    format!(
+                        "Package {} {} was found in the worker's cache; no need to download it.",
+                        package.package_id, package.version
+                    ),
+                )
+                .await;
+            return Ok(path);
+        }
+        self.log
+            .line(
+                LogCategory::Info,
+                format!(
+                    "Downloading package {} {} ({} bytes) from the built-in feed",
+                    package.package_id, package.version, package.size_bytes
+                ),
+            )
+            .await;
+        let partial = cache.join(format!(".{}.{}", package.sha256, uuid::Uuid::new_v4()));
+        let result = download(self.blob, package, &partial).await;
+        if let Err(reason) = result {
+            if let Err(err) = tokio::fs::remove_file(&partial).await
+                && err.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = %partial.display(), error = %err, "could not remove a partial download");
+            }
+            return Err(reason);
+        }
+        // Two jobs may download the same package at once; both files are identical, and the
+        // rename makes whichever lands last the cached copy.
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(|err| format!("The worker could not store the package in its cache: {err}"))?;
+        Ok(path)
+    }
+
+    /// Extracts `file` into `target` (which must not exist, or be empty).
+    async fn extract(
+        &self,
+        package: &JobPackage,
+        file: &Path,
+        target: &Path,
+    ) -> Result<(), String> {
+        let format = ArchiveFormat::from_file_name(&package.file_name()).ok_or_else(|| {
+            format!(
+                "The package {} {} has the extension '{}', which is not an archive the worker can extract.",
+                package.package_id, package.version, package.extension
+            )
+        })?;
+        let (file, target_owned) = (file.to_path_buf(), target.to_path_buf());
+        let extracted = tokio::task::spawn_blocking(move || {
+            cuttle_archive::extract(&file, format, &target_owned, &Limits::default())
+        })
+        .await
+        .map_err(|err| format!("The extraction stopped abnormally: {err}"))?
+        .map_err(|err| {
+            format!(
+                "The package {} {} could not be extracted: {err}",
+                package.package_id, package.version
+            )
+        })?;
+        self.log
+            .line(
+                LogCategory::Info,
+                format!(
+                    "Extracted package {} {} to {} ({} files, {} bytes)",
+                    package.package_id,
+                    package.version,
+                    target.display(),
+                    extracted.files,
+                    extracted.bytes
+                ),
+            )
+            .await;
+        Ok(())
+    }
+}
+
+/// Streams the package's blob into `partial`, checking its size and SHA-256.
+async fn download(
+    blob: &dyn BlobStore,
+    package: &JobPackage,
+    partial: &Path,
+) -> Result<(), String> {
+    let unreadable = |err: &dyn std::fmt::Display| {
+        format!(
+            "The package {} {} could not be read from the built-in feed: {err}",
+            package.package_id, package.version
+        )
+    };
+    let mut reader = blob
+        .get(&package.blob_key, None)
+        .await
+        .map_err(|err| unreadable(&err))?;
+    let mut file = tokio::fs::File::create(partial)
+        .await
+        .map_err(|err| format!("The worker could not write to its package cache: {err}"))?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = reader.stream.next().await {
+        let chunk = chunk.map_err(|err| unreadable(&err))?;
+        hasher.update(&chunk);
+        size += chunk.len() as u64;
+        file.write_all(&chunk)
+            .await
+            .map_err(|err| format!("The worker could not write to its package cache: {err}"))?;
+    }
+    file.flush()
+        .await
+        .map_err(|err| format!("The worker could not write to its package cache: {err}"))?;
+    let digest = hex::encode(hasher.finalize());
+    if size != package.size_bytes || !digest.eq_ignore_ascii_case(&package.sha256) {
+        return Err(format!(
+            "The package {} {} downloaded from the built-in feed does not match what the release pinned (expected {} bytes with SHA-256 {}, got {size} bytes with {digest}).",
+            package.package_id, package.version, package.size_bytes, package.sha256
+        ));
+    }
+    Ok(())
+}
+
+/// The scripts of one stage at the top of `dir` (`Deploy.sh`, `deploy.py`, ...: the stem is
+/// matched ignoring case), Bash first, then Python, then PowerShell.
+async fn stage_scripts(dir: &Path, stage: &str) -> Result<Vec<(ScriptSyntax, PathBuf)>, String> {
+    let mut entries = tokio::fs::read_dir(dir)
+        .await
+        .map_err(|err| format!("The worker could not read {}: {err}", dir.display()))?;
+    let mut found = Vec::new();
+    while let Some(entry) = entries
+        .next_entry()
+        .await
+        .map_err(|err| format!("The worker could not read {}: {err}", dir.display()))?
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some((stem, _)) = name.rsplit_once('.') else {
+            continue;
+        };
+        if !stem.eq_ignore_ascii_case(stage) {
+            continue;
+        }
+        let Some(syntax) = ScriptSyntax::from_file_name(&name) else {
+            continue;
+        };
+        // Only regular files: a link in a package could point anywhere.
+        match entry.file_type().await {
+            Ok(kind) if kind.is_file() => found.push((syntax, entry.path())),
+            _ => continue,
+        }
+    }
+    found.sort_by_key(|(syntax, path)| (syntax_rank(*syntax), path.clone()));
+    Ok(found)
+}
+
+fn syntax_rank(syntax: ScriptSyntax) -> u8 {
+    match syntax {
+        ScriptSyntax::Bash => 0,
+        ScriptSyntax::Python => 1,
+        ScriptSyntax::PowerShell => 2,
+    }
+}
+
+fn display_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// `Some(path)` when `name` is a relative path that stays inside its base directory.
+fn safe_relative_path(name: &str) -> Option<PathBuf> {
+    let path = Path::new(name);
+    let normal = path
+        .components()
+        .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
+    (normal && !name.is_empty() && !name.contains('\0')).then(|| path.to_path_buf())
+}
+
+/// A folder name from a user-chosen name: path separators and other characters that cannot be
+/// in a file name become `_`, and `.`/`..` are never produced.
+fn folder_name(name: &str) -> String {
+    let cleaned: String = name
+        .trim()
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | ' ') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match cleaned.trim_matches('.') {
+        "" => "_".to_owned(),
+        _ => cleaned,
+    }
+}
+
+fn is_hex_sha256(text: &str) -> bool {
+    text.len() == 64 && text.chars().all(|c| c.is_ascii_hexdigit())
+}
+
+async fn make_dir(dir: &Path) -> Result<(), String> {
+    tokio::fs::create_dir_all(dir)
+        .await
+        .map_err(|err| format!("The worker could not create {}: {err}", dir.display()))
+}
+
+/// Creates and returns `parent/name`, or `parent/name_1`, `_2`, ... when it exists: every
+/// deployment installs into a folder of its own. Creating the folder is what reserves it, so
+/// two jobs never share one.
+async fn reserve_fresh_dir(parent: &Path, name: &str) -> Result<PathBuf, String> {
+    make_dir(parent).await?;
+    for attempt in 0..10_000u32 {
+        let candidate = if attempt == 0 {
+            parent.join(name)
+        } else {
+            parent.join(format!("{name}_{attempt}"))
+        };
+        match tokio::fs::create_dir(&candidate).await {
+            Ok(()) => return Ok(candidate),
+            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(err) => {
+                return Err(format!(
+                    "The worker could not create the installation folder {}: {err}",
+                    candidate.display()
+                ));
+            }
+        }
+    }
+    Err(format!(
+        "The worker found no free installation folder under {}; remove old installations.",
+        parent.display()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn folder_names_never_escape_their_parent() {
+        assert_eq!(folder_name("Production"), "Production");
+        // One harmless folder: dots inside a name are not a path step.
+        assert_eq!(folder_name("../etc"), ".._etc");
+        assert_eq!(folder_name(".."), "_");
+        assert_eq!(folder_name("a/b\\c"), "a_b_c");
+        assert_eq!(folder_name("1.2.3-beta+5"), "1.2.3-beta+5");
+    }
+
+    #[test]
+    fn script_paths_must_stay_inside_the_package() {
+        assert!(safe_relative_path("scripts/run.sh").is_some());
+        assert!(safe_relative_path("./run.sh").is_some());
+        assert!(safe_relative_path("../run.sh").is_none());
+        assert!(safe_relative_path("/etc/passwd").is_none());
+        assert!(safe_relative_path("a/../../b").is_none());
+        assert!(safe_relative_path("").is_none());
+    }
+
+    #[tokio::test]
+    async fn each_deployment_gets_a_fresh_installation_folder() {
+        let root = tempfile::tempdir().unwrap();
+        let first = reserve_fresh_dir(root.path(), "1.0.0").await.unwrap();
+        let second = reserve_fresh_dir(root.path(), "1.0.0").await.unwrap();
+        let third = reserve_fresh_dir(root.path(), "1.0.0").await.unwrap();
+        assert_eq!(first, root.path().join("1.0.0"));
+        assert_eq!(second, root.path().join("1.0.0_1"));
+        assert_eq!(third, root.path().join("1.0.0_2"));
+    }
+
+    #[tokio::test]
+    async fn stage_scripts_are_found_by_stem_in_bash_python_powershell_order() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in [
+            "Deploy.ps1",
+            "deploy.py",
+            "Deploy.sh",
+            "PreDeploy.sh",
+            "Deploy.txt",
+        ] {
+            std::fs::write(dir.path().join(name), "x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("Deploy.d")).unwrap();
+        let found = stage_scripts(dir.path(), "Deploy").await.unwrap();
+        let names: Vec<_> = found.iter().map(|(_, p)| display_name(p)).collect();
+        assert_eq!(names, ["Deploy.sh", "deploy.py", "Deploy.ps1"]);
+    }
+}
