@@ -73,6 +73,8 @@ pub struct Config {
     pub orchestrator: OrchestratorConfig,
     /// Script execution.
     pub worker: WorkerConfig,
+    /// The built-in package feed.
+    pub feed: FeedConfig,
 }
 
 /// Where the api listens and where embedded data lives.
@@ -257,6 +259,23 @@ pub struct WorkerConfig {
     pub work_dir: Option<PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a script is canceled.
     pub kill_grace_secs: u64,
+}
+
+/// The built-in package feed's housekeeping.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedConfig {
+    /// Seconds between retention rounds (each space's policy, then orphaned files); 0 turns the
+    /// rounds off (`POST /api/{space}/tasks {"Name":"Retention"}` still works).
+    pub retention_interval_secs: u64,
+}
+
+impl Default for FeedConfig {
+    fn default() -> Self {
+        FeedConfig {
+            retention_interval_secs: 3_600,
+        }
+    }
 }
 
 impl Default for WorkerConfig {

@@ -400,6 +400,9 @@ pub struct Feed {
     pub feed_type: String,
     pub space_id: String,
     pub delete_unreleased_packages_after_days: i64,
+    /// Cuttle's count rule for built-in feed retention: keep the newest N versions of each
+    /// package (0 = keep all).
+    pub keep_latest_versions_per_package: i64,
     pub is_built_in_repo_sync_enabled: bool,
     pub package_acquisition_location_options: Vec<String>,
     #[serde(skip_deserializing)]

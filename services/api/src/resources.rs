@@ -514,9 +514,62 @@ fn feed_routes(prefix: &str) -> Router<AppState> {
         .route(
             &format!("{base}/{{id}}"),
             get(get_one::<Feed>)
-                .put(feed_not_available)
+                .put(update_feed)
                 .delete(feed_not_available),
         )
+}
+
+/// Longest retention in days, and most versions kept, that a feed accepts.
+const MAX_RETENTION: i64 = 100_000;
+
+/// `PUT /api/{space}/feeds/feeds-builtin`: only the built-in feed's retention settings change
+/// (`DeleteUnreleasedPackagesAfterDays`, `KeepLatestVersionsPerPackage`); its name and type are
+/// fixed, as in Octopus.
+async fn update_feed(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    JsonBody(body): JsonBody<Feed>,
+) -> ApiResult<Json<Feed>> {
+    let id = path.get("id")?;
+    if !id.eq_ignore_ascii_case(cuttle_package_feed::retention::BUILT_IN_FEED_ID) {
+        return Err(feed_not_available().await);
+    }
+    for (field, value) in [
+        (
+            "DeleteUnreleasedPackagesAfterDays",
+            body.delete_unreleased_packages_after_days,
+        ),
+        (
+            "KeepLatestVersionsPerPackage",
+            body.keep_latest_versions_per_package,
+        ),
+    ] {
+        if !(0..=MAX_RETENTION).contains(&value) {
+            return Err(ApiError::invalid_field(
+                field,
+                format!("must be between 0 (keep everything) and {MAX_RETENTION}"),
+            ));
+        }
+    }
+    let txn = state.store.conn().begin().await?;
+    let doc = documents::get(&txn, &scope.id, Feed::KIND, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("feed '{id}'")))?;
+    let mut feed: Feed = documents::decode(&doc)?;
+    feed.delete_unreleased_packages_after_days = body.delete_unreleased_packages_after_days;
+    feed.keep_latest_versions_per_package = body.keep_latest_versions_per_package;
+    let replacement = documents::Replacement {
+        name: doc.name.clone(),
+        unique_key: doc.unique_key.clone(),
+        sort_order: doc.sort_order,
+        data: documents::encode(&feed),
+        expected_version: None,
+    };
+    documents::replace(&txn, &scope.id, Feed::KIND, &doc.id, replacement, "").await?;
+    txn.commit().await?;
+    feed.links = feed.links(&scope.id);
+    Ok(Json(feed))
 }
 
 async fn feed_not_available() -> ApiError {

@@ -196,6 +196,7 @@ pub async fn insert_space(
         feed_type: "BuiltIn".into(),
         space_id: id.to_string(),
         delete_unreleased_packages_after_days: 0,
+        keep_latest_versions_per_package: 0,
         is_built_in_repo_sync_enabled: false,
         package_acquisition_location_options: vec!["Server".into(), "ExecutionTarget".into()],
         links: Links::new(),

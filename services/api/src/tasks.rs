@@ -1,9 +1,9 @@
 //! Server tasks: list (across spaces or in one), get, the activity-log tree (`details`), the raw
-//! log, and cancel.
+//! log, cancel, and starting a system task (`Retention`).
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, PathParams, Principal};
+use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
 use crate::links::links;
 use axum::extract::State;
 use axum::http::header;
@@ -39,11 +39,46 @@ pub fn space_routes(prefix: &str) -> Router<AppState> {
 fn task_routes(prefix: &str) -> Router<AppState> {
     let base = format!("{prefix}/tasks");
     Router::new()
-        .route(&base, get(list))
+        .route(&base, get(list).post(create))
         .route(&format!("{base}/{{id}}"), get(get_one))
         .route(&format!("{base}/{{id}}/details"), get(details))
         .route(&format!("{base}/{{id}}/raw"), get(raw))
         .route(&format!("{base}/{{id}}/cancel"), post(cancel))
+}
+
+/// `POST /api/{space}/tasks`: the body a client sends to start a system task.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+struct NewTaskBody {
+    name: String,
+}
+
+/// `POST /api/{space}/tasks {"Name": "Retention"}`: applies the space's built-in feed retention
+/// now (it also runs periodically in the package-feed service) and answers the finished task,
+/// whose log lists what was removed. Other system tasks are not available yet.
+async fn create(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    JsonBody(body): JsonBody<NewTaskBody>,
+) -> ApiResult<(axum::http::StatusCode, Json<ServerTask>)> {
+    if !body.name.eq_ignore_ascii_case("Retention") {
+        return Err(ApiError::invalid_field(
+            "Name",
+            format!(
+                "the task '{}' cannot be started through the API in this version of Cuttle; 'Retention' can",
+                body.name
+            ),
+        ));
+    }
+    let feed = cuttle_package_feed::PackageFeed {
+        store: state.store.clone(),
+        blob: state.blob.clone(),
+    };
+    let run = feed
+        .apply_retention(&scope.id)
+        .await
+        .map_err(|err| ApiError::internal(format!("{err:#}")))?;
+    Ok((axum::http::StatusCode::CREATED, Json(present(&run.task))))
 }
 
 /// Renders a stored task in Octopus's shape.

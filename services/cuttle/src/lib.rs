@@ -14,6 +14,7 @@ use cuttle_platform::{Backends, Config, Secret};
 use cuttle_worker::Worker;
 use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -102,7 +103,10 @@ pub async fn serve_all(
     let mut services = tokio::task::JoinSet::new();
     services.spawn(orchestrator.run(stopped()));
     services.spawn(worker.run(stopped()));
-    services.spawn(feed.run_embedded(stopped()));
+    services.spawn(feed.run_embedded(
+        Duration::from_secs(config.feed.retention_interval_secs),
+        stopped(),
+    ));
     services.spawn(cuttle_api::run(
         state,
         backends.bus.clone(),
@@ -272,5 +276,10 @@ pub async fn run_package_feed(
         store: cuttle_platform::connect_store(&config).await?,
         blob: cuttle_platform::connect_blob(&config).await?,
     };
-    feed.serve(listener, shutdown).await
+    feed.serve(
+        listener,
+        Duration::from_secs(config.feed.retention_interval_secs),
+        shutdown,
+    )
+    .await
 }

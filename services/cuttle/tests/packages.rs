@@ -28,6 +28,7 @@ both_modes!(
     a_script_step_runs_a_script_from_inside_its_package_with_referenced_packages,
     a_failing_deploy_script_fails_the_step_after_running_deploy_failed,
     a_package_deleted_after_the_release_fails_the_deployment_with_a_reason,
+    retention_keeps_the_latest_versions_and_every_version_a_release_uses,
 );
 
 /// How long a deployment may take in these tests before they give up.
@@ -1164,5 +1165,114 @@ async fn a_package_deleted_after_the_release_fails_the_deployment_with_a_reason(
             .contains("no longer in the built-in feed"),
         "{task}"
     );
+    app.stop().await;
+}
+
+async fn retention_keeps_the_latest_versions_and_every_version_a_release_uses(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    for version in ["1.0.0", "1.1.0", "1.2.0", "1.10.0", "1.3.0"] {
+        push(
+            client,
+            "Spaces-1",
+            &format!("Acme.Web.{version}.zip"),
+            deployable_zip(version),
+        )
+        .await
+        .expect(201);
+    }
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Other.1.0.0.zip",
+        deployable_zip("o"),
+    )
+    .await
+    .expect(201);
+    package_project(
+        client,
+        "Staging",
+        "Web",
+        "Octopus.TentaclePackage",
+        json!({}),
+        &[("", "Acme.Web")],
+    )
+    .await;
+    create_release(client, "Web", json!({"PackageVersion": "1.0.0"}))
+        .await
+        .expect(201);
+
+    // Bad settings are refused naming the field; other feeds cannot be changed.
+    let feed_path = "/api/Spaces-1/feeds/feeds-builtin";
+    let mut feed = client.get(feed_path).await.expect(200);
+    feed["KeepLatestVersionsPerPackage"] = json!(-1);
+    let reply = client.put(feed_path, feed.clone()).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply
+            .body
+            .to_string()
+            .contains("KeepLatestVersionsPerPackage"),
+        "{}",
+        reply.body
+    );
+    client
+        .put("/api/Spaces-1/feeds/feeds-other", feed.clone())
+        .await
+        .expect(501);
+    let reply = client
+        .post("/api/Spaces-1/tasks", json!({"Name": "Health"}))
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+
+    feed["KeepLatestVersionsPerPackage"] = json!(2);
+    let saved = client.put(feed_path, feed).await.expect(200);
+    assert_eq!(saved["KeepLatestVersionsPerPackage"], 2);
+    assert_eq!(saved["Name"], "Octopus Server (built-in)");
+
+    let task = client
+        .post("/api/Spaces-1/tasks", json!({"Name": "Retention"}))
+        .await
+        .expect(201);
+    assert_eq!(task["Name"], "Retention");
+    assert_eq!(task["State"], "Success");
+    let log = client
+        .get(&format!(
+            "/api/Spaces-1/tasks/{}/raw",
+            task["Id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    let log = log.as_str().unwrap();
+    position(log, "Removed package Acme.Web 1.1.0");
+    position(log, "Removed package Acme.Web 1.2.0");
+    position(log, "Removed 2 package versions.");
+
+    let versions = client
+        .get("/api/Spaces-1/feeds/feeds-builtin/packages/versions?packageId=Acme.Web")
+        .await
+        .expect(200);
+    let kept: Vec<&str> = versions["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Version"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, ["1.10.0", "1.3.0", "1.0.0"]);
+    client
+        .get("/api/Spaces-1/packages/packages-Acme.Other.1.0.0")
+        .await
+        .expect(200);
+    let (status, _, _) = download(
+        client,
+        "/api/Spaces-1/packages/packages-Acme.Web.1.1.0/raw",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // The release still deploys the version retention kept for it.
+    let (task, log) = deploy(client, "Web", "0.0.1", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "deploy reads 1.0.0");
     app.stop().await;
 }

@@ -13,6 +13,7 @@ pub mod archive;
 pub mod file_name;
 pub mod overwrite;
 pub mod range;
+pub mod retention;
 pub mod spool;
 
 pub use archive::PackageMetadata;
@@ -125,33 +126,61 @@ impl PackageFeed {
         })
     }
 
-    /// Serves the feed's routes on its own listener (distributed mode) until `shutdown`.
+    /// Serves the feed's routes on its own listener (distributed mode) until `shutdown`, with
+    /// retention rounds every `retention_every` (none when zero).
     pub async fn serve(
         self,
         listener: TcpListener,
+        retention_every: std::time::Duration,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.ready()
             .await
             .map_err(|reason| anyhow::anyhow!("package feed is not ready: {reason}"))?;
         tracing::info!(address = %listener.local_addr()?, "package feed started");
-        axum::serve(listener, self.router())
+        let stop = tokio_util::sync::CancellationToken::new();
+        let retention = self.spawn_retention(retention_every, stop.clone());
+        let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
-            .await?;
-        Ok(())
+            .await;
+        stop.cancel();
+        if let Some(retention) = retention
+            && let Err(err) = retention.await
+        {
+            tracing::error!(error = %err, "the retention loop ended abnormally");
+        }
+        Ok(served?)
     }
 
-    /// Runs inside another process's listener (embedded mode): checks its backends, then waits.
+    /// Runs inside another process's listener (embedded mode): checks its backends, then runs
+    /// retention rounds until `shutdown`.
     pub async fn run_embedded(
         self,
+        retention_every: std::time::Duration,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.ready()
             .await
             .map_err(|reason| anyhow::anyhow!("package feed is not ready: {reason}"))?;
         tracing::info!("package feed started (embedded)");
+        let stop = tokio_util::sync::CancellationToken::new();
+        let retention = self.spawn_retention(retention_every, stop.clone());
         shutdown.await;
+        stop.cancel();
+        if let Some(retention) = retention
+            && let Err(err) = retention.await
+        {
+            tracing::error!(error = %err, "the retention loop ended abnormally");
+        }
         Ok(())
+    }
+
+    fn spawn_retention(
+        &self,
+        every: std::time::Duration,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        (!every.is_zero()).then(|| tokio::spawn(self.clone().run_retention_loop(every, stop)))
     }
 }
 
