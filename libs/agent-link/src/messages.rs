@@ -1,0 +1,517 @@
+//! The v1 message set: what a worker asks an agent and what the agent answers.
+//!
+//! Every request gets exactly one final [`Response`]. Before it, the agent may send any number
+//! of [`Progress`] messages for the same request: a script's ticket and its output, or the
+//! go-ahead to stream a package. The enums are internally tagged by `type` in snake case, e.g.
+//! `{"type":"get_status","ticket":"...","after_sequence":10}`.
+//!
+//! Compatibility: fields may be added with `#[serde(default)]` within v1; anything else is a new
+//! protocol version. A request kind the agent does not know arrives as [`Request::Unsupported`]
+//! and is answered with [`RemoteErrorKind::Unsupported`], so a newer worker can probe an older
+//! agent without breaking the connection.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// What a worker (the requesting side) asks an agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Request {
+    /// What the agent is and can run; answered by [`Response::Capabilities`].
+    Capabilities,
+    /// Runs a script. Progress: [`Progress::ScriptStarted`] then [`Progress::Output`] batches;
+    /// final answer: [`Response::ScriptFinished`].
+    StartScript(StartScript),
+    /// Reads a script's state and the output after `after_sequence` (0 for all), e.g. after a
+    /// reconnect lost the original request; answered by [`Response::Status`].
+    GetStatus {
+        /// The script.
+        ticket: ScriptTicket,
+        /// The last output sequence number already received.
+        after_sequence: u64,
+    },
+    /// Stops a running script; answered by [`Response::CancelRequested`]. The script's own
+    /// request still ends with [`Response::ScriptFinished`].
+    Cancel {
+        /// The script.
+        ticket: ScriptTicket,
+    },
+    /// Offers a package. The agent answers [`Response::PackageStored`] at once when it already
+    /// holds the hash, otherwise sends [`Progress::SendPackage`], receives the bytes as data
+    /// chunks and answers [`Response::PackageStored`] once the hash checks out.
+    UploadPackage(PackageUpload),
+    /// A request kind from a newer protocol revision that this side does not know.
+    #[serde(other)]
+    Unsupported,
+}
+
+impl Request {
+    /// A short name for logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Request::Capabilities => "capabilities",
+            Request::StartScript(_) => "start_script",
+            Request::GetStatus { .. } => "get_status",
+            Request::Cancel { .. } => "cancel",
+            Request::UploadPackage(_) => "upload_package",
+            Request::Unsupported => "unsupported",
+        }
+    }
+}
+
+/// An intermediate message about a request that is still running.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Progress {
+    /// The script is running under this ticket.
+    ScriptStarted {
+        /// The ticket for [`Request::GetStatus`] and [`Request::Cancel`].
+        ticket: ScriptTicket,
+    },
+    /// Output lines, in sequence order, batched so a chatty script does not cost a frame a line.
+    Output {
+        /// The lines.
+        lines: Vec<OutputLine>,
+    },
+    /// The agent does not have the package: send its bytes. Sent by the link itself.
+    SendPackage {
+        /// How many chunks may be in flight before the agent grants more (flow control).
+        window: u32,
+    },
+}
+
+/// The final answer to a request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Response {
+    /// Answers [`Request::Capabilities`].
+    Capabilities(AgentCapabilities),
+    /// Ends [`Request::StartScript`]: the script exited.
+    ScriptFinished {
+        /// The script.
+        ticket: ScriptTicket,
+        /// Its exit code; a script killed by a signal or by cancel is reported as non-zero.
+        exit_code: i32,
+    },
+    /// Answers [`Request::GetStatus`].
+    Status(ScriptStatus),
+    /// Answers [`Request::Cancel`].
+    CancelRequested {
+        /// The script.
+        ticket: ScriptTicket,
+        /// False when it had already finished.
+        was_running: bool,
+    },
+    /// Ends [`Request::UploadPackage`]: the agent holds the package.
+    PackageStored {
+        /// The package's SHA-256.
+        sha256: Sha256Digest,
+        /// True when nothing was sent because the agent already had it.
+        already_cached: bool,
+    },
+    /// The request failed on the agent.
+    Error(RemoteError),
+}
+
+/// A failure reported by the serving side.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{kind}: {message}")]
+pub struct RemoteError {
+    /// What kind of failure, for callers to branch on.
+    pub kind: RemoteErrorKind,
+    /// A sentence for the task log.
+    pub message: String,
+}
+
+impl RemoteError {
+    /// A failure with a kind and a message.
+    pub fn new(kind: RemoteErrorKind, message: impl Into<String>) -> RemoteError {
+        RemoteError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
+/// Kinds of [`RemoteError`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteErrorKind {
+    /// The agent does not know this request kind.
+    Unsupported,
+    /// The request is malformed or impossible (e.g. a syntax with no interpreter installed).
+    BadRequest,
+    /// No script has this ticket.
+    NotFound,
+    /// Too many requests are in flight on this connection.
+    Busy,
+    /// An uploaded package did not match its declared size or SHA-256.
+    Corrupt,
+    /// The agent failed while handling the request.
+    Failed,
+    /// A kind from a newer revision.
+    #[serde(other)]
+    Other,
+}
+
+impl fmt::Display for RemoteErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let text = match self {
+            RemoteErrorKind::Unsupported => "unsupported",
+            RemoteErrorKind::BadRequest => "bad request",
+            RemoteErrorKind::NotFound => "not found",
+            RemoteErrorKind::Busy => "busy",
+            RemoteErrorKind::Corrupt => "corrupt",
+            RemoteErrorKind::Failed => "failed",
+            RemoteErrorKind::Other => "error",
+        };
+        f.write_str(text)
+    }
+}
+
+/// What an agent is: answers [`Request::Capabilities`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCapabilities {
+    /// The cuttle-agent version.
+    pub agent_version: String,
+    /// `std::env::consts::OS`, e.g. `linux`.
+    pub os: String,
+    /// `std::env::consts::ARCH`, e.g. `x86_64`.
+    pub arch: String,
+    /// The machine's host name.
+    pub hostname: String,
+    /// The script syntaxes whose interpreter is installed.
+    pub shells: Vec<ScriptSyntax>,
+}
+
+/// A script language the agent can run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScriptSyntax {
+    /// `bash`.
+    Bash,
+    /// `python3`.
+    Python,
+    /// `pwsh`.
+    PowerShell,
+}
+
+/// The job a script belongs to, as the orchestrator names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(pub String);
+
+/// The agent's handle on a running script.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ScriptTicket(pub String);
+
+impl fmt::Display for ScriptTicket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Asks an agent to run a script.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct StartScript {
+    /// The job this script runs for; an agent may refuse a second start of the same job.
+    pub job_id: JobId,
+    /// The language.
+    pub syntax: ScriptSyntax,
+    /// The script's text.
+    pub body: String,
+    /// Environment variables for the script process, on top of the agent's cleaned environment.
+    pub environment: BTreeMap<String, String>,
+    /// Octopus variables for the script, by name; may hold sensitive values.
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// Files to write into the script's working directory first (small ones; packages travel
+    /// by [`Request::UploadPackage`]).
+    #[serde(default)]
+    pub files: Vec<ScriptFile>,
+}
+
+impl fmt::Debug for StartScript {
+    // Environment and variable values may be secrets, so only their names print.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StartScript")
+            .field("job_id", &self.job_id)
+            .field("syntax", &self.syntax)
+            .field("body_len", &self.body.len())
+            .field("environment", &self.environment.keys().collect::<Vec<_>>())
+            .field("variables", &self.variables.keys().collect::<Vec<_>>())
+            .field("files", &self.files)
+            .finish()
+    }
+}
+
+/// A file to place next to the script.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptFile {
+    /// Where, relative to the working directory.
+    pub path: RelativeFilePath,
+    /// The bytes, base64 in JSON.
+    #[serde(with = "base64_bytes")]
+    pub contents: Vec<u8>,
+    /// Whether to mark it executable.
+    #[serde(default)]
+    pub executable: bool,
+}
+
+impl fmt::Debug for ScriptFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScriptFile")
+            .field("path", &self.path)
+            .field("len", &self.contents.len())
+            .field("executable", &self.executable)
+            .finish()
+    }
+}
+
+/// A relative path that stays inside its base directory: no root, no `..`, no empty parts.
+///
+/// Checked when a message is decoded, so the agent never sees a path that could escape.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RelativeFilePath(String);
+
+impl RelativeFilePath {
+    /// Accepts `a/b.txt`; refuses `/etc/passwd`, `../x`, `a//b`, `C:\x` and NUL bytes.
+    pub fn parse(text: &str) -> Result<RelativeFilePath, InvalidFilePath> {
+        let refuse = || InvalidFilePath(text.to_owned());
+        if text.is_empty() || text.contains('\0') || text.contains('\\') || text.contains(':') {
+            return Err(refuse());
+        }
+        if text
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(refuse());
+        }
+        Ok(RelativeFilePath(text.to_owned()))
+    }
+
+    /// The path text, `/`-separated.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for RelativeFilePath {
+    type Error = InvalidFilePath;
+    fn try_from(text: String) -> Result<RelativeFilePath, InvalidFilePath> {
+        RelativeFilePath::parse(&text)
+    }
+}
+
+impl From<RelativeFilePath> for String {
+    fn from(path: RelativeFilePath) -> String {
+        path.0
+    }
+}
+
+/// A path that could leave its directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a safe relative path; use '/'-separated names without '..'")]
+pub struct InvalidFilePath(pub String);
+
+/// Which stream an output line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputStream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// One line of script output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputLine {
+    /// Position in the script's output, from 1; lets a reconnecting worker ask for the rest.
+    pub sequence: u64,
+    /// When the agent read the line.
+    pub at: DateTime<Utc>,
+    /// Stdout or stderr.
+    pub stream: OutputStream,
+    /// The text, without its newline.
+    pub text: String,
+}
+
+/// A script's state, answering [`Request::GetStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScriptStatus {
+    /// The script.
+    pub ticket: ScriptTicket,
+    /// Running or finished.
+    pub state: ScriptState,
+    /// Output after the requested sequence number, in order.
+    pub lines: Vec<OutputLine>,
+}
+
+/// Whether a script is still running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum ScriptState {
+    /// Still running.
+    Running,
+    /// Exited.
+    Finished {
+        /// Its exit code.
+        exit_code: i32,
+    },
+}
+
+/// Describes a package offered by [`Request::UploadPackage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageUpload {
+    /// The package id, e.g. `Acme.Web`.
+    pub package_id: String,
+    /// Its version, e.g. `1.4.2`.
+    pub version: String,
+    /// The SHA-256 of the bytes; the agent's cache key and the check on arrival.
+    pub sha256: Sha256Digest,
+    /// Exactly how many bytes follow.
+    pub total_size: u64,
+}
+
+/// A SHA-256 digest, 64 lower-case hex digits on the wire.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Sha256Digest([u8; 32]);
+
+impl Sha256Digest {
+    /// Wraps raw digest bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Sha256Digest {
+        Sha256Digest(bytes)
+    }
+
+    /// Hashes `bytes`.
+    pub fn of(bytes: &[u8]) -> Sha256Digest {
+        use sha2::Digest;
+        Sha256Digest(sha2::Sha256::digest(bytes).into())
+    }
+
+    /// Parses 64 hex digits in either case.
+    pub fn parse(text: &str) -> Result<Sha256Digest, InvalidDigest> {
+        let mut bytes = [0u8; 32];
+        if text.len() != 64 || hex::decode_to_slice(text, &mut bytes).is_err() {
+            return Err(InvalidDigest(text.to_owned()));
+        }
+        Ok(Sha256Digest(bytes))
+    }
+
+    /// The raw 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for Sha256Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Sha256Digest({self})")
+    }
+}
+
+impl TryFrom<String> for Sha256Digest {
+    type Error = InvalidDigest;
+    fn try_from(text: String) -> Result<Sha256Digest, InvalidDigest> {
+        Sha256Digest::parse(&text)
+    }
+}
+
+impl From<Sha256Digest> for String {
+    fn from(digest: Sha256Digest) -> String {
+        digest.to_string()
+    }
+}
+
+/// Text that is not a SHA-256 digest.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("'{0}' is not a SHA-256 digest; expected 64 hex digits")]
+pub struct InvalidDigest(pub String);
+
+/// Serde for bytes as standard base64 text, so small files fit in a JSON message.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_type_in_snake_case() {
+        let request = Request::GetStatus {
+            ticket: ScriptTicket("t-1".into()),
+            after_sequence: 3,
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "get_status", "ticket": "t-1", "after_sequence": 3})
+        );
+    }
+
+    #[test]
+    fn an_unknown_request_kind_decodes_as_unsupported() {
+        let request: Request =
+            serde_json::from_str(r#"{"type":"rotate_keys","urgent":true}"#).unwrap();
+        assert_eq!(request, Request::Unsupported);
+    }
+
+    #[test]
+    fn script_file_paths_that_escape_are_refused_when_decoded() {
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a//b",
+            "C:\\x",
+            "",
+            "./a",
+        ] {
+            assert!(RelativeFilePath::parse(bad).is_err(), "{bad} was accepted");
+        }
+        assert!(RelativeFilePath::parse("conf/app.json").is_ok());
+        let json = r#"{"path":"../../root/.ssh/authorized_keys","contents":""}"#;
+        assert!(serde_json::from_str::<ScriptFile>(json).is_err());
+    }
+
+    #[test]
+    fn start_script_debug_hides_variable_values() {
+        let start = StartScript {
+            job_id: JobId("job-1".into()),
+            syntax: ScriptSyntax::Bash,
+            body: "echo hi".into(),
+            environment: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
+            variables: BTreeMap::from([("Password".into(), "hunter2".into())]),
+            files: vec![],
+        };
+        let text = format!("{start:?}");
+        assert!(text.contains("TOKEN") && text.contains("Password"));
+        assert!(!text.contains("s3cr3t") && !text.contains("hunter2"));
+    }
+}
