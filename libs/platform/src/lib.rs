@@ -91,6 +91,10 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// A name for this node in task logs (`ServerNode`); defaults to the host name.
     pub node_name: Option<String>,
+    /// Where the server certificate agents pin lives (created on first start); defaults to
+    /// `<data_dir>/certificates`. In distributed mode the api and every worker must read the
+    /// same files (a shared directory or a mounted secret).
+    pub certificate_dir: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -101,6 +105,7 @@ impl Default for ServerConfig {
             ops_listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             data_dir: default_data_dir(),
             node_name: None,
+            certificate_dir: None,
         }
     }
 }

@@ -390,6 +390,98 @@ pub struct Deployment {
     pub links: Links,
 }
 
+/// How Cuttle reaches a machine (`Endpoint`): a listening agent (`TentaclePassive`, the worker
+/// dials `Uri`) or a polling agent (`TentacleActive`, the agent dials in; `Uri` is
+/// `poll://<subscription id>/`). Other Octopus styles are refused for now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Endpoint {
+    pub id: Option<String>,
+    pub communication_style: String,
+    pub uri: String,
+    pub thumbprint: String,
+    pub proxy_id: Option<String>,
+    pub tentacle_version_details: Option<Value>,
+}
+
+/// A deployment target (`Machines-N`) or a worker (`Workers-N`): the same resource, where a
+/// worker has pools instead of environments and roles.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Machine {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub space_id: String,
+    pub environment_ids: Vec<String>,
+    pub roles: Vec<String>,
+    pub worker_pool_ids: Vec<String>,
+    pub tenanted_deployment_participation: String,
+    pub tenant_ids: Vec<String>,
+    pub tenant_tags: Vec<String>,
+    pub thumbprint: String,
+    pub uri: String,
+    pub is_disabled: bool,
+    pub machine_policy_id: String,
+    pub health_status: String,
+    pub status: String,
+    pub status_summary: String,
+    pub has_latest_calamari: bool,
+    pub is_in_process: bool,
+    pub operating_system: String,
+    pub shell_name: String,
+    pub shell_version: String,
+    pub architecture: String,
+    pub skip_initial_health_check: bool,
+    pub endpoint: Endpoint,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
+/// A pool of workers (`WorkerPools-N`); every space has a default one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct WorkerPool {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub is_default: bool,
+    pub sort_order: i64,
+    pub worker_pool_type: String,
+    pub can_add_workers: bool,
+    pub space_id: String,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
+/// How machines are checked (`MachinePolicies-N`); every space has a default one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachinePolicy {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub is_default: bool,
+    pub space_id: String,
+    /// `hh:mm:ss`, as Octopus serialises a TimeSpan.
+    pub machine_health_check_policy: MachineHealthCheckPolicy,
+    pub connection_connect_timeout: String,
+    pub polling_request_queue_timeout: String,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
+/// The health-check part of a machine policy.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct MachineHealthCheckPolicy {
+    /// `hh:mm:ss` between checks.
+    pub health_check_interval: String,
+    /// `OnlyConnectivity` or `FullHealthCheck`.
+    pub health_check_type: String,
+}
+
 /// A package feed; only the built-in one exists for now.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

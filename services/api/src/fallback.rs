@@ -6,10 +6,15 @@ use axum::http::{Method, Uri};
 
 /// Octopus route families that exist but are not built in Cuttle yet, with the feature's name.
 const NOT_YET_BUILT: &[(&str, &str)] = &[
-    ("machines", "Deployment targets"),
-    ("workers", "Workers"),
-    ("workerpools", "Worker pools"),
-    ("machinepolicies", "Machine policies"),
+    // The collections are served; these are the routes below them that are not built yet
+    // (health checks, connection status, machine tasks, summaries).
+    (
+        "machines",
+        "Deployment target health checks, connections and tasks",
+    ),
+    ("workers", "Worker health checks, connections and tasks"),
+    ("workerpools", "Worker pool summaries"),
+    ("machinepolicies", "Machine policy templates"),
     ("tenants", "Tenants"),
     ("tagsets", "Tag sets"),
     ("runbooks", "Runbooks"),
@@ -59,7 +64,7 @@ mod tests {
 
     #[tokio::test]
     async fn unbuilt_octopus_features_answer_501_and_unknown_paths_404() {
-        let uri: Uri = "/api/Spaces-1/machines".parse().unwrap();
+        let uri: Uri = "/api/Spaces-1/tenants".parse().unwrap();
         assert_eq!(
             fallback(Method::POST, uri).await.into_response().status(),
             501

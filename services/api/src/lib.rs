@@ -10,6 +10,7 @@ pub mod error;
 pub mod extract;
 pub mod fallback;
 pub mod links;
+pub mod machines;
 pub mod packages;
 pub mod projects;
 pub mod release_packages;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub installation_id: String,
     /// This node's name.
     pub node_name: String,
+    /// SHA-1 thumbprint of the certificate workers present to agents (what agents pin).
+    pub server_thumbprint: String,
 }
 
 /// Every route of the api: `/api/...` plus health and metrics.
@@ -53,6 +56,7 @@ pub fn router(state: AppState) -> Router {
         .merge(root::routes())
         .merge(spaces::routes())
         .merge(tasks::global_routes())
+        .merge(machines::global_routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))
@@ -96,6 +100,7 @@ fn space_scoped_routes(prefix: &str) -> Router<AppState> {
         .merge(releases::routes(prefix))
         .merge(tasks::space_routes(prefix))
         .merge(packages::routes(prefix))
+        .merge(machines::routes(prefix))
 }
 
 /// Serves the api on `listener` until `shutdown` resolves, with the outbox relay beside it.

@@ -217,6 +217,7 @@ pub async fn insert_space(
         "",
     )
     .await?;
+    crate::machines::create_defaults(conn, &id).await?;
     space.links = space_links(&space);
     Ok(space)
 }

@@ -42,15 +42,36 @@ pub async fn prepare_embedded(config: Config) -> anyhow::Result<Prepared> {
     })
 }
 
-fn api_state(config: &Config, backends: &Backends, bootstrap: &Bootstrap) -> AppState {
-    AppState {
+fn api_state(
+    config: &Config,
+    backends: &Backends,
+    bootstrap: &Bootstrap,
+) -> anyhow::Result<AppState> {
+    Ok(AppState {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
         blob: backends.blob.clone(),
         relay: RelayWaker::new(),
         installation_id: bootstrap.installation_id.clone(),
         node_name: config.node_name(),
-    }
+        server_thumbprint: server_identity(config)?.thumbprint().to_string(),
+    })
+}
+
+/// The certificate workers present to agents (created on first start), from
+/// `server.certificate_dir`.
+pub fn server_identity(config: &Config) -> anyhow::Result<cuttle_agent_link::WorkerIdentity> {
+    let dir = config
+        .server
+        .certificate_dir
+        .clone()
+        .unwrap_or_else(|| config.server.data_dir.join("certificates"));
+    cuttle_agent_link::WorkerIdentity::load_or_create(&dir).map_err(|err| {
+        anyhow::anyhow!(
+            "cannot load or create the server certificate in {}: {err}",
+            dir.display()
+        )
+    })
 }
 
 /// The directory where this worker writes job scripts.
@@ -99,7 +120,7 @@ pub async fn serve_all(
         store: backends.store.clone(),
         blob: backends.blob.clone(),
     };
-    let state = api_state(&config, &backends, &bootstrap);
+    let state = api_state(&config, &backends, &bootstrap)?;
     let mut services = tokio::task::JoinSet::new();
     services.spawn(orchestrator.run(stopped()));
     services.spawn(worker.run(stopped()));
@@ -168,6 +189,7 @@ pub async fn run_api(
         relay: RelayWaker::new(),
         installation_id: bootstrap.installation_id,
         node_name: config.node_name(),
+        server_thumbprint: server_identity(&config)?.thumbprint().to_string(),
     };
     tracing::info!(address = %listener.local_addr()?, "api started");
     cuttle_api::run(state, bus, listener, shutdown).await

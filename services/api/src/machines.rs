@@ -1,0 +1,836 @@
+//! Infrastructure: deployment targets (`/machines`), workers (`/workers`), worker pools and
+//! machine policies, and the server's certificate that agents pin
+//! (`/api/certificates/certificate-global`).
+//!
+//! Targets and workers are Octopus `MachineResource`s that Cuttle agents reach over
+//! `libs/agent-link`: listening agents (`TentaclePassive`, a worker dials the endpoint's `Uri`)
+//! and polling agents (`TentacleActive`, `Uri` = `poll://<subscription>/`). Both are pinned by
+//! the SHA-1 thumbprint the agent registered with.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
+use crate::links::{links, space_prefix};
+use crate::resources::{self, Resource, load, resource_accessors, resource_assign};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use cuttle_domain::SpaceId;
+use cuttle_domain::ids::slugify;
+use cuttle_store::documents::{self, ListQuery};
+use cuttle_store::{ConnectionTrait, TransactionTrait};
+use cuttle_wire::resources::{Environment, Machine, MachinePolicy, WorkerPool};
+use cuttle_wire::{Collection, Links};
+use serde::{Deserialize, Serialize};
+
+/// Listening agent: a worker dials it.
+pub const LISTENING: &str = "TentaclePassive";
+/// Polling agent: it dials a worker.
+pub const POLLING: &str = "TentacleActive";
+
+/// Routes of this module under a space prefix.
+pub fn routes(prefix: &str) -> Router<AppState> {
+    Router::new()
+        .route(
+            &format!("{prefix}/machines"),
+            get(list_machines::<Target>).post(create_machine::<Target>),
+        )
+        .route(
+            &format!("{prefix}/machines/discover"),
+            get(discover_not_available),
+        )
+        .route(
+            &format!("{prefix}/machines/{{id}}"),
+            get(resources_get::<Target>)
+                .put(update_machine::<Target>)
+                .delete(delete_machine::<Target>),
+        )
+        .route(
+            &format!("{prefix}/machines/all"),
+            get(all_machines::<Target>),
+        )
+        .route(
+            &format!("{prefix}/environments/{{id}}/machines"),
+            get(environment_machines),
+        )
+        .route(
+            &format!("{prefix}/workers"),
+            get(list_machines::<WorkerMachine>).post(create_machine::<WorkerMachine>),
+        )
+        .route(
+            &format!("{prefix}/workers/all"),
+            get(all_machines::<WorkerMachine>),
+        )
+        .route(
+            &format!("{prefix}/workers/{{id}}"),
+            get(resources_get::<WorkerMachine>)
+                .put(update_machine::<WorkerMachine>)
+                .delete(delete_machine::<WorkerMachine>),
+        )
+        .route(
+            &format!("{prefix}/workerpools/{{id}}/workers"),
+            get(pool_workers),
+        )
+        .merge(resources::crud::<WorkerPool>(prefix))
+        .merge(resources::crud::<MachinePolicy>(prefix))
+}
+
+/// `/api/certificates/certificate-global`: the certificate every worker presents to agents.
+pub fn global_routes() -> Router<AppState> {
+    Router::new().route(
+        "/api/certificates/certificate-global",
+        get(global_certificate),
+    )
+}
+
+/// The server certificate as Octopus's `CertificateResource` shows it (the parts agents use).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ServerCertificate {
+    id: &'static str,
+    name: &'static str,
+    thumbprint: String,
+    signature_algorithm_name: &'static str,
+}
+
+async fn global_certificate(
+    State(state): State<AppState>,
+    _caller: Principal,
+) -> Json<ServerCertificate> {
+    Json(ServerCertificate {
+        id: "certificate-global",
+        name: "Cuttle Server",
+        thumbprint: state.server_thumbprint.clone(),
+        signature_algorithm_name: "ecdsa-with-SHA256",
+    })
+}
+
+async fn discover_not_available() -> ApiError {
+    ApiError::not_implemented("Discovering a listening agent (machines/discover)")
+}
+
+/// A deployment target, stored as kind `Machine`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct Target(pub Machine);
+
+/// A worker, stored as kind `Worker`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(transparent)]
+pub struct WorkerMachine(pub Machine);
+
+/// What differs between targets and workers.
+pub trait MachineKind: Resource {
+    /// The wrapped machine.
+    fn machine(&self) -> &Machine;
+    /// The wrapped machine, to change.
+    fn machine_mut(&mut self) -> &mut Machine;
+    /// True for workers.
+    const IS_WORKER: bool;
+}
+
+macro_rules! machine_resource {
+    ($type:ty, $kind:literal, $prefix:literal, $collection:literal, $noun:literal, $worker:literal) => {
+        impl Resource for $type {
+            const KIND: &'static str = $kind;
+            const PREFIX: &'static str = $prefix;
+            const COLLECTION: &'static str = $collection;
+            const NOUN: &'static str = $noun;
+
+            fn id(&self) -> &str {
+                &self.0.id
+            }
+            fn name(&self) -> &str {
+                &self.0.name
+            }
+            fn set_links(&mut self, links: Links) {
+                self.0.links = links;
+            }
+            fn assign(&mut self, id: String, space: &SpaceId) {
+                self.0.id = id;
+                self.0.space_id = space.to_string();
+            }
+            fn links(&self, space: &SpaceId) -> Links {
+                machine_links(&self.0, space, $collection)
+            }
+            fn prepare(&mut self) -> ApiResult<()> {
+                prepare_machine(&mut self.0, $worker)
+            }
+        }
+
+        impl MachineKind for $type {
+            fn machine(&self) -> &Machine {
+                &self.0
+            }
+            fn machine_mut(&mut self) -> &mut Machine {
+                &mut self.0
+            }
+            const IS_WORKER: bool = $worker;
+        }
+    };
+}
+
+machine_resource!(
+    Target,
+    "Machine",
+    "Machines",
+    "machines",
+    "deployment target",
+    false
+);
+machine_resource!(
+    WorkerMachine,
+    "Worker",
+    "Workers",
+    "workers",
+    "worker",
+    true
+);
+
+fn machine_links(machine: &Machine, space: &SpaceId, collection: &str) -> Links {
+    let base = format!(
+        "{}/{collection}/{}",
+        space_prefix(space.as_str()),
+        machine.id
+    );
+    links([
+        ("Self", base.clone()),
+        ("Connection", format!("{base}/connection")),
+        ("TasksTemplate", format!("{base}/tasks{{?skip,take,type}}")),
+        (
+            "Web",
+            format!("/app#/{space}/infrastructure/{collection}/{}", machine.id),
+        ),
+    ])
+}
+
+/// Checks what can be checked without the database, and fills server-set fields.
+fn prepare_machine(machine: &mut Machine, is_worker: bool) -> ApiResult<()> {
+    machine.slug = slugify(&machine.name);
+    let endpoint = &mut machine.endpoint;
+    let style = endpoint.communication_style.trim().to_owned();
+    let thumbprint = endpoint.thumbprint.trim().to_ascii_uppercase();
+    match style.as_str() {
+        LISTENING => {
+            let uri: axum::http::Uri = endpoint.uri.trim().parse().map_err(|_| {
+                ApiError::invalid_field(
+                    "Endpoint.Uri",
+                    format!(
+                        "'{}' is not a URL; a listening agent's is https://host:10933/",
+                        endpoint.uri
+                    ),
+                )
+            })?;
+            if uri.scheme_str() != Some("https") || uri.host().is_none_or(str::is_empty) {
+                return Err(ApiError::invalid_field(
+                    "Endpoint.Uri",
+                    format!(
+                        "'{}' must be https://host:port/ for a listening agent",
+                        endpoint.uri
+                    ),
+                ));
+            }
+        }
+        POLLING => {
+            let subscription = endpoint
+                .uri
+                .trim()
+                .strip_prefix("poll://")
+                .map(|rest| rest.trim_end_matches('/'))
+                .unwrap_or("");
+            if subscription.is_empty()
+                || !subscription
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-')
+            {
+                return Err(ApiError::invalid_field(
+                    "Endpoint.Uri",
+                    format!(
+                        "'{}' must be poll://<subscription id>/ for a polling agent",
+                        endpoint.uri
+                    ),
+                ));
+            }
+            endpoint.uri = format!("poll://{}/", subscription.to_ascii_lowercase());
+        }
+        "" => {
+            return Err(ApiError::invalid_field(
+                "Endpoint.CommunicationStyle",
+                format!("is required: {LISTENING} (listening agent) or {POLLING} (polling agent)"),
+            ));
+        }
+        other => {
+            return Err(ApiError::invalid_field(
+                "Endpoint.CommunicationStyle",
+                format!(
+                    "'{other}' is not available in this version of Cuttle; use {LISTENING} (listening agent) or {POLLING} (polling agent)"
+                ),
+            ));
+        }
+    }
+    if thumbprint.len() != 40 || !thumbprint.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(ApiError::invalid_field(
+            "Endpoint.Thumbprint",
+            "must be the agent certificate's SHA-1 thumbprint: 40 hexadecimal digits",
+        ));
+    }
+    endpoint.communication_style = style;
+    endpoint.thumbprint = thumbprint.clone();
+    endpoint.uri = endpoint.uri.trim().to_owned();
+    machine.thumbprint = thumbprint;
+    machine.uri = endpoint.uri.clone();
+    let mut roles: Vec<String> = Vec::new();
+    for role in &machine.roles {
+        let role = role.trim();
+        if !role.is_empty() && !roles.iter().any(|r| r.eq_ignore_ascii_case(role)) {
+            roles.push(role.to_owned());
+        }
+    }
+    machine.roles = roles;
+    if is_worker {
+        machine.environment_ids.clear();
+        machine.roles.clear();
+    } else {
+        machine.worker_pool_ids.clear();
+        if machine.environment_ids.is_empty() {
+            return Err(ApiError::invalid_field(
+                "EnvironmentIds",
+                "a deployment target needs at least one environment",
+            ));
+        }
+        if machine.roles.is_empty() {
+            return Err(ApiError::invalid_field(
+                "Roles",
+                "a deployment target needs at least one target tag (role)",
+            ));
+        }
+    }
+    if machine.tenanted_deployment_participation.is_empty() {
+        machine.tenanted_deployment_participation = "Untenanted".into();
+    }
+    if machine.health_status.is_empty() {
+        machine.health_status = "Unknown".into();
+        machine.status = "Unknown".into();
+        machine.status_summary = "This machine has not been health checked yet.".into();
+    }
+    Ok(())
+}
+
+/// Checks the references a machine makes, and fills the default pool and policy.
+async fn resolve_references(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    machine: &mut Machine,
+    is_worker: bool,
+) -> ApiResult<()> {
+    for (index, id) in machine.environment_ids.iter().enumerate() {
+        if documents::get(conn, space, Environment::KIND, id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid_field(
+                &format!("EnvironmentIds[{index}]"),
+                format!("environment '{id}' was not found in this space"),
+            ));
+        }
+    }
+    if is_worker {
+        if machine.worker_pool_ids.is_empty() {
+            machine.worker_pool_ids = vec![default_of::<WorkerPool>(conn, space).await?];
+        }
+        for (index, id) in machine.worker_pool_ids.iter().enumerate() {
+            if documents::get(conn, space, WorkerPool::KIND, id)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::invalid_field(
+                    &format!("WorkerPoolIds[{index}]"),
+                    format!("worker pool '{id}' was not found in this space"),
+                ));
+            }
+        }
+    }
+    if machine.machine_policy_id.trim().is_empty() {
+        machine.machine_policy_id = default_of::<MachinePolicy>(conn, space).await?;
+    } else if documents::get(conn, space, MachinePolicy::KIND, &machine.machine_policy_id)
+        .await?
+        .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "MachinePolicyId",
+            format!(
+                "machine policy '{}' was not found in this space",
+                machine.machine_policy_id
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Resources with a default per space (worker pools, machine policies).
+trait HasDefault: Resource {
+    fn is_default(&self) -> bool;
+}
+
+impl HasDefault for WorkerPool {
+    fn is_default(&self) -> bool {
+        self.is_default
+    }
+}
+
+impl HasDefault for MachinePolicy {
+    fn is_default(&self) -> bool {
+        self.is_default
+    }
+}
+
+async fn default_of<T: HasDefault>(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+) -> ApiResult<String> {
+    let (docs, _) = documents::list(conn, space, T::KIND, &everything()).await?;
+    for doc in &docs {
+        let value: T = documents::decode(doc)?;
+        if value.is_default() {
+            return Ok(value.id().to_owned());
+        }
+    }
+    Err(ApiError::internal(format!(
+        "space {space} has no default {}",
+        T::NOUN
+    )))
+}
+
+fn everything() -> ListQuery {
+    ListQuery {
+        take: u64::from(u32::MAX),
+        ..ListQuery::default()
+    }
+}
+
+async fn create_machine<T: MachineKind>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    JsonBody(mut value): JsonBody<T>,
+) -> ApiResult<(StatusCode, Json<T>)> {
+    let txn = state.store.conn().begin().await?;
+    value.prepare()?;
+    resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
+    let created = resources::insert(&txn, &scope.id, value).await?;
+    txn.commit().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn update_machine<T: MachineKind>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    JsonBody(mut value): JsonBody<T>,
+) -> ApiResult<Json<T>> {
+    let id = path.get("id")?;
+    let txn = state.store.conn().begin().await?;
+    let (_, stored) = load::<T>(&txn, &scope.id, id).await?;
+    // Health is the server's to say, not the client's.
+    let machine = value.machine_mut();
+    machine.health_status = stored.machine().health_status.clone();
+    machine.status = stored.machine().status.clone();
+    machine.status_summary = stored.machine().status_summary.clone();
+    machine.operating_system = stored.machine().operating_system.clone();
+    machine.shell_name = stored.machine().shell_name.clone();
+    machine.shell_version = stored.machine().shell_version.clone();
+    machine.architecture = stored.machine().architecture.clone();
+    value.prepare()?;
+    resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
+    let updated = resources::replace(&txn, &scope.id, id, value).await?;
+    txn.commit().await?;
+    Ok(Json(updated))
+}
+
+async fn delete_machine<T: MachineKind>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
+    let id = path.get("id")?;
+    if !documents::delete(state.store.conn(), &scope.id, T::KIND, id).await? {
+        return Err(ApiError::not_found(format!("{} '{id}'", T::NOUN)));
+    }
+    Ok(StatusCode::OK)
+}
+
+async fn resources_get<T: MachineKind>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<T>> {
+    let (doc, _) = load::<T>(state.store.conn(), &scope.id, path.get("id")?).await?;
+    Ok(Json(resources::present(&doc, &scope.id)?))
+}
+
+async fn all_machines<T: MachineKind>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+) -> ApiResult<Json<Vec<T>>> {
+    let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &everything()).await?;
+    Ok(Json(
+        docs.iter()
+            .map(|doc| resources::present(doc, &scope.id))
+            .collect::<ApiResult<_>>()?,
+    ))
+}
+
+/// The filters of Octopus's machine and worker lists, each a comma-separated any-of list.
+struct MachineFilter {
+    ids: Vec<String>,
+    name: Option<String>,
+    partial_name: Option<String>,
+    roles: Vec<String>,
+    environment_ids: Vec<String>,
+    worker_pool_ids: Vec<String>,
+    health_statuses: Vec<String>,
+    comm_styles: Vec<String>,
+    thumbprint: Option<String>,
+    is_disabled: Option<bool>,
+}
+
+impl MachineFilter {
+    fn from_params(params: &Params) -> ApiResult<MachineFilter> {
+        Ok(MachineFilter {
+            ids: params.list("ids"),
+            name: params.get("name").map(str::to_owned),
+            partial_name: params.get("partialName").map(str::to_owned),
+            roles: params.list("roles"),
+            environment_ids: params.list("environmentIds"),
+            worker_pool_ids: params.list("workerPoolIds"),
+            health_statuses: params.list("healthStatuses"),
+            comm_styles: params.list("commStyles"),
+            thumbprint: params.get("thumbprint").map(str::to_owned),
+            is_disabled: params.flag("isDisabled")?,
+        })
+    }
+
+    fn matches(&self, machine: &Machine) -> bool {
+        let any_of = |wanted: &[String], have: &[String]| {
+            wanted.is_empty()
+                || wanted
+                    .iter()
+                    .any(|w| have.iter().any(|h| h.eq_ignore_ascii_case(w)))
+        };
+        let one_of = |wanted: &[String], have: &str| {
+            wanted.is_empty() || wanted.iter().any(|w| w.eq_ignore_ascii_case(have))
+        };
+        one_of(&self.ids, &machine.id)
+            && self
+                .name
+                .as_deref()
+                .is_none_or(|n| n.eq_ignore_ascii_case(&machine.name))
+            && self
+                .partial_name
+                .as_deref()
+                .is_none_or(|p| machine.name.to_lowercase().contains(&p.to_lowercase()))
+            && any_of(&self.roles, &machine.roles)
+            && any_of(&self.environment_ids, &machine.environment_ids)
+            && any_of(&self.worker_pool_ids, &machine.worker_pool_ids)
+            && one_of(&self.health_statuses, &machine.health_status)
+            && one_of(&self.comm_styles, &machine.endpoint.communication_style)
+            && self
+                .thumbprint
+                .as_deref()
+                .is_none_or(|t| t.eq_ignore_ascii_case(&machine.thumbprint))
+            && self.is_disabled.is_none_or(|d| d == machine.is_disabled)
+    }
+}
+
+/// A filtered page of targets or workers (filtered in memory: a space has few machines
+/// compared with what one query returns).
+async fn machine_page<T: MachineKind>(
+    conn: &impl ConnectionTrait,
+    scope: &SpaceScope,
+    params: &Params,
+    filter: MachineFilter,
+    path: String,
+) -> ApiResult<Collection<T>> {
+    let (skip, take) = params.paging()?;
+    let (docs, _) = documents::list(conn, &scope.id, T::KIND, &everything()).await?;
+    let mut matching = Vec::new();
+    for doc in &docs {
+        let value: T = resources::present(doc, &scope.id)?;
+        if filter.matches(value.machine()) {
+            matching.push(value);
+        }
+    }
+    let total = matching.len() as u64;
+    let items: Vec<T> = matching
+        .into_iter()
+        .skip(usize::try_from(skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(take).unwrap_or(usize::MAX))
+        .collect();
+    let template = format!(
+        "{path}{{/id}}{{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,commStyles,environmentIds,workerPoolIds,thumbprint}}"
+    );
+    Ok(Collection::page(
+        T::KIND,
+        items,
+        total,
+        skip,
+        take,
+        &path,
+        &template,
+    ))
+}
+
+async fn list_machines<T: MachineKind>(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    params: Params,
+) -> ApiResult<Json<Collection<T>>> {
+    let filter = MachineFilter::from_params(&params)?;
+    let path = format!("{}/{}", space_prefix(scope.id.as_str()), T::COLLECTION);
+    Ok(Json(
+        machine_page(state.store.conn(), &scope, &params, filter, path).await?,
+    ))
+}
+
+/// `GET /environments/{id}/machines`: the environment's targets.
+async fn environment_machines(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    params: Params,
+) -> ApiResult<Json<Collection<Target>>> {
+    let id = path.get("id")?;
+    load::<Environment>(state.store.conn(), &scope.id, id).await?;
+    let mut filter = MachineFilter::from_params(&params)?;
+    filter.environment_ids = vec![id.to_owned()];
+    let route = format!(
+        "{}/environments/{id}/machines",
+        space_prefix(scope.id.as_str())
+    );
+    Ok(Json(
+        machine_page(state.store.conn(), &scope, &params, filter, route).await?,
+    ))
+}
+
+/// `GET /workerpools/{id}/workers`: the pool's workers.
+async fn pool_workers(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    params: Params,
+) -> ApiResult<Json<Collection<WorkerMachine>>> {
+    let id = path.get("id")?;
+    load::<WorkerPool>(state.store.conn(), &scope.id, id).await?;
+    let mut filter = MachineFilter::from_params(&params)?;
+    filter.worker_pool_ids = vec![id.to_owned()];
+    let route = format!(
+        "{}/workerpools/{id}/workers",
+        space_prefix(scope.id.as_str())
+    );
+    Ok(Json(
+        machine_page(state.store.conn(), &scope, &params, filter, route).await?,
+    ))
+}
+
+impl Resource for WorkerPool {
+    const KIND: &'static str = "WorkerPool";
+    const PREFIX: &'static str = "WorkerPools";
+    const COLLECTION: &'static str = "workerpools";
+    const NOUN: &'static str = "worker pool";
+
+    resource_accessors!();
+
+    resource_assign!();
+    fn links(&self, space: &SpaceId) -> Links {
+        let base = format!("{}/workerpools/{}", space_prefix(space.as_str()), self.id);
+        links([
+            ("Self", base.clone()),
+            ("Workers", format!("{base}/workers{{?skip,take}}")),
+        ])
+    }
+    fn prepare(&mut self) -> ApiResult<()> {
+        self.slug = slugify(&self.name);
+        match self.worker_pool_type.as_str() {
+            "" | "StaticWorkerPool" => self.worker_pool_type = "StaticWorkerPool".into(),
+            other => {
+                return Err(ApiError::invalid_field(
+                    "WorkerPoolType",
+                    format!("'{other}' is not available; use StaticWorkerPool"),
+                ));
+            }
+        }
+        self.can_add_workers = true;
+        Ok(())
+    }
+}
+
+impl Resource for MachinePolicy {
+    const KIND: &'static str = "MachinePolicy";
+    const PREFIX: &'static str = "MachinePolicies";
+    const COLLECTION: &'static str = "machinepolicies";
+    const NOUN: &'static str = "machine policy";
+
+    resource_accessors!();
+
+    resource_assign!();
+    fn links(&self, space: &SpaceId) -> Links {
+        let base = format!(
+            "{}/machinepolicies/{}",
+            space_prefix(space.as_str()),
+            self.id
+        );
+        links([("Self", base)])
+    }
+    fn prepare(&mut self) -> ApiResult<()> {
+        let check = &mut self.machine_health_check_policy;
+        if check.health_check_interval.trim().is_empty() {
+            check.health_check_interval = "01:00:00".into();
+        }
+        parse_time_span(&check.health_check_interval).ok_or_else(|| {
+            ApiError::invalid_field(
+                "MachineHealthCheckPolicy.HealthCheckInterval",
+                format!(
+                    "'{}' is not a time span like 01:00:00 (hh:mm:ss) or 1.00:00:00",
+                    check.health_check_interval
+                ),
+            )
+        })?;
+        match check.health_check_type.as_str() {
+            "" => check.health_check_type = "RunScript".into(),
+            "RunScript" | "OnlyConnectivity" => {}
+            other => {
+                return Err(ApiError::invalid_field(
+                    "MachineHealthCheckPolicy.HealthCheckType",
+                    format!("'{other}' is not RunScript or OnlyConnectivity"),
+                ));
+            }
+        }
+        if self.connection_connect_timeout.is_empty() {
+            self.connection_connect_timeout = "00:01:00".into();
+        }
+        if self.polling_request_queue_timeout.is_empty() {
+            self.polling_request_queue_timeout = "00:02:00".into();
+        }
+        Ok(())
+    }
+}
+
+/// Seconds in a .NET `TimeSpan` string: `hh:mm:ss` or `d.hh:mm:ss`.
+pub fn parse_time_span(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let (days, clock) = match text.split_once('.') {
+        Some((days, clock)) if clock.contains(':') => (days.parse::<u64>().ok()?, clock),
+        _ => (0, text),
+    };
+    let parts: Vec<u64> = clock
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let [hours, minutes, seconds] = parts.as_slice() else {
+        return None;
+    };
+    if *hours > 23 || *minutes > 59 || *seconds > 59 {
+        return None;
+    }
+    Some(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+}
+
+/// Creates a space's default worker pool and machine policy.
+pub async fn create_defaults(conn: &impl ConnectionTrait, space: &SpaceId) -> ApiResult<()> {
+    resources::insert(
+        conn,
+        space,
+        WorkerPool {
+            name: "Default Worker Pool".into(),
+            is_default: true,
+            description: "Workers of this pool run steps that run on a worker.".into(),
+            ..WorkerPool::default()
+        },
+    )
+    .await?;
+    resources::insert(
+        conn,
+        space,
+        MachinePolicy {
+            name: "Default Machine Policy".into(),
+            is_default: true,
+            description: "The machine policy that new machines get.".into(),
+            ..MachinePolicy::default()
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_spans_read_as_dotnet_writes_them() {
+        assert_eq!(parse_time_span("01:00:00"), Some(3600));
+        assert_eq!(parse_time_span("00:10:30"), Some(630));
+        assert_eq!(parse_time_span("1.00:00:00"), Some(86_400));
+        assert_eq!(parse_time_span("25:00:00"), None);
+        assert_eq!(parse_time_span("ten minutes"), None);
+        assert_eq!(parse_time_span(""), None);
+    }
+
+    fn listening(uri: &str, thumbprint: &str) -> Machine {
+        Machine {
+            name: "web-01".into(),
+            environment_ids: vec!["Environments-1".into()],
+            roles: vec![" web ".into(), "WEB".into(), "db".into()],
+            endpoint: cuttle_wire::resources::Endpoint {
+                communication_style: LISTENING.into(),
+                uri: uri.into(),
+                thumbprint: thumbprint.into(),
+                ..Default::default()
+            },
+            ..Machine::default()
+        }
+    }
+
+    #[test]
+    fn a_listening_target_needs_an_https_uri_and_a_thumbprint() {
+        let thumbprint = "ab".repeat(20);
+        let mut good = listening("https://10.0.0.5:10933/", &thumbprint);
+        prepare_machine(&mut good, false).unwrap();
+        assert_eq!(good.thumbprint, "AB".repeat(20));
+        assert_eq!(good.roles, ["web", "db"]);
+        assert_eq!(good.health_status, "Unknown");
+        for (uri, thumb, field) in [
+            (
+                "http://10.0.0.5:10933/",
+                thumbprint.as_str(),
+                "Endpoint.Uri",
+            ),
+            ("nonsense", thumbprint.as_str(), "Endpoint.Uri"),
+            ("https://10.0.0.5:10933/", "1234", "Endpoint.Thumbprint"),
+        ] {
+            let err = prepare_machine(&mut listening(uri, thumb), false).unwrap_err();
+            assert!(format!("{err:?}").contains(field), "{uri} {thumb}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn a_polling_uri_is_normalised_and_other_styles_are_refused() {
+        let mut polling = listening("poll://ABCdef123/", &"0".repeat(40));
+        polling.endpoint.communication_style = POLLING.into();
+        prepare_machine(&mut polling, false).unwrap();
+        assert_eq!(polling.uri, "poll://abcdef123/");
+        let mut ssh = listening("ssh://x", &"0".repeat(40));
+        ssh.endpoint.communication_style = "Ssh".into();
+        let err = prepare_machine(&mut ssh, false).unwrap_err();
+        assert!(format!("{err:?}").contains("Endpoint.CommunicationStyle"));
+    }
+
+    #[test]
+    fn a_target_needs_an_environment_and_a_role_but_a_worker_needs_neither() {
+        let mut no_roles = listening("https://h:1/", &"0".repeat(40));
+        no_roles.roles.clear();
+        assert!(format!("{:?}", prepare_machine(&mut no_roles.clone(), false)).contains("Roles"));
+        no_roles.environment_ids.clear();
+        prepare_machine(&mut no_roles, true).unwrap();
+    }
+}
