@@ -42,13 +42,13 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         )
         .route(
             &format!("{prefix}/machines/{{id}}"),
-            get(resources_get::<Target>)
+            get(resources::get_one::<Target>)
                 .put(update_machine::<Target>)
-                .delete(delete_machine::<Target>),
+                .delete(resources::delete::<Target>),
         )
         .route(
             &format!("{prefix}/machines/all"),
-            get(all_machines::<Target>),
+            get(resources::all::<Target>),
         )
         .route(
             &format!("{prefix}/environments/{{id}}/machines"),
@@ -60,13 +60,13 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         )
         .route(
             &format!("{prefix}/workers/all"),
-            get(all_machines::<WorkerMachine>),
+            get(resources::all::<WorkerMachine>),
         )
         .route(
             &format!("{prefix}/workers/{{id}}"),
-            get(resources_get::<WorkerMachine>)
+            get(resources::get_one::<WorkerMachine>)
                 .put(update_machine::<WorkerMachine>)
-                .delete(delete_machine::<WorkerMachine>),
+                .delete(resources::delete::<WorkerMachine>),
         )
         .route(
             &format!("{prefix}/workerpools/{{id}}/workers"),
@@ -445,39 +445,6 @@ async fn update_machine<T: MachineKind>(
     let updated = resources::replace(&txn, &scope.id, id, value).await?;
     txn.commit().await?;
     Ok(Json(updated))
-}
-
-async fn delete_machine<T: MachineKind>(
-    State(state): State<AppState>,
-    scope: SpaceScope,
-    path: PathParams,
-) -> ApiResult<StatusCode> {
-    let id = path.get("id")?;
-    if !documents::delete(state.store.conn(), &scope.id, T::KIND, id).await? {
-        return Err(ApiError::not_found(format!("{} '{id}'", T::NOUN)));
-    }
-    Ok(StatusCode::OK)
-}
-
-async fn resources_get<T: MachineKind>(
-    State(state): State<AppState>,
-    scope: SpaceScope,
-    path: PathParams,
-) -> ApiResult<Json<T>> {
-    let (doc, _) = load::<T>(state.store.conn(), &scope.id, path.get("id")?).await?;
-    Ok(Json(resources::present(&doc, &scope.id)?))
-}
-
-async fn all_machines<T: MachineKind>(
-    State(state): State<AppState>,
-    scope: SpaceScope,
-) -> ApiResult<Json<Vec<T>>> {
-    let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &everything()).await?;
-    Ok(Json(
-        docs.iter()
-            .map(|doc| resources::present(doc, &scope.id))
-            .collect::<ApiResult<_>>()?,
-    ))
 }
 
 /// The filters of Octopus's machine and worker lists, each a comma-separated any-of list.

@@ -190,7 +190,7 @@ async fn list<T: Resource>(
     Ok(Json(page(docs, total, &query, &scope.id, path)?))
 }
 
-async fn all<T: Resource>(
+pub(crate) async fn all<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
 ) -> ApiResult<Json<Vec<T>>> {
@@ -206,7 +206,7 @@ async fn all<T: Resource>(
     ))
 }
 
-async fn get_one<T: Resource>(
+pub(crate) async fn get_one<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
     path: PathParams,
@@ -309,7 +309,7 @@ async fn update<T: Resource>(
     Ok(Json(updated))
 }
 
-async fn delete<T: Resource>(
+pub(crate) async fn delete<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
     path: PathParams,
