@@ -63,6 +63,11 @@ impl InProcess {
         }
     }
 
+    /// The configuration the services run with.
+    pub fn config(&self) -> &cuttle_platform::Config {
+        &self.env.as_ref().expect("running").config
+    }
+
     /// Stops the services and drops the test's database.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {

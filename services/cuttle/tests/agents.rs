@@ -1,0 +1,195 @@
+//! The Cuttle agent against a real server, in both modes: `cuttle-agent register` creates the
+//! deployment target through the machines API and pins the server's certificate, and an agent
+//! started with `cuttle-agent run` serves whoever holds that certificate over mutual TLS, and
+//! nobody else.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap has failed; the panic says where"
+)]
+
+mod common;
+
+use common::{InProcess, Proc, free_port};
+use cuttle_agent_link::messages::{JobId, ScriptSyntax, StartScript};
+use cuttle_agent_link::{
+    AgentIdentity, LinkOptions, Requester, ScriptEvent, TrustedThumbprints, WorkerIdentity,
+    WorkerLink,
+};
+use cuttle_testkit::Mode;
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+both_modes!(
+    a_registered_listening_agent_serves_the_server_certificate_and_refuses_others,
+    a_registration_with_an_unknown_environment_fails_naming_it,
+);
+
+/// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
+fn agent_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    // target/debug/deps/agents-<hash> -> target/debug/cuttle-agent
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .unwrap()
+        .join("cuttle-agent");
+    assert!(
+        path.exists(),
+        "{} is missing: build the workspace (cargo build --workspace) first",
+        path.display()
+    );
+    path
+}
+
+fn register(app: &InProcess, home: &Path, extra: &[&str]) -> std::process::Output {
+    Command::new(agent_binary())
+        .arg("--home")
+        .arg(home)
+        .args(["register", "--server", &app.client.base, "--api-key"])
+        .arg(&app.client.api_key)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+async fn dial(
+    identity: &WorkerIdentity,
+    agent: &AgentIdentity,
+    port: u16,
+) -> Result<Requester, cuttle_agent_link::LinkError> {
+    let trusted = TrustedThumbprints::from_iter([agent.thumbprint()]);
+    let link = WorkerLink::new(identity, trusted, LinkOptions::default())?;
+    link.dial_agent(&format!("127.0.0.1:{port}"), agent.thumbprint())
+        .await
+}
+
+async fn a_registered_listening_agent_serves_the_server_certificate_and_refuses_others(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    app.client
+        .post("/api/Spaces-1/environments", json!({"Name": "Test"}))
+        .await
+        .expect(201);
+    let home = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let output = register(
+        &app,
+        home.path(),
+        &[
+            "--environment",
+            "Test",
+            "--role",
+            "web-server",
+            "--name",
+            "web-01",
+            "--listen",
+            &listen,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let agent = AgentIdentity::load_or_create(home.path()).unwrap();
+    let machines = app
+        .client
+        .get("/api/Spaces-1/machines?roles=web-server")
+        .await
+        .expect(200);
+    assert_eq!(machines["TotalResults"], 1, "{machines}");
+    let machine = &machines["Items"][0];
+    assert_eq!(machine["Name"], "web-01");
+    assert_eq!(machine["Endpoint"]["CommunicationStyle"], "TentaclePassive");
+    assert_eq!(machine["Uri"], format!("https://127.0.0.1:{port}/"));
+    assert_eq!(machine["Thumbprint"], agent.thumbprint().to_string());
+
+    let mut running = Proc {
+        name: "agent".into(),
+        child: Command::new(agent_binary())
+            .arg("--home")
+            .arg(home.path())
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    let server = cuttle::server_identity(app.config()).unwrap();
+    let mut requester = None;
+    for _ in 0..100 {
+        match dial(&server, &agent, port).await {
+            Ok(connected) => {
+                requester = Some(connected);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let requester = requester.expect("the agent never accepted the server's certificate");
+    let capabilities = requester.capabilities().await.unwrap();
+    assert!(!capabilities.agent_version.is_empty());
+    let mut run = requester
+        .start_script(StartScript {
+            job_id: JobId("e2e-1".into()),
+            syntax: ScriptSyntax::Bash,
+            body: "echo \"hello from $(basename \"$PWD\")\"".into(),
+            environment: BTreeMap::new(),
+            variables: BTreeMap::new(),
+            files: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let mut lines = Vec::new();
+    let exit_code = loop {
+        match run.next().await.unwrap().unwrap() {
+            ScriptEvent::Output(batch) => lines.extend(batch.into_iter().map(|l| l.text)),
+            ScriptEvent::Finished { exit_code } => break exit_code,
+        }
+    };
+    assert_eq!(exit_code, 0);
+    assert_eq!(lines, ["hello from e2e-1"]);
+
+    // A certificate the agent was not told to trust gets nowhere.
+    let stranger_home = tempfile::tempdir().unwrap();
+    let stranger = WorkerIdentity::load_or_create(stranger_home.path()).unwrap();
+    let refused = match dial(&stranger, &agent, port).await {
+        Ok(requester) => requester.capabilities().await.is_err(),
+        Err(_) => true,
+    };
+    assert!(refused, "an unknown worker certificate was served");
+    running.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+async fn a_registration_with_an_unknown_environment_fails_naming_it(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let home = tempfile::tempdir().unwrap();
+    let output = register(
+        &app,
+        home.path(),
+        &[
+            "--environment",
+            "Nowhere",
+            "--role",
+            "web",
+            "--listen",
+            "127.0.0.1:10933",
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Nowhere"), "{stderr}");
+    assert!(
+        !stderr.contains(&app.client.api_key),
+        "the key leaked: {stderr}"
+    );
+    let machines = app.client.get("/api/Spaces-1/machines").await.expect(200);
+    assert_eq!(machines["TotalResults"], 0);
+    app.stop().await;
+}
