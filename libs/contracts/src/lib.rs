@@ -62,6 +62,24 @@ pub struct StepJob {
     pub action_name: String,
     /// What to run.
     pub work: JobWork,
+    /// The deployment target to run it on, through its agent; `None` runs it on the worker.
+    #[serde(default)]
+    pub target: Option<JobTarget>,
+}
+
+/// A deployment target a job runs on, with what the worker needs to reach its agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTarget {
+    /// `Machines-N`.
+    pub machine_id: String,
+    /// The target's name, for the log.
+    pub name: String,
+    /// `TentaclePassive` (the worker dials `uri`) or `TentacleActive` (the agent polls).
+    pub communication_style: String,
+    /// `https://host:port/` or `poll://subscription/`.
+    pub uri: String,
+    /// The agent certificate's SHA-1 thumbprint the worker pins.
+    pub thumbprint: String,
 }
 
 impl StepJob {

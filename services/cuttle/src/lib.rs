@@ -14,6 +14,7 @@ use cuttle_platform::{Backends, Config, Secret};
 use cuttle_worker::Worker;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -112,6 +113,7 @@ pub async fn serve_all(
         backends.bus.clone(),
         backends.cache.clone(),
         backends.blob.clone(),
+        Some(Arc::new(server_identity(&config)?)),
         config.worker.clone(),
         worker_name(&config),
         work_dir(&config),
@@ -264,6 +266,7 @@ pub async fn run_worker(
         bus.clone(),
         cache.clone(),
         blob,
+        Some(Arc::new(server_identity(&config)?)),
         config.worker.clone(),
         worker_name(&config),
         dir,

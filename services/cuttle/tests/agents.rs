@@ -26,6 +26,7 @@ use std::time::Duration;
 both_modes!(
     a_registered_listening_agent_serves_the_server_certificate_and_refuses_others,
     a_registration_with_an_unknown_environment_fails_naming_it,
+    a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_it_with_a_reason,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -191,5 +192,109 @@ async fn a_registration_with_an_unknown_environment_fails_naming_it(mode: Mode) 
     );
     let machines = app.client.get("/api/Spaces-1/machines").await.expect(200);
     assert_eq!(machines["TotalResults"], 0);
+    app.stop().await;
+}
+
+/// Registers a listening agent for `role` in `env` and starts it; returns the running agent.
+async fn running_agent(app: &InProcess, home: &Path, env: &str, role: &str, name: &str) -> Proc {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let output = register(
+        app,
+        home,
+        &[
+            "--environment",
+            env,
+            "--role",
+            role,
+            "--name",
+            name,
+            "--listen",
+            &listen,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let agent = Proc {
+        name: name.into(),
+        child: Command::new(agent_binary())
+            .arg("--home")
+            .arg(home)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    };
+    // Ready when it accepts TCP connections.
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&listen).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    agent
+}
+
+async fn a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_it_with_a_reason(
+    mode: Mode,
+) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let project = cuttle_testkit::flow::project_with_script(
+        client,
+        "Spaces-1",
+        "Test",
+        "Web",
+        "echo \"on $(basename \"$(dirname \"$PWD\")\") as job\"; sleep ${SLEEP:-0}",
+    )
+    .await;
+    // Target the role instead of the server.
+    let path = format!("/api/Spaces-1/projects/{project}/deploymentprocesses");
+    let mut process = client.get(&path).await.expect(200);
+    process["Steps"][0]["Properties"] = json!({"Octopus.Action.TargetRoles": "web-server"});
+    process["Steps"][0]["Actions"][0]["Properties"]["Octopus.Action.RunOnServer"] = json!("false");
+    client.put(&path, process.clone()).await.expect(200);
+
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = running_agent(&app, home.path(), "Test", "web-server", "web-01").await;
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    let finished = client.wait_for_task(&task, Duration::from_secs(60)).await;
+    let raw = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+        .await
+        .expect(200);
+    let raw = raw.as_str().unwrap().to_owned();
+    assert_eq!(finished["State"], "Success", "{raw}");
+    assert!(raw.contains("Running on deployment target web-01"), "{raw}");
+    // The agent runs scripts under its own home's work directory.
+    assert!(raw.contains("on work as job"), "{raw}");
+
+    // Killed mid-script: the step fails with the reason, and the task ends.
+    let mut process = client.get(&path).await.expect(200);
+    process["Steps"][0]["Actions"][0]["Properties"]["Octopus.Action.Script.ScriptBody"] =
+        json!("echo started; sleep 20");
+    client.put(&path, process).await.expect(200);
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    for _ in 0..200 {
+        let raw = client
+            .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+            .await
+            .expect(200);
+        if raw.as_str().unwrap().contains("started") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SIGKILL leaves the script (its own process group) to finish its 20 s on its own; a
+    // restarted agent would stop it (services/agent/tests/serve.rs covers that).
+    agent.kill();
+    let finished = client.wait_for_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(finished["State"], "Failed", "{finished}");
+    let error = finished["ErrorMessage"].as_str().unwrap();
+    assert!(error.contains("web-01"), "{error}");
     app.stop().await;
 }

@@ -13,7 +13,7 @@ use cuttle_domain::{LogCategory, SpaceId, TaskState};
 use cuttle_store::tasks::{self, Job, NewLogLine, Task, job_status};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_store::{documents, packages};
-use cuttle_wire::resources::{Deployment, DeploymentProcess, Release, Space};
+use cuttle_wire::resources::{Deployment, DeploymentProcess, Machine, Release, Space};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -87,6 +87,27 @@ async fn resolve_packages(
         );
     }
     Ok(resolved)
+}
+
+/// The enabled deployment targets of an environment.
+async fn environment_targets(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    environment_id: &str,
+) -> anyhow::Result<Vec<Machine>> {
+    let everything = documents::ListQuery {
+        take: u64::from(u32::MAX),
+        ..documents::ListQuery::default()
+    };
+    let (docs, _) = documents::list(conn, space, "Machine", &everything).await?;
+    let mut targets = Vec::new();
+    for doc in &docs {
+        let machine: Machine = documents::decode(doc)?;
+        if !machine.is_disabled && machine.environment_ids.iter().any(|e| e == environment_id) {
+            targets.push(machine);
+        }
+    }
+    Ok(targets)
 }
 
 /// What to do once the transaction has committed.
@@ -379,12 +400,16 @@ impl Orchestrator {
                 Err(err) => return Err(format!("The release could not be read: {err}")),
             };
         let packages = resolve_packages(conn, space, &process, &release).await?;
+        let targets = environment_targets(conn, space, &deployment.environment_id)
+            .await
+            .map_err(|err| format!("The deployment targets could not be read: {err}"))?;
         plan(
             &process,
             &PlanInputs {
                 deployment: &deployment,
                 environment_name: &environment_name,
                 packages: &packages,
+                targets: &targets,
             },
         )
         .map_err(|e| e.0)
@@ -734,6 +759,7 @@ fn to_job(
         step_name: planned.step_name.clone(),
         action_name: planned.action_name.clone(),
         work: planned.work,
+        target: planned.target,
     };
     Ok(Job {
         job_id,

@@ -1,8 +1,10 @@
 //! Planning: turns a release's frozen process into the ordered jobs of one deployment.
 
-use cuttle_contracts::{JobPackage, JobWork};
+use cuttle_contracts::{JobPackage, JobTarget, JobWork};
 use cuttle_domain::script::ScriptSyntax;
-use cuttle_wire::resources::{Action, Deployment, DeploymentProcess, PackageReference, Step};
+use cuttle_wire::resources::{
+    Action, Deployment, DeploymentProcess, Machine, PackageReference, Step,
+};
 use std::collections::BTreeMap;
 
 /// The package versions a release pinned, located in the feed: keyed by (action name, package
@@ -17,6 +19,8 @@ pub struct PlanInputs<'a> {
     pub environment_name: &'a str,
     /// The release's packages.
     pub packages: &'a ResolvedPackages,
+    /// The enabled deployment targets of the deployment's environment.
+    pub targets: &'a [Machine],
 }
 
 /// One job of the plan, before it is stored.
@@ -32,6 +36,8 @@ pub struct PlannedJob {
     pub condition: String,
     /// What the worker runs.
     pub work: JobWork,
+    /// Where: a deployment target's agent, or the worker itself.
+    pub target: Option<JobTarget>,
 }
 
 /// Why a deployment cannot be planned; the task fails with this sentence.
@@ -60,24 +66,55 @@ pub fn reference_name(reference: &PackageReference) -> String {
     reference.name.clone().unwrap_or_default()
 }
 
-/// Steps that target roles need deployment targets, which Cuttle does not have yet; steps that
-/// run on the server (or name no role) run on a worker.
-fn require_worker(step: &Step, action: &Action) -> Result<(), PlanError> {
+/// The target roles a step runs on, unless it runs on the server (a worker).
+fn target_roles(step: &Step, action: &Action) -> Option<Vec<String>> {
     let roles = step
         .properties
         .get("Octopus.Action.TargetRoles")
-        .or_else(|| action.properties.get("Octopus.Action.TargetRoles"))
+        .or_else(|| action.properties.get("Octopus.Action.TargetRoles"))?;
+    let roles: Vec<String> = roles
+        .split(',')
         .map(|r| r.trim().to_owned())
-        .filter(|r| !r.is_empty());
+        .filter(|r| !r.is_empty())
+        .collect();
     let on_server = is_true(action.properties.get("Octopus.Action.RunOnServer"));
-    match (roles, on_server) {
-        // Octopus fails a deployment whose step targets roles no machine has.
-        (Some(roles), false) => Err(PlanError(format!(
-            "Step '{}' runs on deployment targets with the role(s) '{roles}', but there are no deployment targets in this environment.",
-            step.name
-        ))),
-        _ => Ok(()),
+    (!roles.is_empty() && !on_server).then_some(roles)
+}
+
+/// The targets of the environment that carry one of `roles`, in name order; none is an error,
+/// as in Octopus.
+fn targets_for(
+    step: &Step,
+    roles: &[String],
+    targets: &[Machine],
+) -> Result<Vec<JobTarget>, PlanError> {
+    let mut matching: Vec<&Machine> = targets
+        .iter()
+        .filter(|machine| {
+            machine
+                .roles
+                .iter()
+                .any(|role| roles.iter().any(|r| r.eq_ignore_ascii_case(role)))
+        })
+        .collect();
+    if matching.is_empty() {
+        return Err(PlanError(format!(
+            "Step '{}' runs on deployment targets with the role(s) '{}', but there are no enabled deployment targets with those roles in this environment.",
+            step.name,
+            roles.join(", ")
+        )));
     }
+    matching.sort_by_key(|machine| machine.name.to_lowercase());
+    Ok(matching
+        .into_iter()
+        .map(|machine| JobTarget {
+            machine_id: machine.id.clone(),
+            name: machine.name.clone(),
+            communication_style: machine.endpoint.communication_style.clone(),
+            uri: machine.endpoint.uri.clone(),
+            thumbprint: machine.endpoint.thumbprint.clone(),
+        })
+        .collect())
 }
 
 /// The located package of one reference of `action`.
@@ -145,7 +182,6 @@ fn plan_action(
     };
     match action.action_type.as_str() {
         "Octopus.Script" => {
-            require_worker(step, action)?;
             let source = action
                 .properties
                 .get("Octopus.Action.Script.ScriptSource")
@@ -216,9 +252,8 @@ fn plan_action(
             })
         }
         "Octopus.TentaclePackage" => {
-            // Octopus runs this on deployment targets; until Cuttle has them (issue 4), a step
-            // without target roles deploys on a worker.
-            require_worker(step, action)?;
+            // Octopus runs this on deployment targets; a step without target roles (or marked
+            // to run on the server) deploys on a worker.
             let mut package = located(step, action, primary(step, action)?, inputs.packages)?;
             package.extract = true;
             Ok(JobWork::DeployPackage {
@@ -256,13 +291,35 @@ pub fn plan(
             .iter()
             .filter(|a| applies(a, inputs.deployment))
         {
-            jobs.push(PlannedJob {
-                step_number: index as i32 + 1,
-                step_name: step.name.clone(),
-                action_name: action.name.clone(),
-                condition: condition.to_owned(),
-                work: plan_action(step, action, inputs)?,
-            });
+            let work = plan_action(step, action, inputs)?;
+            let targets = match target_roles(step, action) {
+                None => vec![None],
+                Some(roles) => {
+                    let on_targets = targets_for(step, &roles, inputs.targets)?;
+                    let needs_packages = match &work {
+                        JobWork::Script { packages, .. } => !packages.is_empty(),
+                        JobWork::PackageScript { .. } | JobWork::DeployPackage { .. } => true,
+                    };
+                    if needs_packages {
+                        return Err(PlanError(format!(
+                            "Step '{}' needs packages on deployment targets, which is not available in this version of Cuttle yet; run it on a worker (Octopus.Action.RunOnServer) or without target roles.",
+                            step.name
+                        )));
+                    }
+                    on_targets.into_iter().map(Some).collect()
+                }
+            };
+            // One job per target, run one after another (a rolling window of one).
+            for target in targets {
+                jobs.push(PlannedJob {
+                    step_number: index as i32 + 1,
+                    step_name: step.name.clone(),
+                    action_name: action.name.clone(),
+                    condition: condition.to_owned(),
+                    work: work.clone(),
+                    target,
+                });
+            }
         }
     }
     Ok(jobs)
@@ -302,6 +359,7 @@ mod tests {
                 deployment,
                 environment_name: "Test",
                 packages: &ResolvedPackages::new(),
+                targets: &[],
             },
         )
     }
@@ -317,6 +375,7 @@ mod tests {
                 deployment: &deployment(),
                 environment_name,
                 packages,
+                targets: &[],
             },
         )
     }
@@ -440,6 +499,59 @@ mod tests {
             panic!("expected a script job, got {:?}", jobs[0].work);
         };
         assert!(!packages[0].extract);
+    }
+
+    #[test]
+    fn a_step_for_a_role_runs_once_per_matching_target_in_name_order() {
+        let mut step = script_step(
+            "Web",
+            &[
+                ("Octopus.Action.Script.Syntax", "Bash"),
+                ("Octopus.Action.Script.ScriptBody", "hostname"),
+            ],
+        );
+        step.properties
+            .insert("Octopus.Action.TargetRoles".into(), "web, api".into());
+        let machine = |name: &str, roles: &[&str]| Machine {
+            id: format!("Machines-{name}"),
+            name: name.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            endpoint: cuttle_wire::resources::Endpoint {
+                communication_style: "TentaclePassive".into(),
+                uri: format!("https://{name}:10933/"),
+                thumbprint: "AB".repeat(20),
+                ..Default::default()
+            },
+            ..Machine::default()
+        };
+        let targets = [
+            machine("web-02", &["WEB"]),
+            machine("db-01", &["db"]),
+            machine("api-01", &["api"]),
+        ];
+        let process = DeploymentProcess {
+            steps: vec![step],
+            ..DeploymentProcess::default()
+        };
+        let jobs = plan(
+            &process,
+            &PlanInputs {
+                deployment: &deployment(),
+                environment_name: "Test",
+                packages: &ResolvedPackages::new(),
+                targets: &targets,
+            },
+        )
+        .unwrap();
+        let names: Vec<_> = jobs
+            .iter()
+            .map(|j| j.target.as_ref().unwrap().name.as_str())
+            .collect();
+        assert_eq!(names, ["api-01", "web-02"]);
+        assert_eq!(
+            jobs[1].target.as_ref().unwrap().uri,
+            "https://web-02:10933/"
+        );
     }
 
     fn deployment() -> Deployment {

@@ -9,6 +9,7 @@
 
 pub mod package;
 pub mod script;
+pub mod target;
 
 use cuttle_blob::BlobStore;
 use cuttle_bus::{Bus, Delivery, Message, QueueSpec};
@@ -38,6 +39,8 @@ pub struct Worker {
     pub cache: Arc<dyn Cache>,
     /// The package feed's blob store, read to fetch packages.
     pub blob: Arc<dyn BlobStore>,
+    /// The server certificate presented to agents (the one they pinned at registration).
+    pub identity: Option<Arc<cuttle_agent_link::WorkerIdentity>>,
     /// Settings.
     pub config: WorkerConfig,
     /// Name in task logs.
@@ -53,6 +56,7 @@ impl Worker {
         bus: Arc<dyn Bus>,
         cache: Arc<dyn Cache>,
         blob: Arc<dyn BlobStore>,
+        identity: Option<Arc<cuttle_agent_link::WorkerIdentity>>,
         config: WorkerConfig,
         name: String,
         work_dir: PathBuf,
@@ -61,6 +65,7 @@ impl Worker {
             bus,
             cache,
             blob,
+            identity,
             config,
             name,
             work_dir,
@@ -318,7 +323,49 @@ impl Worker {
             log: &log,
         };
         let no_outputs = BTreeMap::new;
-        let end = match &job.work {
+        let end = match (&job.work, &job.target) {
+            (
+                JobWork::Script {
+                    syntax,
+                    body,
+                    packages,
+                },
+                Some(target),
+            ) if packages.is_empty() => (
+                target::run_script(
+                    self.identity.as_deref(),
+                    target,
+                    &job.job_id,
+                    *syntax,
+                    body,
+                    &context,
+                    &log,
+                )
+                .await,
+                no_outputs(),
+            ),
+            (_, Some(target)) => (
+                script::failed(format!(
+                    "This step cannot run on deployment target '{}' yet: only scripts without packages run on targets.",
+                    target.name
+                )),
+                no_outputs(),
+            ),
+            (work, None) => self.execute_here(work, &jobs).await,
+        };
+        log.finish().await;
+        script::remove_job_dir(&job_dir).await;
+        end
+    }
+
+    /// Runs work on this worker itself.
+    async fn execute_here(
+        &self,
+        work: &JobWork,
+        jobs: &package::PackageJobs<'_>,
+    ) -> package::JobEnd {
+        let no_outputs = BTreeMap::new;
+        match work {
             JobWork::Script {
                 syntax,
                 body,
@@ -342,10 +389,7 @@ impl Worker {
                 package,
                 environment_name,
             } => jobs.deploy(package, environment_name).await,
-        };
-        log.finish().await;
-        script::remove_job_dir(&job_dir).await;
-        end
+        }
     }
 
     fn register(&self, task_id: &str, job_id: &str, token: CancellationToken) {
