@@ -121,6 +121,9 @@ pub enum JobWork {
         #[serde(default)]
         packages: Vec<JobPackage>,
     },
+    /// Check that a deployment target's agent answers and learn what it runs on (one job per
+    /// machine of a `Health` task); the outcome becomes the machine's health.
+    HealthCheck,
     /// Deploy a package (`Octopus.TentaclePackage`): extract it into a fresh versioned folder
     /// and run its PreDeploy, Deploy and PostDeploy scripts there.
     DeployPackage {

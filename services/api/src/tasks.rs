@@ -51,6 +51,8 @@ fn task_routes(prefix: &str) -> Router<AppState> {
 #[serde(rename_all = "PascalCase", default)]
 struct NewTaskBody {
     name: String,
+    description: Option<String>,
+    arguments: BTreeMap<String, serde_json::Value>,
 }
 
 /// `POST /api/{space}/tasks {"Name": "Retention"}`: applies the space's built-in feed retention
@@ -61,11 +63,14 @@ async fn create(
     scope: SpaceScope,
     JsonBody(body): JsonBody<NewTaskBody>,
 ) -> ApiResult<(axum::http::StatusCode, Json<ServerTask>)> {
+    if body.name.eq_ignore_ascii_case("Health") {
+        return queue_health_check(&state, &scope, body).await;
+    }
     if !body.name.eq_ignore_ascii_case("Retention") {
         return Err(ApiError::invalid_field(
             "Name",
             format!(
-                "the task '{}' cannot be started through the API in this version of Cuttle; 'Retention' can",
+                "the task '{}' cannot be started through the API in this version of Cuttle; 'Retention' and 'Health' can",
                 body.name
             ),
         ));
@@ -79,6 +84,105 @@ async fn create(
         .await
         .map_err(|err| ApiError::internal(format!("{err:#}")))?;
     Ok((axum::http::StatusCode::CREATED, Json(present(&run.task))))
+}
+
+/// `{"Name": "Health", "Arguments": {"EnvironmentId"?: ..., "MachineIds"?: [...]}}`: queues a
+/// health check of those deployment targets (all of the space's without arguments); the
+/// orchestrator runs one check per machine and records each machine's health.
+async fn queue_health_check(
+    state: &AppState,
+    scope: &SpaceScope,
+    body: NewTaskBody,
+) -> ApiResult<(axum::http::StatusCode, Json<ServerTask>)> {
+    let environment_id = match body.arguments.get("EnvironmentId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "Arguments.EnvironmentId",
+                "must be an environment id",
+            ));
+        }
+    };
+    let machine_ids: Vec<String> = match body.arguments.get("MachineIds") {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(value) => serde_json::from_value(value.clone()).map_err(|_| {
+            ApiError::invalid_field("Arguments.MachineIds", "must be a list of machine ids")
+        })?,
+    };
+    let txn = state.store.conn().begin().await?;
+    let environment_name = match &environment_id {
+        Some(id) => Some(
+            cuttle_store::documents::get(&txn, &scope.id, "Environment", id)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::invalid_field(
+                        "Arguments.EnvironmentId",
+                        format!("environment '{id}' was not found in this space"),
+                    )
+                })?
+                .name,
+        ),
+        None => None,
+    };
+    for (index, id) in machine_ids.iter().enumerate() {
+        if cuttle_store::documents::get(&txn, &scope.id, "Machine", id)
+            .await?
+            .is_none()
+        {
+            return Err(ApiError::invalid_field(
+                &format!("Arguments.MachineIds[{index}]"),
+                format!("deployment target '{id}' was not found in this space"),
+            ));
+        }
+    }
+    let task_id = cuttle_store::next_id(&txn, "ServerTasks").await?;
+    let now = Utc::now();
+    let description = body
+        .description
+        .filter(|d| !d.trim().is_empty())
+        .unwrap_or_else(|| match &environment_name {
+            Some(name) => format!("Check deployment target health in {name}"),
+            None => "Check deployment target health".to_owned(),
+        });
+    let arguments = serde_json::json!({
+        "EnvironmentId": environment_id,
+        "MachineIds": machine_ids,
+    });
+    let task = tasks::insert_task(
+        &txn,
+        Task {
+            id: task_id.clone(),
+            space_id: scope.id.to_string(),
+            name: "Health".into(),
+            description,
+            state: TaskState::Queued.as_str().into(),
+            arguments: arguments.to_string(),
+            project_id: None,
+            environment_id,
+            deployment_id: None,
+            queue_time: now,
+            start_time: None,
+            completed_time: None,
+            last_updated_time: now,
+            error_message: None,
+            has_warnings_or_errors: false,
+            cancel_requested: false,
+            server_node: None,
+        },
+    )
+    .await?;
+    let command = OrchestratorCommand::TaskQueued { task_id };
+    cuttle_platform::outbox::enqueue(
+        &txn,
+        queues::ORCHESTRATOR_COMMANDS,
+        command.kind(),
+        &command,
+    )
+    .await?;
+    txn.commit().await?;
+    state.relay.wake();
+    Ok((axum::http::StatusCode::CREATED, Json(present(&task))))
 }
 
 /// Renders a stored task in Octopus's shape.

@@ -27,6 +27,7 @@ both_modes!(
     a_registered_listening_agent_serves_the_server_certificate_and_refuses_others,
     a_registration_with_an_unknown_environment_fails_naming_it,
     a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_it_with_a_reason,
+    health_checks_record_healthy_and_unavailable_targets,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -110,17 +111,7 @@ async fn a_registered_listening_agent_serves_the_server_certificate_and_refuses_
     assert_eq!(machine["Uri"], format!("https://127.0.0.1:{port}/"));
     assert_eq!(machine["Thumbprint"], agent.thumbprint().to_string());
 
-    let mut running = Proc {
-        name: "agent".into(),
-        child: Command::new(agent_binary())
-            .arg("--home")
-            .arg(home.path())
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
+    let mut running = start_agent("agent", home.path());
     let server = cuttle::server_identity(app.config()).unwrap();
     let mut requester = None;
     for _ in 0..100 {
@@ -195,6 +186,21 @@ async fn a_registration_with_an_unknown_environment_fails_naming_it(mode: Mode) 
     app.stop().await;
 }
 
+/// Starts `cuttle-agent run` in `home`.
+fn start_agent(name: &str, home: &Path) -> Proc {
+    Proc {
+        name: name.into(),
+        child: Command::new(agent_binary())
+            .arg("--home")
+            .arg(home)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    }
+}
+
 /// Registers a listening agent for `role` in `env` and starts it; returns the running agent.
 async fn running_agent(app: &InProcess, home: &Path, env: &str, role: &str, name: &str) -> Proc {
     let port = free_port();
@@ -218,17 +224,7 @@ async fn running_agent(app: &InProcess, home: &Path, env: &str, role: &str, name
         "register failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let agent = Proc {
-        name: name.into(),
-        child: Command::new(agent_binary())
-            .arg("--home")
-            .arg(home)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    };
+    let agent = start_agent(name, home);
     // Ready when it accepts TCP connections.
     for _ in 0..100 {
         if tokio::net::TcpStream::connect(&listen).await.is_ok() {
@@ -296,5 +292,78 @@ async fn a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_
     assert_eq!(finished["State"], "Failed", "{finished}");
     let error = finished["ErrorMessage"].as_str().unwrap();
     assert!(error.contains("web-01"), "{error}");
+    app.stop().await;
+}
+
+/// Runs a health check of `env` and returns the finished task.
+async fn check_health(app: &InProcess, env: &str) -> serde_json::Value {
+    let task = app
+        .client
+        .post(
+            "/api/Spaces-1/tasks",
+            json!({"Name": "Health", "Arguments": {"EnvironmentId": env}}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(task["Name"], "Health");
+    app.client
+        .wait_for_task(task["Id"].as_str().unwrap(), Duration::from_secs(60))
+        .await
+}
+
+async fn health_checks_record_healthy_and_unavailable_targets(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let env = app
+        .client
+        .post("/api/Spaces-1/environments", json!({"Name": "Test"}))
+        .await
+        .expect(201)["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reply = app
+        .client
+        .post(
+            "/api/Spaces-1/tasks",
+            json!({"Name": "Health", "Arguments": {"MachineIds": ["Machines-999"]}}),
+        )
+        .await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(reply.body.to_string().contains("Arguments.MachineIds[0]"));
+
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = running_agent(&app, home.path(), "Test", "web", "web-01").await;
+    let task = check_health(&app, &env).await;
+    assert_eq!(task["State"], "Success", "{task}");
+    let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
+    assert_eq!(machine["OperatingSystem"], std::env::consts::OS);
+
+    agent.kill();
+    let task = check_health(&app, &env).await;
+    assert_eq!(task["State"], "Failed", "{task}");
+    let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    assert_eq!(machine["HealthStatus"], "Unavailable", "{machine}");
+    let unavailable = app
+        .client
+        .get("/api/Spaces-1/machines?healthStatuses=Unavailable")
+        .await
+        .expect(200);
+    assert_eq!(unavailable["TotalResults"], 1);
+
+    // Back again: healthy on the next check.
+    let mut agent = start_agent("web-01 again", home.path());
+    let mut healthy = false;
+    for _ in 0..20 {
+        if check_health(&app, &env).await["State"] == "Success" {
+            healthy = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(healthy, "the restarted agent never became healthy");
+    let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
+    agent.terminate(Duration::from_secs(10)).await;
     app.stop().await;
 }

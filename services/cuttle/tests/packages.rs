@@ -1221,7 +1221,7 @@ async fn retention_keeps_the_latest_versions_and_every_version_a_release_uses(mo
         .await
         .expect(501);
     let reply = client
-        .post("/api/Spaces-1/tasks", json!({"Name": "Health"}))
+        .post("/api/Spaces-1/tasks", json!({"Name": "Backup"}))
         .await;
     assert_eq!(reply.status, 400, "{}", reply.body);
 

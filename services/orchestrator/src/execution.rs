@@ -89,6 +89,109 @@ async fn resolve_packages(
     Ok(resolved)
 }
 
+/// The name of health-check tasks.
+pub const HEALTH_TASK: &str = "Health";
+
+/// A `Health` task's jobs: one check per enabled target it names (`MachineIds`) or of its
+/// environment (`EnvironmentId`), or of the whole space.
+async fn health_plan(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    task: &Task,
+) -> anyhow::Result<Vec<PlannedJob>> {
+    #[derive(serde::Deserialize, Default)]
+    #[serde(rename_all = "PascalCase", default)]
+    struct Arguments {
+        environment_id: Option<String>,
+        machine_ids: Vec<String>,
+    }
+    let arguments: Arguments = serde_json::from_str(&task.arguments).unwrap_or_default();
+    let everything = documents::ListQuery {
+        take: u64::from(u32::MAX),
+        ..documents::ListQuery::default()
+    };
+    let (docs, _) = documents::list(conn, space, "Machine", &everything).await?;
+    let mut jobs = Vec::new();
+    for doc in &docs {
+        let machine: Machine = documents::decode(doc)?;
+        let named = arguments.machine_ids.is_empty() || arguments.machine_ids.contains(&machine.id);
+        let in_environment = arguments
+            .environment_id
+            .as_ref()
+            .is_none_or(|env| machine.environment_ids.contains(env));
+        if machine.is_disabled || !named || !in_environment {
+            continue;
+        }
+        jobs.push(PlannedJob {
+            step_number: 1,
+            step_name: "Check deployment target health".into(),
+            action_name: machine.name.clone(),
+            // Every machine is checked, whatever the others' health.
+            condition: "Always".into(),
+            work: cuttle_contracts::JobWork::HealthCheck,
+            target: Some(cuttle_contracts::JobTarget {
+                machine_id: machine.id.clone(),
+                name: machine.name.clone(),
+                communication_style: machine.endpoint.communication_style.clone(),
+                uri: machine.endpoint.uri.clone(),
+                thumbprint: machine.endpoint.thumbprint.clone(),
+            }),
+        });
+    }
+    Ok(jobs)
+}
+
+/// Records a health check's result on its machine: Healthy with what the agent runs on, or
+/// Unavailable with the reason.
+async fn record_health(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    job: &Job,
+    healthy: bool,
+    reason: Option<&str>,
+    outputs: &BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    let message: StepJob = serde_json::from_str(&job.payload)?;
+    let Some(target) = message.target else {
+        return Ok(());
+    };
+    let Some(doc) = documents::get(conn, space, "Machine", &target.machine_id).await? else {
+        // Deleted while being checked.
+        return Ok(());
+    };
+    let mut machine: Machine = documents::decode(&doc)?;
+    if healthy {
+        machine.health_status = "Healthy".into();
+        machine.status = "Online".into();
+        machine.status_summary = "This machine is healthy.".into();
+        let get = |key: &str| outputs.get(key).cloned().unwrap_or_default();
+        machine.operating_system = get("OperatingSystem");
+        machine.architecture = get("Architecture");
+        machine.shell_name = get("ShellName");
+        machine.shell_version = get("AgentVersion");
+    } else {
+        machine.health_status = "Unavailable".into();
+        machine.status = "Offline".into();
+        machine.status_summary = reason.unwrap_or("The machine did not answer.").to_owned();
+    }
+    documents::replace(
+        conn,
+        space,
+        "Machine",
+        &doc.id,
+        documents::Replacement {
+            name: doc.name.clone(),
+            unique_key: doc.unique_key.clone(),
+            sort_order: doc.sort_order,
+            data: documents::encode(&machine),
+            expected_version: None,
+        },
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
 /// The enabled deployment targets of an environment.
 async fn environment_targets(
     conn: &impl ConnectionTrait,
@@ -239,7 +342,11 @@ impl Orchestrator {
                     log.push(line(
                         &task.id,
                         LogCategory::Info,
-                        "The deployment process has no steps to run for this environment.",
+                        if task.name == HEALTH_TASK {
+                            "There are no enabled deployment targets to check."
+                        } else {
+                            "The deployment process has no steps to run for this environment."
+                        },
                     ));
                 }
                 if self.release_has_variables(&txn, &space_id, &task).await? {
@@ -344,6 +451,11 @@ impl Orchestrator {
         space: &SpaceId,
         task: &Task,
     ) -> Result<Vec<PlannedJob>, String> {
+        if task.name == HEALTH_TASK {
+            return health_plan(conn, space, task)
+                .await
+                .map_err(|err| format!("The machines to check could not be read: {err}"));
+        }
         let deployment_id = task.deployment_id.clone().ok_or_else(|| {
             format!(
                 "Task {} is not a deployment; this orchestrator only runs deployments.",
@@ -632,6 +744,18 @@ impl Orchestrator {
             ),
         };
         job.status = status.into();
+        if task.name == HEALTH_TASK && status != job_status::CANCELED {
+            let space = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
+            record_health(
+                &txn,
+                &space,
+                &job,
+                status == job_status::SUCCESS,
+                message.as_deref(),
+                &output_variables,
+            )
+            .await?;
+        }
         if let Some(message) = &message {
             let category = if status == job_status::FAILED {
                 LogCategory::Error

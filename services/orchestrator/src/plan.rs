@@ -299,6 +299,7 @@ pub fn plan(
                     let needs_packages = match &work {
                         JobWork::Script { packages, .. } => !packages.is_empty(),
                         JobWork::PackageScript { .. } | JobWork::DeployPackage { .. } => true,
+                        JobWork::HealthCheck => false,
                     };
                     if needs_packages {
                         return Err(PlanError(format!(

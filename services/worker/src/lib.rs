@@ -344,6 +344,9 @@ impl Worker {
                 .await,
                 no_outputs(),
             ),
+            (JobWork::HealthCheck, Some(target)) => {
+                target::health_check(self.identity.as_deref(), target, &context, &log).await
+            }
             (_, Some(target)) => (
                 script::failed(format!(
                     "This step cannot run on deployment target '{}' yet: only scripts without packages run on targets.",
@@ -389,6 +392,10 @@ impl Worker {
                 package,
                 environment_name,
             } => jobs.deploy(package, environment_name).await,
+            JobWork::HealthCheck => (
+                script::failed("A health check needs a deployment target.".into()),
+                no_outputs(),
+            ),
         }
     }
 

@@ -18,6 +18,127 @@ use std::time::Duration;
 /// How long a canceled script's agent may take to report its end before the job is given up.
 const CANCEL_WAIT: Duration = Duration::from_secs(30);
 
+/// Output variables a health check sets, read by the orchestrator into the machine.
+pub mod health_outputs {
+    /// `linux`, `macos`, ...
+    pub const OPERATING_SYSTEM: &str = "OperatingSystem";
+    /// `x86_64`, `aarch64`, ...
+    pub const ARCHITECTURE: &str = "Architecture";
+    /// The first script shell the agent has (`bash`, `python`, `power_shell`).
+    pub const SHELL_NAME: &str = "ShellName";
+    /// The agent's version.
+    pub const AGENT_VERSION: &str = "AgentVersion";
+}
+
+/// Dials `target`'s listening agent; `Err` is how the job ends instead.
+async fn connect(
+    identity: Option<&WorkerIdentity>,
+    target: &JobTarget,
+    context: &ScriptContext,
+    log: &JobLog,
+) -> Result<cuttle_agent_link::Requester, Ended> {
+    let Some(identity) = identity else {
+        return Err(script::failed(
+            "This worker has no server certificate (server.certificate_dir), so it cannot reach deployment targets.".into(),
+        ));
+    };
+    if target.communication_style != "TentaclePassive" {
+        return Err(script::failed(format!(
+            "Deployment target '{}' is a polling agent ({}); workers do not accept polling agents in this version of Cuttle yet.",
+            target.name, target.communication_style
+        )));
+    }
+    let Some(address) = target
+        .uri
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| uri.authority().map(|a| a.as_str().to_owned()))
+    else {
+        return Err(script::failed(format!(
+            "Deployment target '{}' has the endpoint '{}', which is not https://host:port/.",
+            target.name, target.uri
+        )));
+    };
+    let thumbprint = Thumbprint::parse(&target.thumbprint).map_err(|err| {
+        script::failed(format!(
+            "Deployment target '{}' has an invalid thumbprint: {err}",
+            target.name
+        ))
+    })?;
+    let trusted = TrustedThumbprints::from_iter([thumbprint]);
+    let link = WorkerLink::new(identity, trusted, LinkOptions::default())
+        .map_err(|err| script::failed(format!("The worker's TLS setup failed: {err}")))?;
+    log.line(
+        LogCategory::Verbose,
+        format!(
+            "Connecting to deployment target {} at {}",
+            target.name, target.uri
+        ),
+    )
+    .await;
+    tokio::select! {
+        connected = link.dial_agent(&address, thumbprint) => connected.map_err(|err| {
+            script::failed(format!(
+                "The agent on deployment target '{}' ({}) could not be reached: {err}",
+                target.name, target.uri
+            ))
+        }),
+        () = context.cancel.cancelled() => Err((JobOutcome::Canceled, None)),
+    }
+}
+
+/// A health check: the agent answers with what it runs on, or the target is unavailable.
+pub async fn health_check(
+    identity: Option<&WorkerIdentity>,
+    target: &JobTarget,
+    context: &ScriptContext,
+    log: &JobLog,
+) -> (Ended, BTreeMap<String, String>) {
+    let requester = match connect(identity, target, context, log).await {
+        Ok(requester) => requester,
+        Err(ended) => return (ended, BTreeMap::new()),
+    };
+    match requester.capabilities().await {
+        Ok(capabilities) => {
+            let shell = capabilities
+                .shells
+                .first()
+                .map(|s| format!("{s:?}"))
+                .unwrap_or_default();
+            log.line(
+                LogCategory::Info,
+                format!(
+                    "{} is healthy: cuttle-agent {} on {} {} (host {}), shells {:?}",
+                    target.name,
+                    capabilities.agent_version,
+                    capabilities.os,
+                    capabilities.arch,
+                    capabilities.hostname,
+                    capabilities.shells
+                ),
+            )
+            .await;
+            let outputs = BTreeMap::from([
+                (health_outputs::OPERATING_SYSTEM.to_owned(), capabilities.os),
+                (health_outputs::ARCHITECTURE.to_owned(), capabilities.arch),
+                (health_outputs::SHELL_NAME.to_owned(), shell),
+                (
+                    health_outputs::AGENT_VERSION.to_owned(),
+                    capabilities.agent_version,
+                ),
+            ]);
+            ((JobOutcome::Succeeded, Some(0)), outputs)
+        }
+        Err(err) => (
+            script::failed(format!(
+                "The agent on deployment target '{}' did not answer: {err}",
+                target.name
+            )),
+            BTreeMap::new(),
+        ),
+    }
+}
+
 /// Runs an inline script on `target`'s agent.
 pub async fn run_script(
     identity: Option<&WorkerIdentity>,
@@ -28,64 +149,9 @@ pub async fn run_script(
     context: &ScriptContext,
     log: &JobLog,
 ) -> Ended {
-    let Some(identity) = identity else {
-        return script::failed(
-            "This worker has no server certificate (server.certificate_dir), so it cannot reach deployment targets.".into(),
-        );
-    };
-    if target.communication_style != "TentaclePassive" {
-        return script::failed(format!(
-            "Deployment target '{}' is a polling agent ({}); workers do not accept polling agents in this version of Cuttle yet.",
-            target.name, target.communication_style
-        ));
-    }
-    let address = match target
-        .uri
-        .parse::<http::Uri>()
-        .ok()
-        .and_then(|uri| uri.authority().map(|a| a.as_str().to_owned()))
-    {
-        Some(address) => address,
-        None => {
-            return script::failed(format!(
-                "Deployment target '{}' has the endpoint '{}', which is not https://host:port/.",
-                target.name, target.uri
-            ));
-        }
-    };
-    let thumbprint = match Thumbprint::parse(&target.thumbprint) {
-        Ok(thumbprint) => thumbprint,
-        Err(err) => {
-            return script::failed(format!(
-                "Deployment target '{}' has an invalid thumbprint: {err}",
-                target.name
-            ));
-        }
-    };
-    let trusted = TrustedThumbprints::from_iter([thumbprint]);
-    let link = match WorkerLink::new(identity, trusted, LinkOptions::default()) {
-        Ok(link) => link,
-        Err(err) => return script::failed(format!("The worker's TLS setup failed: {err}")),
-    };
-    log.line(
-        LogCategory::Verbose,
-        format!(
-            "Connecting to deployment target {} at {}",
-            target.name, target.uri
-        ),
-    )
-    .await;
-    let requester = tokio::select! {
-        connected = link.dial_agent(&address, thumbprint) => match connected {
-            Ok(requester) => requester,
-            Err(err) => {
-                return script::failed(format!(
-                    "The agent on deployment target '{}' ({}) could not be reached: {err}",
-                    target.name, target.uri
-                ));
-            }
-        },
-        () = context.cancel.cancelled() => return (JobOutcome::Canceled, None),
+    let requester = match connect(identity, target, context, log).await {
+        Ok(requester) => requester,
+        Err(ended) => return ended,
     };
     let mut run = match requester
         .start_script(StartScript {
