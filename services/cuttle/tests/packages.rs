@@ -1049,6 +1049,28 @@ async fn package_selection_mistakes_are_refused_naming_the_field(mode: Mode) {
         .await
         .expect(201);
     assert_eq!(created["SelectedPackages"][0]["Version"], "1.0.0");
+    // Modifying a release may change its package versions, but only to ones in the feed.
+    let release_path = format!("/api/Spaces-1/releases/{}", created["Id"].as_str().unwrap());
+    let mut modified = created.clone();
+    modified["SelectedPackages"][0]["Version"] = json!("7.7.7");
+    let reply = client.put(&release_path, modified.clone()).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    assert!(
+        reply.body.to_string().contains("SelectedPackages"),
+        "{}",
+        reply.body
+    );
+    push(
+        client,
+        "Spaces-1",
+        "Acme.Web.1.1.0.zip",
+        deployable_zip("y"),
+    )
+    .await
+    .expect(201);
+    modified["SelectedPackages"][0]["Version"] = json!("1.1.0");
+    let updated = client.put(&release_path, modified).await.expect(200);
+    assert_eq!(updated["SelectedPackages"][0]["Version"], "1.1.0");
     // Nothing half-written: only the one good release exists.
     let releases = client
         .get(&format!("/api/Spaces-1/projects/{project_id}/releases"))
