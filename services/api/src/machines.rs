@@ -440,6 +440,8 @@ async fn update_machine<T: MachineKind>(
     machine.shell_name = stored.machine().shell_name.clone();
     machine.shell_version = stored.machine().shell_version.clone();
     machine.architecture = stored.machine().architecture.clone();
+    machine.endpoint.tentacle_version_details =
+        stored.machine().endpoint.tentacle_version_details.clone();
     value.prepare()?;
     resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
     let updated = resources::replace(&txn, &scope.id, id, value).await?;

@@ -338,6 +338,13 @@ async fn health_checks_record_healthy_and_unavailable_targets(mode: Mode) {
     let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
     assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
     assert_eq!(machine["OperatingSystem"], std::env::consts::OS);
+    assert!(
+        !machine["Endpoint"]["TentacleVersionDetails"]["Version"]
+            .as_str()
+            .unwrap()
+            .is_empty(),
+        "{machine}"
+    );
 
     agent.kill();
     let task = check_health(&app, &env).await;

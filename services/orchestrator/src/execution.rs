@@ -168,7 +168,13 @@ async fn record_health(
         machine.operating_system = get("OperatingSystem");
         machine.architecture = get("Architecture");
         machine.shell_name = get("ShellName");
-        machine.shell_version = get("AgentVersion");
+        // Octopus shows a Tentacle's version under the endpoint.
+        machine.endpoint.tentacle_version_details = Some(serde_json::json!({
+            "Version": get("AgentVersion"),
+            "UpgradeLocked": false,
+            "UpgradeSuggested": false,
+            "UpgradeRequired": false,
+        }));
     } else {
         machine.health_status = "Unavailable".into();
         machine.status = "Offline".into();
