@@ -19,6 +19,16 @@ DATA_DIR="${CUTTLE_S3_DATA_DIR:-$CUTTLE_CACHE_DIR/s3-data}"
 PID_FILE="$CUTTLE_CACHE_DIR/s3s-fs-$PORT.pid"
 LOG_FILE="$CUTTLE_CACHE_DIR/s3s-fs-$PORT.log"
 
+# Our s3s-fs started by an older version of this script may run in a directory deleted since
+# (a removed checkout); it then fails every request, so it is stopped and started afresh.
+if [[ -f "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null \
+    && [[ "$(readlink "/proc/$(cat "$PID_FILE")/cwd" 2>/dev/null)" == *" (deleted)" ]]; then
+    say "s3s-fs (pid $(cat "$PID_FILE")) runs in a deleted directory; restarting it"
+    kill "$(cat "$PID_FILE")"
+    port_closed() { ! port_open "$HOST" "$PORT"; }
+    WAIT_SECONDS=10 wait_until port_closed || die "s3s-fs did not stop within 10 s"
+fi
+
 # An S3 server has no cheap protocol ping without signing a request, so the open port is the test.
 if port_open "$HOST" "$PORT"; then
     if [[ -f "$PID_FILE" ]] && kill -0 "$(cat "$PID_FILE")" 2>/dev/null; then
@@ -38,6 +48,9 @@ if [[ ! -x "$BINARY" ]]; then
 fi
 
 mkdir -p "$DATA_DIR"
+# s3s-fs resolves every object path against its working directory, so it must not run inside a
+# checkout that may be deleted (a removed clone made every request fail with a 500).
+cd "$DATA_DIR"
 say "starting s3s-fs on $ENDPOINT serving $DATA_DIR (log: $LOG_FILE)"
 # setsid detaches the server from this shell's session so it outlives the script; in a
 # non-interactive shell the background child is not a group leader, so setsid execs in place and
