@@ -53,6 +53,16 @@ pub struct ListQuery {
     pub take: u64,
 }
 
+impl ListQuery {
+    /// Every row: no filter, no paging (`take` of `u32::MAX`, which both backends accept).
+    pub fn everything() -> ListQuery {
+        ListQuery {
+            take: u64::from(u32::MAX),
+            ..ListQuery::default()
+        }
+    }
+}
+
 fn conflict_or(err: DbErr, what: &str) -> StoreError {
     // The only unique index on documents besides the primary key (whose values come from
     // id counters) is ux_documents_unique_key, so a unique violation here is always a name clash.

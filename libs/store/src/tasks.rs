@@ -12,6 +12,37 @@ use sea_orm::{
 
 /// A stored task.
 pub type Task = server_task::Model;
+
+/// A Queued task of `space_id` with nothing run yet; callers set the project, environment or
+/// deployment it belongs to.
+pub fn queued_task(
+    id: String,
+    space_id: &SpaceId,
+    name: &str,
+    description: String,
+    arguments: String,
+    now: DateTime<Utc>,
+) -> Task {
+    Task {
+        id,
+        space_id: space_id.to_string(),
+        name: name.to_owned(),
+        description,
+        state: TaskState::Queued.as_str().into(),
+        arguments,
+        project_id: None,
+        environment_id: None,
+        deployment_id: None,
+        queue_time: now,
+        start_time: None,
+        completed_time: None,
+        last_updated_time: now,
+        error_message: None,
+        has_warnings_or_errors: false,
+        cancel_requested: false,
+        server_node: None,
+    }
+}
 /// A stored job.
 pub type Job = task_job::Model;
 /// A stored log line.

@@ -264,6 +264,30 @@ pub struct DeploymentProcess {
     pub links: Links,
 }
 
+impl DeploymentProcess {
+    /// The package reference named `reference_name` ("" for the primary package) of the action
+    /// named `action_name`: what a release's `SelectedPackages` entry points at.
+    pub fn package_reference(
+        &self,
+        action_name: &str,
+        reference_name: &str,
+    ) -> Option<&PackageReference> {
+        self.steps
+            .iter()
+            .flat_map(|step| &step.actions)
+            .filter(|action| action.name == action_name)
+            .flat_map(|action| &action.packages)
+            .find(|reference| reference.reference_name() == reference_name)
+    }
+}
+
+impl PackageReference {
+    /// The reference's name as releases record it: empty for the primary package.
+    pub fn reference_name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+}
+
 /// One variable of a variable set.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

@@ -389,7 +389,7 @@ async fn default_of<T: HasDefault>(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
 ) -> ApiResult<String> {
-    let (docs, _) = documents::list(conn, space, T::KIND, &everything()).await?;
+    let (docs, _) = documents::list(conn, space, T::KIND, &ListQuery::everything()).await?;
     for doc in &docs {
         let value: T = documents::decode(doc)?;
         if value.is_default() {
@@ -400,13 +400,6 @@ async fn default_of<T: HasDefault>(
         "space {space} has no default {}",
         T::NOUN
     )))
-}
-
-fn everything() -> ListQuery {
-    ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    }
 }
 
 async fn create_machine<T: MachineKind>(
@@ -521,7 +514,7 @@ async fn machine_page<T: MachineKind>(
     path: String,
 ) -> ApiResult<Collection<T>> {
     let (skip, take) = params.paging()?;
-    let (docs, _) = documents::list(conn, &scope.id, T::KIND, &everything()).await?;
+    let (docs, _) = documents::list(conn, &scope.id, T::KIND, &ListQuery::everything()).await?;
     let mut matching = Vec::new();
     for doc in &docs {
         let value: T = resources::present(doc, &scope.id)?;

@@ -191,10 +191,7 @@ pub async fn find_project(
     {
         return Ok(Some(found));
     }
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list(conn, space, Project::KIND, &query).await?;
     for doc in docs {
         let project: Project = documents::decode(&doc)?;
@@ -232,10 +229,7 @@ async fn all_projects(
     State(state): State<AppState>,
     scope: SpaceScope,
 ) -> ApiResult<Json<Vec<Project>>> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
     Ok(Json(
         docs.iter()
@@ -400,8 +394,7 @@ async fn delete_project(
     // Releases own their deployments; the project owns everything else.
     let query = ListQuery {
         parent_id: Some(doc.id.clone()),
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
+        ..ListQuery::everything()
     };
     let (releases, _) =
         documents::list(&txn, &scope.id, crate::releases::RELEASE_KIND, &query).await?;
@@ -753,10 +746,7 @@ pub async fn present_variables(
     if doc.kind == VARIABLES_KIND {
         set.version = doc.version;
     }
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (environments, _) = documents::list(conn, space, Environment::KIND, &query).await?;
     set.scope_values.environments = environments
         .iter()

@@ -250,7 +250,7 @@ fn slots(process: &DeploymentProcess) -> ApiResult<Vec<Slot>> {
                 slots.push(Slot {
                     step_name: step.name.clone(),
                     action_name: action.name.clone(),
-                    reference_name: reference.name.clone().unwrap_or_default(),
+                    reference_name: reference.reference_name().to_owned(),
                     package_id: reference.package_id.clone(),
                 });
             }

@@ -156,8 +156,7 @@ pub async fn release_versions(
 ) -> ApiResult<Vec<String>> {
     let query = ListQuery {
         parent_id: Some(project_id.to_owned()),
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
+        ..ListQuery::everything()
     };
     let (docs, _) = documents::list(conn, space, RELEASE_KIND, &query).await?;
     Ok(docs.into_iter().map(|d| d.name).collect())
@@ -343,8 +342,7 @@ async fn default_channel(
 ) -> ApiResult<Document> {
     let query = ListQuery {
         parent_id: Some(project_id.to_owned()),
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
+        ..ListQuery::everything()
     };
     let (channels, _) = documents::list(conn, space, Channel::KIND, &query).await?;
     for doc in &channels {
@@ -741,8 +739,7 @@ async fn list_deployments(
         .collect();
     let query = ListQuery {
         ids,
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
+        ..ListQuery::everything()
     };
     let (docs, _) = documents::list(conn, &scope.id, DEPLOYMENT_KIND, &query).await?;
     let mut matching = Vec::new();
@@ -810,10 +807,7 @@ async fn environments_in_order(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
 ) -> ApiResult<Vec<(String, String)>> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list(conn, space, Environment::KIND, &query).await?;
     Ok(docs.into_iter().map(|d| (d.id, d.name)).collect())
 }
@@ -826,8 +820,7 @@ async fn successfully_deployed(
 ) -> ApiResult<Vec<String>> {
     let query = ListQuery {
         parent_id: Some(release_id.to_owned()),
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
+        ..ListQuery::everything()
     };
     let (docs, _) = documents::list(conn, space, DEPLOYMENT_KIND, &query).await?;
     let mut done = Vec::new();
@@ -954,26 +947,20 @@ async fn insert_deployment(
     let task = tasks::insert_task(
         conn,
         Task {
-            id: task_id.clone(),
-            space_id: space.id.to_string(),
-            name: "Deploy".into(),
-            description: format!(
-                "Deploy {} release {} to {}",
-                project.name, release.version, environment.name
-            ),
-            state: TaskState::Queued.as_str().into(),
-            arguments,
             project_id: Some(project_doc.id.clone()),
             environment_id: Some(environment.id.clone()),
             deployment_id: Some(deployment_id.clone()),
-            queue_time: now,
-            start_time: None,
-            completed_time: None,
-            last_updated_time: now,
-            error_message: None,
-            has_warnings_or_errors: false,
-            cancel_requested: false,
-            server_node: None,
+            ..tasks::queued_task(
+                task_id.clone(),
+                &space.id,
+                "Deploy",
+                format!(
+                    "Deploy {} release {} to {}",
+                    project.name, release.version, environment.name
+                ),
+                arguments,
+                now,
+            )
         },
     )
     .await?;

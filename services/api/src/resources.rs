@@ -194,10 +194,7 @@ pub(crate) async fn all<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
 ) -> ApiResult<Json<Vec<T>>> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &query).await?;
     Ok(Json(
         docs.iter()

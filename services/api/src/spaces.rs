@@ -49,10 +49,7 @@ fn present(doc: &Document) -> ApiResult<Space> {
 
 /// The space marked `IsDefault`.
 pub async fn default_space(state: &AppState) -> ApiResult<Option<SpaceScope>> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
     for doc in docs {
         let space: Space = documents::decode(&doc)?;
@@ -69,10 +66,7 @@ pub async fn find_by_slug_or_name(
     state: &AppState,
     identifier: &str,
 ) -> ApiResult<Option<Document>> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
     for doc in docs {
         let space: Space = documents::decode(&doc)?;
@@ -105,10 +99,7 @@ async fn list(
 }
 
 async fn all(State(state): State<AppState>, _: Principal) -> ApiResult<Json<Vec<Space>>> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
     Ok(Json(docs.iter().map(present).collect::<ApiResult<_>>()?))
 }
@@ -224,10 +215,7 @@ pub async fn insert_space(
 
 /// Space names and slugs are unique installation-wide (checked inside the transaction).
 async fn ensure_unique_space(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list_spaces(conn, &query).await?;
     for doc in docs.iter().filter(|d| d.id != space.id) {
         let other: Space = documents::decode(doc)?;
@@ -278,10 +266,7 @@ async fn create(
 
 /// Makes `space` the only default space.
 async fn set_default(conn: &impl ConnectionTrait, mut space: Space) -> ApiResult<Space> {
-    let query = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let query = ListQuery::everything();
     let (docs, _) = documents::list_spaces(conn, &query).await?;
     for doc in docs.iter().filter(|d| d.id != space.id) {
         let mut other: Space = documents::decode(doc)?;

@@ -152,23 +152,15 @@ async fn queue_health_check(
     let task = tasks::insert_task(
         &txn,
         Task {
-            id: task_id.clone(),
-            space_id: scope.id.to_string(),
-            name: "Health".into(),
-            description,
-            state: TaskState::Queued.as_str().into(),
-            arguments: arguments.to_string(),
-            project_id: None,
             environment_id,
-            deployment_id: None,
-            queue_time: now,
-            start_time: None,
-            completed_time: None,
-            last_updated_time: now,
-            error_message: None,
-            has_warnings_or_errors: false,
-            cancel_requested: false,
-            server_node: None,
+            ..tasks::queued_task(
+                task_id.clone(),
+                &scope.id,
+                "Health",
+                description,
+                arguments.to_string(),
+                now,
+            )
         },
     )
     .await?;

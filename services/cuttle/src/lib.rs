@@ -47,16 +47,17 @@ fn api_state(
     config: &Config,
     backends: &Backends,
     bootstrap: &Bootstrap,
-) -> anyhow::Result<AppState> {
-    Ok(AppState {
+    server_thumbprint: String,
+) -> AppState {
+    AppState {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
         blob: backends.blob.clone(),
         relay: RelayWaker::new(),
         installation_id: bootstrap.installation_id.clone(),
         node_name: config.node_name(),
-        server_thumbprint: server_identity(config)?.thumbprint().to_string(),
-    })
+        server_thumbprint,
+    }
 }
 
 /// The certificate workers present to agents (created on first start), from
@@ -109,11 +110,13 @@ pub async fn serve_all(
         node_name: config.node_name(),
         relay: RelayWaker::new(),
     };
+    // Read once: the api shows its thumbprint, the worker presents it to agents.
+    let identity = Arc::new(server_identity(&config)?);
     let worker = Worker::new(
         backends.bus.clone(),
         backends.cache.clone(),
         backends.blob.clone(),
-        Some(Arc::new(server_identity(&config)?)),
+        Some(identity.clone()),
         config.worker.clone(),
         worker_name(&config),
         work_dir(&config),
@@ -122,7 +125,12 @@ pub async fn serve_all(
         store: backends.store.clone(),
         blob: backends.blob.clone(),
     };
-    let state = api_state(&config, &backends, &bootstrap)?;
+    let state = api_state(
+        &config,
+        &backends,
+        &bootstrap,
+        identity.thumbprint().to_string(),
+    );
     let mut services = tokio::task::JoinSet::new();
     services.spawn(orchestrator.run(stopped()));
     services.spawn(worker.run(stopped()));

@@ -2,7 +2,7 @@
 //! task's row, so replicas never advance the same task twice.
 
 use crate::Orchestrator;
-use crate::plan::{PlanInputs, PlannedJob, ResolvedPackages, plan, reference_name};
+use crate::plan::{PlanInputs, PlannedJob, ResolvedPackages, job_target, plan};
 use anyhow::Context;
 use chrono::Utc;
 use cuttle_contracts::{
@@ -38,13 +38,8 @@ async fn resolve_packages(
 ) -> Result<ResolvedPackages, String> {
     let mut resolved = ResolvedPackages::new();
     for selected in &release.selected_packages {
-        let Some(reference) = process
-            .steps
-            .iter()
-            .flat_map(|step| &step.actions)
-            .filter(|action| action.name == selected.action_name)
-            .flat_map(|action| &action.packages)
-            .find(|reference| reference_name(reference) == selected.package_reference_name)
+        let Some(reference) =
+            process.package_reference(&selected.action_name, &selected.package_reference_name)
         else {
             continue;
         };
@@ -106,22 +101,16 @@ async fn health_plan(
         machine_ids: Vec<String>,
     }
     let arguments: Arguments = serde_json::from_str(&task.arguments).unwrap_or_default();
-    let everything = documents::ListQuery {
-        take: u64::from(u32::MAX),
-        ..documents::ListQuery::default()
-    };
-    let (docs, _) = documents::list(conn, space, "Machine", &everything).await?;
+    let machines = enabled_targets(conn, space, |machine| {
+        (arguments.machine_ids.is_empty() || arguments.machine_ids.contains(&machine.id))
+            && arguments
+                .environment_id
+                .as_ref()
+                .is_none_or(|env| machine.environment_ids.contains(env))
+    })
+    .await?;
     let mut jobs = Vec::new();
-    for doc in &docs {
-        let machine: Machine = documents::decode(doc)?;
-        let named = arguments.machine_ids.is_empty() || arguments.machine_ids.contains(&machine.id);
-        let in_environment = arguments
-            .environment_id
-            .as_ref()
-            .is_none_or(|env| machine.environment_ids.contains(env));
-        if machine.is_disabled || !named || !in_environment {
-            continue;
-        }
+    for machine in machines {
         jobs.push(PlannedJob {
             step_number: 1,
             step_name: "Check deployment target health".into(),
@@ -129,13 +118,7 @@ async fn health_plan(
             // Every machine is checked, whatever the others' health.
             condition: "Always".into(),
             work: cuttle_contracts::JobWork::HealthCheck,
-            target: Some(cuttle_contracts::JobTarget {
-                machine_id: machine.id.clone(),
-                name: machine.name.clone(),
-                communication_style: machine.endpoint.communication_style.clone(),
-                uri: machine.endpoint.uri.clone(),
-                thumbprint: machine.endpoint.thumbprint.clone(),
-            }),
+            target: Some(job_target(&machine)),
         });
     }
     Ok(jobs)
@@ -198,21 +181,18 @@ async fn record_health(
     Ok(())
 }
 
-/// The enabled deployment targets of an environment.
-async fn environment_targets(
+/// The enabled deployment targets of the space that `keep` accepts.
+async fn enabled_targets(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
-    environment_id: &str,
+    keep: impl Fn(&Machine) -> bool,
 ) -> anyhow::Result<Vec<Machine>> {
-    let everything = documents::ListQuery {
-        take: u64::from(u32::MAX),
-        ..documents::ListQuery::default()
-    };
-    let (docs, _) = documents::list(conn, space, "Machine", &everything).await?;
+    let (docs, _) =
+        documents::list(conn, space, "Machine", &documents::ListQuery::everything()).await?;
     let mut targets = Vec::new();
     for doc in &docs {
         let machine: Machine = documents::decode(doc)?;
-        if !machine.is_disabled && machine.environment_ids.iter().any(|e| e == environment_id) {
+        if !machine.is_disabled && keep(&machine) {
             targets.push(machine);
         }
     }
@@ -518,9 +498,11 @@ impl Orchestrator {
                 Err(err) => return Err(format!("The release could not be read: {err}")),
             };
         let packages = resolve_packages(conn, space, &process, &release).await?;
-        let targets = environment_targets(conn, space, &deployment.environment_id)
-            .await
-            .map_err(|err| format!("The deployment targets could not be read: {err}"))?;
+        let targets = enabled_targets(conn, space, |machine| {
+            machine.environment_ids.contains(&deployment.environment_id)
+        })
+        .await
+        .map_err(|err| format!("The deployment targets could not be read: {err}"))?;
         plan(
             &process,
             &PlanInputs {

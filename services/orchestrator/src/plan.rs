@@ -61,11 +61,6 @@ fn applies(action: &Action, deployment: &Deployment) -> bool {
         && (action.channels.is_empty() || action.channels.contains(&deployment.channel_id))
 }
 
-/// The reference's name as releases record it: empty for the primary package.
-pub fn reference_name(reference: &PackageReference) -> String {
-    reference.name.clone().unwrap_or_default()
-}
-
 /// The target roles a step runs on, unless it runs on the server (a worker).
 fn target_roles(step: &Step, action: &Action) -> Option<Vec<String>> {
     let roles = step
@@ -105,16 +100,18 @@ fn targets_for(
         )));
     }
     matching.sort_by_key(|machine| machine.name.to_lowercase());
-    Ok(matching
-        .into_iter()
-        .map(|machine| JobTarget {
-            machine_id: machine.id.clone(),
-            name: machine.name.clone(),
-            communication_style: machine.endpoint.communication_style.clone(),
-            uri: machine.endpoint.uri.clone(),
-            thumbprint: machine.endpoint.thumbprint.clone(),
-        })
-        .collect())
+    Ok(matching.into_iter().map(job_target).collect())
+}
+
+/// What a job needs to reach `machine`'s agent.
+pub fn job_target(machine: &Machine) -> JobTarget {
+    JobTarget {
+        machine_id: machine.id.clone(),
+        name: machine.name.clone(),
+        communication_style: machine.endpoint.communication_style.clone(),
+        uri: machine.endpoint.uri.clone(),
+        thumbprint: machine.endpoint.thumbprint.clone(),
+    }
 }
 
 /// The located package of one reference of `action`.
@@ -124,7 +121,7 @@ fn located(
     reference: &PackageReference,
     packages: &ResolvedPackages,
 ) -> Result<JobPackage, PlanError> {
-    let name = reference_name(reference);
+    let name = reference.reference_name().to_owned();
     match packages.get(&(action.name.clone(), name.clone())) {
         Some(Ok(package)) => {
             let mut package = package.clone();
@@ -154,7 +151,7 @@ fn primary<'a>(step: &Step, action: &'a Action) -> Result<&'a PackageReference, 
     action
         .packages
         .iter()
-        .find(|p| p.name.as_deref().is_none_or(str::is_empty))
+        .find(|p| p.reference_name().is_empty())
         .or(match action.packages.as_slice() {
             [only] => Some(only),
             _ => None,

@@ -136,10 +136,7 @@ async fn versions_in_use(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
 ) -> Result<HashSet<VersionKey>, StoreError> {
-    let all = ListQuery {
-        take: u64::from(u32::MAX),
-        ..ListQuery::default()
-    };
+    let all = ListQuery::everything();
     let (releases, _) = documents::list(conn, space, "Release", &all).await?;
     let mut in_use = HashSet::new();
     let mut processes: BTreeMap<String, Option<DeploymentProcess>> = BTreeMap::new();
@@ -163,14 +160,7 @@ async fn versions_in_use(
         };
         for selected in &release.selected_packages {
             let package_id = process
-                .steps
-                .iter()
-                .flat_map(|step| &step.actions)
-                .filter(|action| action.name == selected.action_name)
-                .flat_map(|action| &action.packages)
-                .find(|reference| {
-                    reference.name.clone().unwrap_or_default() == selected.package_reference_name
-                })
+                .package_reference(&selected.action_name, &selected.package_reference_name)
                 .map(|reference| reference.package_id.to_ascii_lowercase());
             if let (Some(id), Ok(version)) = (package_id, PackageVersion::parse(&selected.version))
             {
@@ -217,24 +207,19 @@ impl PackageFeed {
         let removals = choose_removals(&rows, &in_use, policy, Utc::now());
         let now = Utc::now();
         let task_id = cuttle_store::next_id(&txn, "ServerTasks").await?;
+        // The round runs inside this request or loop, so the task is stored already finished.
         let mut task = Task {
-            id: task_id,
-            space_id: space.to_string(),
-            name: "Retention".into(),
-            description: "Apply retention policies to the built-in package feed".into(),
             state: TaskState::Success.as_str().into(),
-            arguments: "{}".into(),
-            project_id: None,
-            environment_id: None,
-            deployment_id: None,
-            queue_time: now,
             start_time: Some(now),
             completed_time: Some(now),
-            last_updated_time: now,
-            error_message: None,
-            has_warnings_or_errors: false,
-            cancel_requested: false,
-            server_node: None,
+            ..tasks::queued_task(
+                task_id,
+                space,
+                "Retention",
+                "Apply retention policies to the built-in package feed".into(),
+                "{}".into(),
+                now,
+            )
         };
         task = tasks::insert_task(&txn, task).await?;
         let mut lines = vec![log(
@@ -330,14 +315,8 @@ impl PackageFeed {
                 () = shutdown.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
             }
-            let spaces = match documents::list_spaces(
-                self.store.conn(),
-                &ListQuery {
-                    take: u64::from(u32::MAX),
-                    ..ListQuery::default()
-                },
-            )
-            .await
+            let spaces = match documents::list_spaces(self.store.conn(), &ListQuery::everything())
+                .await
             {
                 Ok((spaces, _)) => spaces,
                 Err(err) => {
