@@ -194,6 +194,16 @@ impl Platform {
     /// package-feed and one worker (distributed), and waits until they are ready. On failure
     /// every started process is stopped and the database dropped.
     pub async fn start(mode: Mode, binary: &Path, log_level: &str) -> anyhow::Result<Platform> {
+        Platform::start_with(mode, binary, log_level, &[]).await
+    }
+
+    /// [`Platform::start`] with extra variables for every process (e.g. a worker's comms port).
+    pub async fn start_with(
+        mode: Mode,
+        binary: &Path,
+        log_level: &str,
+        extra: &[(String, String)],
+    ) -> anyhow::Result<Platform> {
         let env = TestEnv::new(mode)
             .await
             .context("cannot prepare the environment (for distributed mode, run infra/up.sh)")?;
@@ -203,7 +213,7 @@ impl Platform {
             metrics_url: String::new(),
             procs: Vec::new(),
         };
-        match platform.launch(mode, binary, log_level).await {
+        match platform.launch(mode, binary, log_level, extra).await {
             Ok(()) => Ok(platform),
             Err(err) => {
                 let err = anyhow::anyhow!("{err:#}\n{}", platform.logs());
@@ -213,8 +223,15 @@ impl Platform {
         }
     }
 
-    async fn launch(&mut self, mode: Mode, binary: &Path, log_level: &str) -> anyhow::Result<()> {
-        let vars = server_env(&self.env, log_level);
+    async fn launch(
+        &mut self,
+        mode: Mode,
+        binary: &Path,
+        log_level: &str,
+        extra: &[(String, String)],
+    ) -> anyhow::Result<()> {
+        let mut vars = server_env(&self.env, log_level);
+        vars.extend(extra.iter().cloned());
         let dir = self.env.dir.path().to_owned();
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))

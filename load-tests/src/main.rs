@@ -3,6 +3,7 @@
 //! prints markdown tables, and writes JSON under `load-tests/results/`; `all` also writes
 //! `load-tests/RESULTS.md`. See `load-tests/README.md` for what each figure means.
 
+mod agents;
 mod api;
 mod deploy;
 mod launch;
@@ -54,6 +55,19 @@ enum Command {
         mode: ModeArg,
         #[command(flatten)]
         deploy: DeployArgs,
+    },
+    /// Polling agents held by one worker (memory, set-up), one step fanned out to them, and a
+    /// health check of them.
+    Agents {
+        /// Which way Cuttle runs.
+        #[arg(long, value_enum)]
+        mode: ModeArg,
+        /// Agent counts to reach, ascending, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        counts: Vec<usize>,
+        /// At which count to fan a script step out and run a health check (0: never).
+        #[arg(long, default_value_t = 1000)]
+        fan_out_at: usize,
     },
     /// Time from spawning `cuttle server` to its first 200, and idle memory.
     Startup {
@@ -159,6 +173,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Startup { startup } => {
             let section = run_startup(&cli, &machine, &binary, startup).await?;
             println!("## {}\n\n{}", section.title, section.body);
+        }
+        Command::Agents {
+            mode,
+            counts,
+            fan_out_at,
+        } => {
+            let options = agents::AgentsOptions {
+                mode: (*mode).into(),
+                counts: counts.clone(),
+                fan_out_at: *fan_out_at,
+                binary: binary.clone(),
+                log_level: cli.log_level.clone(),
+            };
+            let report = agents::measure(&options).await?;
+            let path = report::write_json(
+                &cli.results_dir,
+                &format!("agents-{}", report.mode),
+                &machine,
+                &report,
+            )?;
+            println!("{}", agents::markdown(&report));
+            eprintln!("wrote {}", path.display());
         }
         Command::All {
             deploy,

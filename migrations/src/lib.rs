@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261123_000001_foundation;
 mod m20261123_000002_packages;
 mod m20261123_000003_job_outputs;
+mod m20261123_000004_job_windows;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000001_foundation::Migration),
             Box::new(m20261123_000002_packages::Migration),
             Box::new(m20261123_000003_job_outputs::Migration),
+            Box::new(m20261123_000004_job_windows::Migration),
         ]
     }
 }

@@ -17,6 +17,39 @@ pub mod queues {
     pub const WORKER_JOBS: &str = "worker.jobs";
     /// Broadcast topic every worker subscribes to, to hear about cancellations.
     pub const WORKER_CANCEL_TOPIC: &str = "worker.cancel";
+
+    /// The work queue of one polling agent, named by its `poll://<subscription>/` URI: its jobs
+    /// wait here until a worker holding that agent's connection consumes them. `None` for a URI
+    /// that is not a polling one.
+    pub fn polling_agent(uri: &str) -> Option<String> {
+        let subscription = uri.strip_prefix("poll://")?.trim_end_matches('/');
+        let safe = !subscription.is_empty()
+            && subscription.len() <= 100
+            && subscription
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-');
+        safe.then(|| format!("agent.{}", subscription.to_ascii_lowercase()))
+    }
+}
+
+/// Cache key of the [`PollingTrust`] list, written from the database by the api (after every
+/// machine change) and the orchestrator (periodically), read by workers.
+pub const POLLING_TRUST_KEY: &str = "agents.polling-trust";
+
+/// The polling agents workers accept: each thumbprint may only speak for its own subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PollingTrust {
+    /// Every registered polling agent (targets and workers) of every space.
+    pub agents: Vec<TrustedPollingAgent>,
+}
+
+/// One polling agent's pinned certificate and subscription.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrustedPollingAgent {
+    /// Upper-case hex SHA-1 of the agent's certificate.
+    pub thumbprint: String,
+    /// `poll://<subscription>/`.
+    pub uri: String,
 }
 
 /// What the orchestrator is asked to do.
@@ -85,6 +118,21 @@ pub struct JobTarget {
 impl StepJob {
     /// The message kind, for the bus envelope.
     pub const KIND: &'static str = "StepJob.v1";
+
+    /// The deployment target of a stored job message (`task_jobs.payload`), when it runs on one.
+    pub fn target_of(payload: &str) -> Option<JobTarget> {
+        serde_json::from_str::<StepJob>(payload).ok()?.target
+    }
+
+    /// The queue this job travels on: its polling agent's own queue, or the shared worker queue
+    /// (work on the worker itself and on listening agents, which any worker can dial).
+    pub fn queue(&self) -> String {
+        self.target
+            .as_ref()
+            .filter(|target| target.communication_style == "TentacleActive")
+            .and_then(|target| queues::polling_agent(&target.uri))
+            .unwrap_or_else(|| queues::WORKER_JOBS.to_owned())
+    }
 }
 
 /// The kinds of work a worker knows.

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod package;
 pub mod script;
 pub mod task;
+pub mod time_span;
 pub mod version;
 
 pub use ids::{IdError, SpaceId};

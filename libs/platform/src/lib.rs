@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod agent_trust;
 pub mod outbox;
 
 pub use cuttle_telemetry::TelemetryConfig;
@@ -233,6 +234,11 @@ pub struct OrchestratorConfig {
     pub start_timeout_secs: u64,
     /// How often the reaper looks for such jobs.
     pub reaper_interval_ms: u64,
+    /// Machines a health-check task checks at once.
+    pub health_check_parallelism: u32,
+    /// A step for a polling agent that no worker holding its connection picked up within this
+    /// long is failed (Octopus's PollingRequestQueueTimeout, 2 minutes by default).
+    pub polling_pickup_timeout_secs: u64,
 }
 
 impl Default for OrchestratorConfig {
@@ -241,6 +247,8 @@ impl Default for OrchestratorConfig {
             heartbeat_timeout_secs: 15,
             start_timeout_secs: 900,
             reaper_interval_ms: 2_000,
+            health_check_parallelism: 64,
+            polling_pickup_timeout_secs: 120,
         }
     }
 }
@@ -264,6 +272,9 @@ pub struct WorkerConfig {
     pub work_dir: Option<PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a script is canceled.
     pub kill_grace_secs: u64,
+    /// The comms port polling agents dial (`host:port`, Octopus uses 10943); unset: this worker
+    /// accepts no polling agents.
+    pub polling_listen: Option<String>,
 }
 
 /// The built-in package feed's housekeeping.
@@ -290,6 +301,7 @@ impl Default for WorkerConfig {
             heartbeat_interval_ms: 3_000,
             work_dir: None,
             kill_grace_secs: 3,
+            polling_listen: None,
         }
     }
 }

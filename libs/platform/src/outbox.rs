@@ -25,6 +25,21 @@ impl RelayWaker {
     }
 }
 
+/// Records a command for the orchestrator (`TaskQueued`, `CancelRequested`) in the outbox,
+/// inside the caller's transaction.
+pub async fn enqueue_command(
+    conn: &impl cuttle_store::ConnectionTrait,
+    command: &cuttle_contracts::OrchestratorCommand,
+) -> Result<(), StoreError> {
+    enqueue(
+        conn,
+        cuttle_contracts::queues::ORCHESTRATOR_COMMANDS,
+        command.kind(),
+        command,
+    )
+    .await
+}
+
 /// Records a message in the outbox, inside the caller's transaction, with the current trace
 /// context in its headers.
 pub async fn enqueue<T: serde::Serialize>(

@@ -263,6 +263,20 @@ pub async fn list(
     Ok((rows, total))
 }
 
+/// Every document of `kind` in every space, in creation order: for the few server-wide views
+/// (the polling agents a worker may accept).
+pub async fn list_in_all_spaces(
+    conn: &impl ConnectionTrait,
+    kind: &str,
+) -> Result<Vec<Document>, StoreError> {
+    Ok(Entity::find()
+        .filter(Column::Kind.eq(kind))
+        .order_by_asc(Column::CreatedAt)
+        .order_by_asc(Column::Id)
+        .all(conn)
+        .await?)
+}
+
 /// Lists spaces (documents of kind `Space`, each owned by itself), in creation order.
 pub async fn list_spaces(
     conn: &impl ConnectionTrait,

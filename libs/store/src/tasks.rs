@@ -245,6 +245,53 @@ pub async fn jobs_for_task(
         .await?)
 }
 
+/// How many of a task's jobs are in one of `statuses`, without reading them.
+pub async fn count_jobs(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+    statuses: &[&str],
+) -> Result<u64, StoreError> {
+    Ok(task_job::Entity::find()
+        .filter(task_job::Column::TaskId.eq(task_id))
+        .filter(task_job::Column::Status.is_in(statuses.iter().copied()))
+        .count(conn)
+        .await?)
+}
+
+/// The first of a task's jobs, in plan order, that is in one of `statuses`.
+pub async fn first_job(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+    statuses: &[&str],
+) -> Result<Option<Job>, StoreError> {
+    Ok(task_job::Entity::find()
+        .filter(task_job::Column::TaskId.eq(task_id))
+        .filter(task_job::Column::Status.is_in(statuses.iter().copied()))
+        .order_by_asc(task_job::Column::Position)
+        .one(conn)
+        .await?)
+}
+
+/// Up to `limit` pending jobs of one action of one step, in plan order: the next targets of a
+/// fan-out.
+pub async fn pending_jobs_of_action(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+    step_number: i32,
+    action_name: &str,
+    limit: u64,
+) -> Result<Vec<Job>, StoreError> {
+    Ok(task_job::Entity::find()
+        .filter(task_job::Column::TaskId.eq(task_id))
+        .filter(task_job::Column::Status.eq(job_status::PENDING))
+        .filter(task_job::Column::StepNumber.eq(step_number))
+        .filter(task_job::Column::ActionName.eq(action_name))
+        .order_by_asc(task_job::Column::Position)
+        .limit(limit)
+        .all(conn)
+        .await?)
+}
+
 /// Reads one job.
 pub async fn get_job(conn: &impl ConnectionTrait, job_id: &str) -> Result<Option<Job>, StoreError> {
     Ok(task_job::Entity::find_by_id(job_id.to_owned())

@@ -217,6 +217,7 @@ fn job(job_id: &str, position: i32, status: &str, heartbeat_at: Option<DateTime<
         exit_code: None,
         error: None,
         output_variables: None,
+        parallel_window: None,
     }
 }
 

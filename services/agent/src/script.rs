@@ -61,13 +61,7 @@ pub fn available_shells() -> Vec<ScriptSyntax> {
         .collect()
 }
 
-/// Finds an executable on the agent's PATH.
-fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
+use cuttle_process::find_on_path;
 
 fn program_of(syntax: ScriptSyntax) -> &'static str {
     SHELLS
@@ -379,7 +373,7 @@ impl Scripts {
                 interpreter.display()
             ))
         })?;
-        record_owner(dir, child.id()).await;
+        cuttle_process::record_owner(dir, OWNER_FILE, child.id()).await;
         tracing::info!(
             job.id = %start.job_id.0,
             script.ticket = %script.ticket,
@@ -436,7 +430,7 @@ impl Scripts {
             () = wait_for_cancel(&mut cancel) => {
                 canceled = true;
                 tracing::info!(script.ticket = %script.ticket, "stopping a script: SIGTERM to its process group");
-                stop_group(pid, self.kill_grace, &mut child).await
+                cuttle_process::stop_group(pid, self.kill_grace, &mut child).await
             }
         };
         // Output can still be in flight; children left running may hold the pipes open.
@@ -454,7 +448,7 @@ impl Scripts {
             // Something the script started still holds its output open (it may have left the
             // process group with setsid). Stop the group, and stop reading: the script is over.
             tracing::info!(script.ticket = %script.ticket, "the script left processes holding its output open; no longer reading them");
-            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+            cuttle_process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
             for abort in aborts {
                 abort.abort();
             }
@@ -608,100 +602,11 @@ async fn remove_dir(dir: &Path) {
     }
 }
 
-async fn record_owner(dir: &Path, pgid: Option<u32>) {
-    let Some(pgid) = pgid else { return };
-    let text = format!("{} {pgid}\n", std::process::id());
-    if let Err(err) = tokio::fs::write(dir.join(OWNER_FILE), text).await {
-        tracing::warn!(error = %err, "could not record the script's process group; if this agent dies, the script outlives it");
-    }
-}
-
 /// Stops the scripts that an agent which died (SIGKILL, OOM, power loss) left running under
 /// `work_dir`, and removes their directories. Called when the agent starts: a script's own
 /// process group keeps it from dying with its agent, which cancel needs.
 pub fn stop_orphans(work_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(work_dir) else {
-        return 0;
-    };
-    let mut stopped = 0;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(text) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
-            continue;
-        };
-        let mut numbers = text
-            .split_whitespace()
-            .filter_map(|n| n.parse::<i32>().ok());
-        let (Some(owner), Some(pgid)) = (numbers.next(), numbers.next()) else {
-            continue;
-        };
-        if u32::try_from(owner).is_ok_and(|owner| owner == std::process::id())
-            || process_alive(owner)
-        {
-            continue;
-        }
-        match nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        ) {
-            Ok(()) => {
-                stopped += 1;
-                tracing::warn!(
-                    agent.pid = owner,
-                    process.pgid = pgid,
-                    "stopped a script left running by an agent that died"
-                );
-            }
-            Err(nix::errno::Errno::ESRCH) => {}
-            Err(err) => {
-                tracing::warn!(process.pgid = pgid, error = %err, "could not stop an orphaned script");
-            }
-        }
-        if let Err(err) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(script.dir = %dir.display(), error = %err, "could not remove an orphaned working directory");
-        }
-    }
-    stopped
-}
-
-fn process_alive(pid: i32) -> bool {
-    // Signal 0 checks existence; EPERM means it exists but belongs to someone else.
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(err) => err == nix::errno::Errno::EPERM,
-    }
-}
-
-fn signal_group(pid: Option<u32>, signal: nix::sys::signal::Signal) {
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    // The child leads its own group (process_group(0)), so its pid is the group id.
-    if let Err(err) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal)
-        && err != nix::errno::Errno::ESRCH
-    {
-        tracing::warn!(error = %err, ?signal, "could not signal the script's process group");
-    }
-}
-
-/// SIGTERM to the whole group, then SIGKILL after the grace period.
-async fn stop_group(
-    pid: Option<u32>,
-    grace: Duration,
-    child: &mut Child,
-) -> std::io::Result<std::process::ExitStatus> {
-    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => {
-            // The leader is gone; make sure nothing it started lives on.
-            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            status
-        }
-        Err(_) => {
-            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            child.wait().await
-        }
-    }
+    cuttle_process::stop_orphans(work_dir, OWNER_FILE)
 }
 
 async fn read_lines(

@@ -47,6 +47,8 @@ pub struct AppState {
     pub node_name: String,
     /// SHA-1 thumbprint of the certificate workers present to agents (what agents pin).
     pub server_thumbprint: String,
+    /// Rewrites the polling agents' trust list for workers after machine changes.
+    pub agent_trust: cuttle_platform::agent_trust::Publisher,
 }
 
 /// Every route of the api: `/api/...` plus health and metrics.

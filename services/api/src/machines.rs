@@ -44,7 +44,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{prefix}/machines/{{id}}"),
             get(resources::get_one::<Target>)
                 .put(update_machine::<Target>)
-                .delete(resources::delete::<Target>),
+                .delete(delete_machine::<Target>),
         )
         .route(
             &format!("{prefix}/machines/all"),
@@ -66,7 +66,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{prefix}/workers/{{id}}"),
             get(resources::get_one::<WorkerMachine>)
                 .put(update_machine::<WorkerMachine>)
-                .delete(resources::delete::<WorkerMachine>),
+                .delete(delete_machine::<WorkerMachine>),
         )
         .route(
             &format!("{prefix}/workerpools/{{id}}/workers"),
@@ -412,7 +412,20 @@ async fn create_machine<T: MachineKind>(
     resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
     let created = resources::insert(&txn, &scope.id, value).await?;
     txn.commit().await?;
+    state.agent_trust.request();
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn delete_machine<T: MachineKind>(
+    state: State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
+    let trust = state.agent_trust.clone();
+    let status = resources::delete::<T>(state, scope, path).await?;
+    // Workers learn which polling agents they may accept from this list.
+    trust.request();
+    Ok(status)
 }
 
 async fn update_machine<T: MachineKind>(
@@ -439,6 +452,7 @@ async fn update_machine<T: MachineKind>(
     resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
     let updated = resources::replace(&txn, &scope.id, id, value).await?;
     txn.commit().await?;
+    state.agent_trust.request();
     Ok(Json(updated))
 }
 
@@ -648,7 +662,7 @@ impl Resource for MachinePolicy {
         if check.health_check_interval.trim().is_empty() {
             check.health_check_interval = "01:00:00".into();
         }
-        parse_time_span(&check.health_check_interval).ok_or_else(|| {
+        cuttle_domain::time_span::parse_seconds(&check.health_check_interval).ok_or_else(|| {
             ApiError::invalid_field(
                 "MachineHealthCheckPolicy.HealthCheckInterval",
                 format!(
@@ -675,26 +689,6 @@ impl Resource for MachinePolicy {
         }
         Ok(())
     }
-}
-
-/// Seconds in a .NET `TimeSpan` string: `hh:mm:ss` or `d.hh:mm:ss`.
-pub fn parse_time_span(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let (days, clock) = match text.split_once('.') {
-        Some((days, clock)) if clock.contains(':') => (days.parse::<u64>().ok()?, clock),
-        _ => (0, text),
-    };
-    let parts: Vec<u64> = clock
-        .split(':')
-        .map(|p| p.parse::<u64>().ok())
-        .collect::<Option<_>>()?;
-    let [hours, minutes, seconds] = parts.as_slice() else {
-        return None;
-    };
-    if *hours > 23 || *minutes > 59 || *seconds > 59 {
-        return None;
-    }
-    Some(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 }
 
 /// Creates a space's default worker pool and machine policy.
@@ -727,16 +721,6 @@ pub async fn create_defaults(conn: &impl ConnectionTrait, space: &SpaceId) -> Ap
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn time_spans_read_as_dotnet_writes_them() {
-        assert_eq!(parse_time_span("01:00:00"), Some(3600));
-        assert_eq!(parse_time_span("00:10:30"), Some(630));
-        assert_eq!(parse_time_span("1.00:00:00"), Some(86_400));
-        assert_eq!(parse_time_span("25:00:00"), None);
-        assert_eq!(parse_time_span("ten minutes"), None);
-        assert_eq!(parse_time_span(""), None);
-    }
 
     fn listening(uri: &str, thumbprint: &str) -> Machine {
         Machine {

@@ -19,7 +19,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use cuttle_contracts::{OrchestratorCommand, queues};
+use cuttle_contracts::OrchestratorCommand;
 use cuttle_domain::lifecycle::{Phase as DomainPhase, check_progression};
 use cuttle_domain::version::{ReleaseVersion, next_release_version};
 use cuttle_domain::{SpaceId, TaskState};
@@ -964,16 +964,8 @@ async fn insert_deployment(
         },
     )
     .await?;
-    cuttle_platform::outbox::enqueue(
-        conn,
-        queues::ORCHESTRATOR_COMMANDS,
-        OrchestratorCommand::TaskQueued {
-            task_id: task_id.clone(),
-        }
-        .kind(),
-        &OrchestratorCommand::TaskQueued { task_id },
-    )
-    .await?;
+    cuttle_platform::outbox::enqueue_command(conn, &OrchestratorCommand::TaskQueued { task_id })
+        .await?;
     let mut deployment = deployment;
     deployment.links = deployment_links(&deployment, &space.id);
     Ok((deployment, task))

@@ -165,13 +165,7 @@ async fn queue_health_check(
     )
     .await?;
     let command = OrchestratorCommand::TaskQueued { task_id };
-    cuttle_platform::outbox::enqueue(
-        &txn,
-        queues::ORCHESTRATOR_COMMANDS,
-        command.kind(),
-        &command,
-    )
-    .await?;
+    cuttle_platform::outbox::enqueue_command(&txn, &command).await?;
     txn.commit().await?;
     state.relay.wake();
     Ok((axum::http::StatusCode::CREATED, Json(present(&task))))
@@ -383,7 +377,8 @@ fn log_elements(lines: &[&LogRow], verbose: bool, tail: Option<usize>) -> Vec<Lo
         .collect()
 }
 
-/// Builds the activity tree: the task, a child per step, a child per action of the step.
+/// Builds the activity tree: the task, a child per step, a child per action of the step and
+/// deployment target.
 pub fn activity_tree(
     task: &Task,
     jobs: &[Job],
@@ -404,9 +399,13 @@ pub fn activity_tree(
                 .iter()
                 .map(|job| ActivityElement {
                     id: format!("{}_{}", task.id, job.job_id),
-                    name: match &job.worker {
-                        Some(worker) => format!("{} on {worker}", job.action_name),
-                        None => job.action_name.clone(),
+                    name: match (
+                        cuttle_contracts::StepJob::target_of(&job.payload).map(|t| t.name),
+                        &job.worker,
+                    ) {
+                        (Some(target), _) => format!("{} on {target}", job.action_name),
+                        (None, Some(worker)) => format!("{} on {worker}", job.action_name),
+                        (None, None) => job.action_name.clone(),
                     },
                     started: job.started_at.as_ref().map(dates::format),
                     ended: job.ended_at.as_ref().map(dates::format),

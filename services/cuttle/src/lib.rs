@@ -57,6 +57,10 @@ fn api_state(
         installation_id: bootstrap.installation_id.clone(),
         node_name: config.node_name(),
         server_thumbprint,
+        agent_trust: cuttle_platform::agent_trust::Publisher::spawn(
+            backends.store.clone(),
+            backends.cache.clone(),
+        ),
     }
 }
 
@@ -193,6 +197,7 @@ pub async fn run_api(
         println!("Administrator API key (shown once): {key}");
     }
     let state = AppState {
+        agent_trust: cuttle_platform::agent_trust::Publisher::spawn(store.clone(), cache.clone()),
         store,
         cache,
         blob,

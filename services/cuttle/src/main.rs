@@ -97,6 +97,22 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit: every polling agent a worker holds is
+/// a socket, and the usual soft default (1,024) would refuse agents long before memory runs out.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-file limit"),
+            Err(err) => {
+                tracing::warn!(soft, hard, error = %err, "could not raise the open-file limit; each polling agent needs one")
+            }
+        },
+        Ok(_) => {}
+        Err(err) => tracing::warn!(error = %err, "could not read the open-file limit"),
+    }
+}
+
 async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(address)
         .await
@@ -121,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate | Command::Admin { .. } | Command::Package { .. } => "cuttle",
     };
     let _telemetry = cuttle_telemetry::init(service, &config.telemetry)?;
+    raise_open_file_limit();
     match command {
         Command::Server { listen, data_dir } => {
             if let Some(listen) = listen {

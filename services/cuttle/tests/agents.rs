@@ -28,6 +28,11 @@ both_modes!(
     a_registration_with_an_unknown_environment_fails_naming_it,
     a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_it_with_a_reason,
     health_checks_record_healthy_and_unavailable_targets,
+    a_step_runs_on_a_listening_and_a_polling_agent_side_by_side_and_a_killed_one_fails_its_part,
+    a_polling_agent_with_a_certificate_nobody_registered_is_refused,
+    a_rolling_window_of_one_runs_targets_in_turn_and_stops_at_the_first_failure,
+    the_machine_policy_interval_runs_health_checks_on_its_own,
+    a_polling_agent_that_is_gone_becomes_unavailable_and_healthy_when_back,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -71,10 +76,7 @@ async fn dial(
 
 async fn a_registered_listening_agent_serves_the_server_certificate_and_refuses_others(mode: Mode) {
     let app = InProcess::start(mode).await;
-    app.client
-        .post("/api/Spaces-1/environments", json!({"Name": "Test"}))
-        .await
-        .expect(201);
+    test_environment(&app).await;
     let home = tempfile::tempdir().unwrap();
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
@@ -186,6 +188,17 @@ async fn a_registration_with_an_unknown_environment_fails_naming_it(mode: Mode) 
     app.stop().await;
 }
 
+/// Creates the environment `Test`; returns its id.
+async fn test_environment(app: &InProcess) -> String {
+    app.client
+        .post("/api/Spaces-1/environments", json!({"Name": "Test"}))
+        .await
+        .expect(201)["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Starts `cuttle-agent run` in `home`.
 fn start_agent(name: &str, home: &Path) -> Proc {
     Proc {
@@ -275,16 +288,7 @@ async fn a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_
         json!("echo started; sleep 20");
     client.put(&path, process).await.expect(200);
     let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
-    for _ in 0..200 {
-        let raw = client
-            .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
-            .await
-            .expect(200);
-        if raw.as_str().unwrap().contains("started") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_for_log(client, &task, "started", 1).await;
     // SIGKILL leaves the script (its own process group) to finish its 20 s on its own; a
     // restarted agent would stop it (services/agent/tests/serve.rs covers that).
     agent.kill();
@@ -293,6 +297,31 @@ async fn a_step_for_a_role_runs_on_the_listening_agent_and_a_killed_agent_fails_
     let error = finished["ErrorMessage"].as_str().unwrap();
     assert!(error.contains("web-01"), "{error}");
     app.stop().await;
+}
+
+/// Waits (up to 20 s) until the task's log holds `text` at least `times` times.
+async fn wait_for_log(client: &cuttle_testkit::Client, task: &str, text: &str, times: usize) {
+    for _ in 0..400 {
+        let raw = client
+            .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+            .await
+            .expect(200);
+        if raw.as_str().unwrap().matches(text).count() >= times {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks `env` until a check succeeds (true) or 40 checks failed (false).
+async fn becomes_healthy(app: &InProcess, env: &str) -> bool {
+    for _ in 0..40 {
+        if check_health(app, env).await["State"] == "Success" {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
 }
 
 /// Runs a health check of `env` and returns the finished task.
@@ -313,14 +342,7 @@ async fn check_health(app: &InProcess, env: &str) -> serde_json::Value {
 
 async fn health_checks_record_healthy_and_unavailable_targets(mode: Mode) {
     let app = InProcess::start(mode).await;
-    let env = app
-        .client
-        .post("/api/Spaces-1/environments", json!({"Name": "Test"}))
-        .await
-        .expect(201)["Id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let env = test_environment(&app).await;
     let reply = app
         .client
         .post(
@@ -360,15 +382,394 @@ async fn health_checks_record_healthy_and_unavailable_targets(mode: Mode) {
 
     // Back again: healthy on the next check.
     let mut agent = start_agent("web-01 again", home.path());
-    let mut healthy = false;
-    for _ in 0..20 {
-        if check_health(&app, &env).await["State"] == "Success" {
-            healthy = true;
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the restarted agent never became healthy"
+    );
+    let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
+    agent.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// Starts Cuttle with a comms port for polling agents; returns it with the port's address.
+async fn start_with_polling(mode: Mode) -> (InProcess, String) {
+    let comms = format!("127.0.0.1:{}", free_port());
+    let listen = comms.clone();
+    let app = InProcess::start_with(mode, move |config| {
+        config.worker.polling_listen = Some(listen);
+        // A step for an agent that is not connected fails quickly.
+        config.orchestrator.polling_pickup_timeout_secs = 2;
+    })
+    .await;
+    (app, comms)
+}
+
+/// Registers a polling agent for `role` in `env` against `comms` and starts it.
+fn polling_agent(app: &InProcess, home: &Path, comms: &str, role: &str, name: &str) -> Proc {
+    let output = register(
+        app,
+        home,
+        &[
+            "--environment",
+            "Test",
+            "--role",
+            role,
+            "--name",
+            name,
+            "--polling",
+            "--server-comms",
+            comms,
+        ],
+    );
+    assert!(
+        output.status.success(),
+        "register failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    start_agent(name, home)
+}
+
+/// Points the project's only step at `role`, with `body` as its script.
+async fn target_role(client: &cuttle_testkit::Client, project: &str, role: &str, body: &str) {
+    let path = format!("/api/Spaces-1/projects/{project}/deploymentprocesses");
+    let mut process = client.get(&path).await.expect(200);
+    process["Steps"][0]["Properties"] = json!({"Octopus.Action.TargetRoles": role});
+    let action = &mut process["Steps"][0]["Actions"][0]["Properties"];
+    action["Octopus.Action.RunOnServer"] = json!("false");
+    action["Octopus.Action.Script.ScriptBody"] = json!(body);
+    client.put(&path, process).await.expect(200);
+}
+
+async fn a_step_runs_on_a_listening_and_a_polling_agent_side_by_side_and_a_killed_one_fails_its_part(
+    mode: Mode,
+) {
+    let (app, comms) = start_with_polling(mode).await;
+    let client = &app.client;
+    let project =
+        cuttle_testkit::flow::project_with_script(client, "Spaces-1", "Test", "Web", "true").await;
+    // Each agent prints its own home, so the log shows where each part ran, and a variable
+    // scoped to one machine shows that each target gets its own values.
+    target_role(
+        client,
+        &project,
+        "web-server",
+        "echo \"ran in $PWD\"; echo \"#{Greeting} on #{Octopus.Machine.Name}\"",
+    )
+    .await;
+    let listening_home = tempfile::tempdir().unwrap();
+    let polling_home = tempfile::tempdir().unwrap();
+    let mut listening =
+        running_agent(&app, listening_home.path(), "Test", "web-server", "web-01").await;
+    let mut polling = polling_agent(&app, polling_home.path(), &comms, "web-server", "web-02");
+    let machines = client
+        .get("/api/Spaces-1/machines?commStyles=TentacleActive")
+        .await
+        .expect(200);
+    assert_eq!(machines["Items"][0]["Name"], "web-02", "{machines}");
+    let polling_id = machines["Items"][0]["Id"].as_str().unwrap().to_owned();
+    let variables_path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut variables = client.get(&variables_path).await.expect(200);
+    variables["Variables"] = json!([
+        {"Name": "Greeting", "Value": "hello from anywhere"},
+        {"Name": "Greeting", "Value": "hello from polling", "Scope": {"Machine": [polling_id]}},
+    ]);
+    client.put(&variables_path, variables).await.expect(200);
+
+    // Connected before the deployment: its steps would otherwise wait on its queue for at most
+    // the (test's short) pickup timeout.
+    let env = client
+        .get("/api/Spaces-1/environments?name=Test")
+        .await
+        .expect(200)["Items"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the agents never became healthy"
+    );
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    let finished = client.wait_for_task(&task, Duration::from_secs(90)).await;
+    let raw = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+        .await
+        .expect(200);
+    let raw = raw.as_str().unwrap().to_owned();
+    assert_eq!(finished["State"], "Success", "{raw}");
+    for home in [&listening_home, &polling_home] {
+        let marker = format!("ran in {}", home.path().canonicalize().unwrap().display());
+        assert!(raw.contains(&marker), "no '{marker}' in {raw}");
+    }
+    assert!(raw.contains("hello from anywhere on web-01"), "{raw}");
+    assert!(raw.contains("hello from polling on web-02"), "{raw}");
+    // One child per target under the step, each with its own output.
+    let details = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/details"))
+        .await
+        .expect(200);
+    let step = &details["ActivityLogs"][0]["Children"][0];
+    let children: Vec<&str> = step["Children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["Name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        children,
+        ["Run script on web-01", "Run script on web-02"],
+        "{step}"
+    );
+    for child in step["Children"].as_array().unwrap() {
+        let text = child["LogElements"].to_string();
+        assert!(text.contains("ran in"), "{child}");
+        assert_eq!(child["Status"], "Success", "{child}");
+    }
+
+    // The polling agent killed mid-script: its part fails with the reason, the listening one
+    // finishes, and the task ends.
+    let polling_name = polling_home
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    target_role(
+        client,
+        &project,
+        "web-server",
+        &format!("echo started; case \"$PWD\" in *{polling_name}*) sleep 30;; esac; echo done"),
+    )
+    .await;
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    wait_for_log(client, &task, "started", 2).await;
+    polling.kill();
+    let finished = client.wait_for_task(&task, Duration::from_secs(90)).await;
+    assert_eq!(finished["State"], "Failed", "{finished}");
+    let error = finished["ErrorMessage"].as_str().unwrap();
+    assert!(error.contains("web-02"), "{error}");
+    let parts = target_parts(client, &task).await;
+    assert_eq!(parts[0]["Status"], "Success", "{parts:?}");
+    assert_eq!(parts[1]["Status"], "Failed", "{parts:?}");
+    listening.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+async fn a_polling_agent_with_a_certificate_nobody_registered_is_refused(mode: Mode) {
+    let (app, comms) = start_with_polling(mode).await;
+    let env = test_environment(&app).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = polling_agent(&app, home.path(), &comms, "web", "web-01");
+    let registered = AgentIdentity::load_or_create(home.path()).unwrap();
+    let server = cuttle::server_identity(app.config()).unwrap();
+    let subscription =
+        app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0]["Endpoint"]["Uri"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    // Wait until the worker trusts the registered agent: its health check succeeds.
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the registered polling agent never became healthy"
+    );
+
+    // A forger with its own certificate claims the registered agent's subscription.
+    let forger_home = tempfile::tempdir().unwrap();
+    let forger = AgentIdentity::load_or_create(forger_home.path()).unwrap();
+    assert_ne!(forger.thumbprint(), registered.thumbprint());
+    assert!(
+        !served(&forger, &server, &comms, &subscription).await,
+        "a forged polling agent was served"
+    );
+    // A registered agent may only speak for its own subscription.
+    assert!(
+        !served(&registered, &server, &comms, "poll://someoneelse/").await,
+        "an agent was served under another agent's subscription"
+    );
+    agent.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// Whether the worker at `comms` serves `agent` dialling in as `subscription`: a refusal is a
+/// failed dial or, since TLS 1.3 clients may finish before the server rejects their
+/// certificate, a connection that closes without a single request arriving.
+async fn served(
+    agent: &AgentIdentity,
+    server: &WorkerIdentity,
+    comms: &str,
+    subscription: &str,
+) -> bool {
+    let link = cuttle_agent_link::AgentLink::new(
+        agent,
+        TrustedThumbprints::from_iter([server.thumbprint()]),
+        LinkOptions::default(),
+    )
+    .unwrap();
+    let subscription = cuttle_agent_link::SubscriptionId::parse(subscription).unwrap();
+    match link.dial_worker(comms, subscription).await {
+        Err(_) => false,
+        Ok(mut incoming) => tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .map(|request| request.is_some())
+            .unwrap_or(true),
+    }
+}
+
+async fn a_rolling_window_of_one_runs_targets_in_turn_and_stops_at_the_first_failure(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let project =
+        cuttle_testkit::flow::project_with_script(client, "Spaces-1", "Test", "Web", "true").await;
+    let first_home = tempfile::tempdir().unwrap();
+    let second_home = tempfile::tempdir().unwrap();
+    let mut first = running_agent(&app, first_home.path(), "Test", "web", "web-01").await;
+    let mut second = running_agent(&app, second_home.path(), "Test", "web", "web-02").await;
+    let first_name = first_home
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    rolling(client, &project, "sleep 0.3; echo turn").await;
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    let finished = client.wait_for_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(finished["State"], "Success", "{finished}");
+    let parts = target_parts(client, &task).await;
+    let time = |part: &serde_json::Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(part[field].as_str().unwrap()).unwrap()
+    };
+    assert!(
+        time(&parts[0], "Ended") <= time(&parts[1], "Started"),
+        "web-02 started before web-01 ended: {parts:?}"
+    );
+
+    // web-01 (first in name order) fails: web-02 never starts, and says why.
+    let fail_first =
+        format!("case \"$PWD\" in *{first_name}*) echo failing; exit 3;; esac; echo ran");
+    rolling(client, &project, &fail_first).await;
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    let finished = client.wait_for_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(finished["State"], "Failed", "{finished}");
+    let parts = target_parts(client, &task).await;
+    assert_eq!(parts[0]["Status"], "Failed", "{parts:?}");
+    assert_eq!(parts[1]["Status"], "Skipped", "{parts:?}");
+    let skipped = parts[1]["LogElements"].to_string();
+    assert!(
+        skipped.contains("on web-02 was skipped because a previous step failed"),
+        "{skipped}"
+    );
+    first.terminate(Duration::from_secs(10)).await;
+    second.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// Points the project's step at role `web`, one target at a time, running `body`.
+async fn rolling(client: &cuttle_testkit::Client, project: &str, body: &str) {
+    target_role(client, project, "web", body).await;
+    let path = format!("/api/Spaces-1/projects/{project}/deploymentprocesses");
+    let mut process = client.get(&path).await.expect(200);
+    process["Steps"][0]["Properties"]["Octopus.Action.MaxParallelism"] = json!("1");
+    client.put(&path, process).await.expect(200);
+}
+
+/// The per-target children of the task's first step.
+async fn target_parts(client: &cuttle_testkit::Client, task: &str) -> Vec<serde_json::Value> {
+    let details = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/details"))
+        .await
+        .expect(200);
+    details["ActivityLogs"][0]["Children"][0]["Children"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn the_machine_policy_interval_runs_health_checks_on_its_own(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    test_environment(&app).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = running_agent(&app, home.path(), "Test", "web", "web-01").await;
+    let policies = client
+        .get("/api/Spaces-1/machinepolicies")
+        .await
+        .expect(200);
+    let mut policy = policies["Items"][0].clone();
+    assert_eq!(policy["IsDefault"], true, "{policy}");
+    assert_eq!(
+        policy["MachineHealthCheckPolicy"]["HealthCheckInterval"], "01:00:00",
+        "{policy}"
+    );
+    policy["MachineHealthCheckPolicy"]["HealthCheckInterval"] = json!("00:00:02");
+    let path = format!(
+        "/api/Spaces-1/machinepolicies/{}",
+        policy["Id"].as_str().unwrap()
+    );
+    client.put(&path, policy).await.expect(200);
+
+    // Nobody asks for a check: the policy's interval queues one.
+    let mut checked = None;
+    for _ in 0..120 {
+        let tasks = client
+            .get("/api/Spaces-1/tasks?name=Health")
+            .await
+            .expect(200);
+        if let Some(done) = tasks["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["IsCompleted"] == true)
+        {
+            checked = Some(done.clone());
             break;
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert!(healthy, "the restarted agent never became healthy");
+    let checked = checked.expect("no health check ran on the policy's interval");
+    assert_eq!(checked["State"], "Success", "{checked}");
+    assert!(
+        checked["Description"]
+            .as_str()
+            .unwrap()
+            .contains("machine policy"),
+        "{checked}"
+    );
+    let machine = &client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
+    agent.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+async fn a_polling_agent_that_is_gone_becomes_unavailable_and_healthy_when_back(mode: Mode) {
+    let (app, comms) = start_with_polling(mode).await;
+    let env = test_environment(&app).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = polling_agent(&app, home.path(), &comms, "web", "web-01");
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the polling agent never became healthy"
+    );
+
+    agent.kill();
+    // Its check waits on its queue for the pickup timeout, then fails and marks it unavailable.
+    let task = check_health(&app, &env).await;
+    assert_eq!(task["State"], "Failed", "{task}");
+    assert!(
+        task["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("did not connect to a worker"),
+        "{task}"
+    );
+    let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    assert_eq!(machine["HealthStatus"], "Unavailable", "{machine}");
+
+    // Back again: the stale check left on its queue is dropped, and the next check passes.
+    let mut agent = start_agent("web-01 again", home.path());
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the returning polling agent never became healthy"
+    );
     let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
     assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
     agent.terminate(Duration::from_secs(10)).await;

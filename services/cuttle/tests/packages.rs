@@ -904,6 +904,21 @@ async fn a_release_pins_package_versions_and_a_deployment_runs_the_package_conve
         &[("", "Acme.Web")],
     )
     .await;
+    // A later step reads where the package went, through the step's output variable.
+    let project_id = client.get("/api/Spaces-1/projects/Web").await.expect(200)["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let process_path = format!("/api/Spaces-1/projects/{project_id}/deploymentprocesses");
+    let mut process = client.get(&process_path).await.expect(200);
+    process["Steps"].as_array_mut().unwrap().push(json!({
+        "Name": "Report",
+        "Actions": [{"Name": "Report", "ActionType": "Octopus.Script",
+            "Properties": {"Octopus.Action.Script.Syntax": "Bash",
+                "Octopus.Action.Script.ScriptBody":
+                    "echo \"installed in #{Octopus.Action[Deploy web].Output.Package.InstallationDirectoryPath}\""}}]
+    }));
+    client.put(&process_path, process).await.expect(200);
 
     // No version named: the latest, pre-releases included (no channel rules).
     let latest = create_release(client, "Web", json!({"ReleaseVersion": "1.0.0"}))
@@ -969,6 +984,8 @@ async fn a_release_pins_package_versions_and_a_deployment_runs_the_package_conve
     let post = position(&log, "postdeploy from python");
     assert!(pre < main && main < post, "{log}");
     position(&log, "Downloading package Acme.Web 1.1.0");
+    position(&log, "installed in /");
+    position(&log, "Applications/Staging/Acme.Web/1.1.0\n");
 
     // The same version again: a fresh folder, and the package comes from the worker's cache.
     let (task, log) = deploy(client, "Web", "1.0.1", "Staging").await;

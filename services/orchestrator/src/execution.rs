@@ -2,7 +2,7 @@
 //! task's row, so replicas never advance the same task twice.
 
 use crate::Orchestrator;
-use crate::plan::{PlanInputs, PlannedJob, ResolvedPackages, job_target, plan};
+use crate::plan::{Plan, PlanInputs, PlannedJob, ResolvedPackages, job_target, plan};
 use anyhow::Context;
 use chrono::Utc;
 use cuttle_contracts::{
@@ -13,7 +13,9 @@ use cuttle_domain::{LogCategory, SpaceId, TaskState};
 use cuttle_store::tasks::{self, Job, NewLogLine, Task, job_status};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_store::{documents, packages};
-use cuttle_wire::resources::{Deployment, DeploymentProcess, Machine, Release, Space};
+use cuttle_wire::resources::{
+    Deployment, DeploymentProcess, Machine, Project, Release, Space, Variable, VariableSet,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -93,7 +95,8 @@ async fn health_plan(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     task: &Task,
-) -> anyhow::Result<Vec<PlannedJob>> {
+    parallelism: u32,
+) -> anyhow::Result<Plan> {
     #[derive(serde::Deserialize, Default)]
     #[serde(rename_all = "PascalCase", default)]
     struct Arguments {
@@ -114,14 +117,19 @@ async fn health_plan(
         jobs.push(PlannedJob {
             step_number: 1,
             step_name: "Check deployment target health".into(),
-            action_name: machine.name.clone(),
+            action_name: "Check health".into(),
             // Every machine is checked, whatever the others' health.
             condition: "Always".into(),
             work: cuttle_contracts::JobWork::HealthCheck,
             target: Some(job_target(&machine)),
+            // Side by side, but bounded: a check waits on the network, not on this machine.
+            parallel_window: Some(parallelism.max(1)),
         });
     }
-    Ok(jobs)
+    Ok(Plan {
+        jobs,
+        notes: Vec::new(),
+    })
 }
 
 /// Records a health check's result on its machine: Healthy with what the agent runs on, or
@@ -182,7 +190,7 @@ async fn record_health(
 }
 
 /// The enabled deployment targets of the space that `keep` accepts.
-async fn enabled_targets(
+pub(crate) async fn enabled_targets(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     keep: impl Fn(&Machine) -> bool,
@@ -318,7 +326,15 @@ impl Orchestrator {
             format!("{} started on {}", task.description, self.node_name),
         )];
         let after = match self.plan_task(&txn, &space_id, &task).await {
-            Ok(planned) => {
+            Ok(Plan {
+                jobs: planned,
+                notes,
+            }) => {
+                log.extend(
+                    notes
+                        .into_iter()
+                        .map(|note| line(&task.id, LogCategory::Info, note)),
+                );
                 let jobs = planned
                     .into_iter()
                     .enumerate()
@@ -333,13 +349,6 @@ impl Orchestrator {
                         } else {
                             "The deployment process has no steps to run for this environment."
                         },
-                    ));
-                }
-                if self.release_has_variables(&txn, &space_id, &task).await? {
-                    log.push(line(
-                        &task.id,
-                        LogCategory::Warning,
-                        "This release has project variables, but variable substitution is not available in this version of Cuttle yet: #{...} expressions reach scripts unchanged.",
                     ));
                 }
                 tasks::insert_jobs(&txn, jobs).await?;
@@ -401,34 +410,6 @@ impl Orchestrator {
             .map(|other| other.id))
     }
 
-    /// True when the deployment's frozen variable set has variables (which are not applied yet).
-    async fn release_has_variables(
-        &self,
-        conn: &impl ConnectionTrait,
-        space: &SpaceId,
-        task: &Task,
-    ) -> anyhow::Result<bool> {
-        let Some(deployment_id) = &task.deployment_id else {
-            return Ok(false);
-        };
-        let Some(doc) = documents::get(conn, space, "Deployment", deployment_id).await? else {
-            return Ok(false);
-        };
-        let deployment: Deployment = documents::decode(&doc)?;
-        let Some(set) = documents::get(
-            conn,
-            space,
-            "VariableSetSnapshot",
-            &deployment.manifest_variable_set_id,
-        )
-        .await?
-        else {
-            return Ok(false);
-        };
-        let set: cuttle_wire::resources::VariableSet = documents::decode(&set)?;
-        Ok(!set.variables.is_empty())
-    }
-
     /// Loads the deployment and its frozen process and plans them; `Err` is the sentence the task
     /// fails with.
     async fn plan_task(
@@ -436,9 +417,9 @@ impl Orchestrator {
         conn: &impl ConnectionTrait,
         space: &SpaceId,
         task: &Task,
-    ) -> Result<Vec<PlannedJob>, String> {
+    ) -> Result<Plan, String> {
         if task.name == HEALTH_TASK {
-            return health_plan(conn, space, task)
+            return health_plan(conn, space, task, self.config.health_check_parallelism)
                 .await
                 .map_err(|err| format!("The machines to check could not be read: {err}"));
         }
@@ -498,11 +479,71 @@ impl Orchestrator {
                 Err(err) => return Err(format!("The release could not be read: {err}")),
             };
         let packages = resolve_packages(conn, space, &process, &release).await?;
+        let connectivity =
+            match documents::get(conn, space, "Project", &deployment.project_id).await {
+                Ok(Some(doc)) => documents::decode::<Project>(&doc)
+                    .map(|project| project.project_connectivity_policy)
+                    .unwrap_or_default(),
+                Ok(None) => {
+                    return Err(format!(
+                        "Project {} no longer exists.",
+                        deployment.project_id
+                    ));
+                }
+                Err(err) => return Err(format!("The project could not be read: {err}")),
+            };
+        let policy = |name: &str| {
+            connectivity
+                .get(name)
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false)
+        };
+        let exclude_unhealthy = policy("ExcludeUnhealthyTargets");
         let targets = enabled_targets(conn, space, |machine| {
             machine.environment_ids.contains(&deployment.environment_id)
+                && !(exclude_unhealthy
+                    && matches!(machine.health_status.as_str(), "Unhealthy" | "Unavailable"))
         })
         .await
         .map_err(|err| format!("The deployment targets could not be read: {err}"))?;
+        let variables: Vec<Variable> = match documents::get(
+            conn,
+            space,
+            "VariableSetSnapshot",
+            &deployment.manifest_variable_set_id,
+        )
+        .await
+        {
+            Ok(Some(doc)) => {
+                documents::decode::<VariableSet>(&doc)
+                    .map_err(|e| e.to_string())?
+                    .variables
+            }
+            Ok(None) => Vec::new(),
+            Err(err) => return Err(format!("The release's variables could not be read: {err}")),
+        };
+        let project_name = documents::get(conn, space, "Project", &deployment.project_id)
+            .await
+            .ok()
+            .flatten()
+            .map(|doc| doc.name)
+            .unwrap_or_default();
+        let system = BTreeMap::from(
+            [
+                ("Octopus.Space.Id", space.to_string()),
+                ("Octopus.Environment.Id", deployment.environment_id.clone()),
+                ("Octopus.Environment.Name", environment_name.clone()),
+                ("Octopus.Project.Id", deployment.project_id.clone()),
+                ("Octopus.Project.Name", project_name),
+                ("Octopus.Release.Id", release.id.clone()),
+                ("Octopus.Release.Number", release.version.clone()),
+                ("Octopus.Release.Channel.Id", deployment.channel_id.clone()),
+                ("Octopus.Deployment.Id", deployment.id.clone()),
+                ("Octopus.Deployment.Name", deployment.name.clone()),
+                ("Octopus.Task.Id", task.id.clone()),
+            ]
+            .map(|(name, value)| (name.to_owned(), value)),
+        );
         plan(
             &process,
             &PlanInputs {
@@ -510,27 +551,33 @@ impl Orchestrator {
                 environment_name: &environment_name,
                 packages: &packages,
                 targets: &targets,
+                allow_no_targets: policy("AllowDeploymentsToNoTargets"),
+                variables: &variables,
+                system: &system,
             },
         )
         .map_err(|e| e.0)
     }
 
-    /// Moves the task forward: dispatches the next job, skips jobs whose condition is false, or
-    /// finishes the task. Runs inside the caller's transaction, with the task row locked.
+    /// Moves the task forward: dispatches the next job (or, for an action fanned out over
+    /// targets, as many of its jobs as the window allows), skips jobs whose condition is false,
+    /// or finishes the task. Runs inside the caller's transaction, with the task row locked.
     pub async fn advance(
         &self,
         conn: &impl ConnectionTrait,
         task: &mut Task,
     ) -> anyhow::Result<AfterCommit> {
-        let mut jobs = tasks::jobs_for_task(conn, &task.id).await?;
         let mut after = AfterCommit::default();
+        // Fast path, taken by every job of a fan-out but the last: counts and a few rows, never
+        // the whole task, so a step on N targets costs O(N) rows in all, not O(N^2).
+        let active = tasks::count_jobs(conn, &task.id, &ACTIVE).await?;
+        if active > 0 {
+            self.widen(conn, task, active, &mut after).await?;
+            return Ok(after);
+        }
+        // Nothing runs: between steps (or at the end), read the whole plan once.
+        let mut jobs = tasks::jobs_for_task(conn, &task.id).await?;
         loop {
-            if jobs
-                .iter()
-                .any(|j| j.status == job_status::DISPATCHED || j.status == job_status::RUNNING)
-            {
-                return Ok(after);
-            }
             // A job canceled without a cancel request (its worker shut down) did not complete:
             // it counts as a failure, so later steps see the truth.
             let failed = jobs.iter().any(|j| {
@@ -559,21 +606,14 @@ impl Orchestrator {
                 after.wake_relay = true;
                 return Ok(after);
             };
-            let runs = !task.cancel_requested
-                && match next.condition.as_str() {
-                    "Always" => true,
-                    "Failure" => failed,
-                    _ => !failed,
-                };
-            let now = Utc::now();
-            if !runs {
+            if !runs(task, next, failed) {
                 next.status = if task.cancel_requested {
                     job_status::CANCELED
                 } else {
                     job_status::SKIPPED
                 }
                 .into();
-                next.ended_at = Some(now);
+                next.ended_at = Some(Utc::now());
                 let why = if task.cancel_requested {
                     "the task was canceled"
                 } else if failed {
@@ -581,29 +621,108 @@ impl Orchestrator {
                 } else {
                     "no previous step failed"
                 };
+                let subject = match StepJob::target_of(&next.payload).map(|t| t.name) {
+                    Some(target) => format!("Step '{}' on {target}", next.step_name),
+                    None => format!("Step '{}'", next.step_name),
+                };
                 tasks::append_log(
                     conn,
                     &task.id,
                     vec![line(
                         &next.job_id,
                         LogCategory::Info,
-                        format!("Step '{}' was skipped because {why}.", next.step_name),
+                        format!("{subject} was skipped because {why}."),
                     )],
                 )
                 .await?;
                 tasks::save_job(conn, next).await?;
                 continue;
             }
-            next.status = job_status::DISPATCHED.into();
-            next.dispatched_at = Some(now);
-            tasks::save_job(conn, next).await?;
-            let job: StepJob =
-                serde_json::from_str(&next.payload).context("stored job payload is unreadable")?;
-            cuttle_platform::outbox::enqueue(conn, queues::WORKER_JOBS, StepJob::KIND, &job)
-                .await?;
+            self.dispatch(conn, next).await?;
             after.wake_relay = true;
+            if next.parallel_window.is_some() {
+                // The first job of a fan-out is out: open the rest of its window.
+                self.widen(conn, task, 1, &mut after).await?;
+            }
             return Ok(after);
         }
+    }
+
+    /// With `active` jobs running, dispatches more jobs of the running fan-out while its window
+    /// has room and nothing failed that would stop it; jobs left pending are skipped, with the
+    /// reason, once the running ones end.
+    async fn widen(
+        &self,
+        conn: &impl ConnectionTrait,
+        task: &Task,
+        active: u64,
+        after: &mut AfterCommit,
+    ) -> anyhow::Result<()> {
+        let Some(first) = tasks::first_job(conn, &task.id, &ACTIVE).await? else {
+            return Ok(());
+        };
+        // Only the jobs of one fan-out run side by side.
+        let Some(window) = first.parallel_window else {
+            return Ok(());
+        };
+        let active = usize::try_from(active).unwrap_or(usize::MAX);
+        let room = match usize::try_from(window).unwrap_or(0) {
+            0 => usize::MAX,
+            window => window.saturating_sub(active),
+        };
+        if room == 0 {
+            return Ok(());
+        }
+        // As in `advance`: a job canceled without a cancel request failed.
+        let failures: &[&str] = if task.cancel_requested {
+            &[job_status::FAILED]
+        } else {
+            &[job_status::FAILED, job_status::CANCELED]
+        };
+        let failed = tasks::count_jobs(conn, &task.id, failures).await? > 0;
+        // Bounded per round (a SQL LIMIT is a signed 64-bit number); the next event widens more.
+        let limit = u64::try_from(room.min(100_000)).unwrap_or(100_000);
+        let more = tasks::pending_jobs_of_action(
+            conn,
+            &task.id,
+            first.step_number,
+            &first.action_name,
+            limit,
+        )
+        .await?;
+        for mut job in more {
+            if job.parallel_window.is_none() || !runs(task, &job, failed) {
+                break;
+            }
+            self.dispatch(conn, &mut job).await?;
+            after.wake_relay = true;
+        }
+        Ok(())
+    }
+
+    /// Marks `job` dispatched and queues its message (in the caller's transaction) on the
+    /// queue of whoever can run it: its polling agent's own queue, or the shared worker queue.
+    async fn dispatch(&self, conn: &impl ConnectionTrait, job: &mut Job) -> anyhow::Result<()> {
+        job.status = job_status::DISPATCHED.into();
+        job.dispatched_at = Some(Utc::now());
+        let mut message: StepJob =
+            serde_json::from_str(&job.payload).context("stored job payload is unreadable")?;
+        // Output variables exist only once earlier steps ran: substitute them now (the plan left
+        // `#{Octopus.Action[...].Output...}` as written), and only when the job names one.
+        if job.payload.contains("].Output") {
+            let earlier: Vec<Job> = tasks::jobs_for_task(conn, &job.task_id)
+                .await?
+                .into_iter()
+                .filter(|j| j.position < job.position && j.output_variables.is_some())
+                .collect();
+            let machine = message.target.as_ref().map(|t| t.name.as_str());
+            let dictionary = crate::variables::output_dictionary(&earlier, machine);
+            crate::variables::substitute(&mut message.work, &dictionary);
+            job.payload = serde_json::to_string(&message)?;
+        }
+        tasks::save_job(conn, job).await?;
+        cuttle_platform::outbox::enqueue(conn, &message.queue(), StepJob::KIND, &message).await?;
+        Ok(())
     }
 
     /// Handles one worker report.
@@ -835,6 +954,10 @@ impl Orchestrator {
         job.ended_at = Some(Utc::now());
         job.error = Some(format!("Step '{}' failed: {reason}", job.step_name));
         tasks::save_job(&txn, &job).await?;
+        if task.name == HEALTH_TASK {
+            let space = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
+            record_health(&txn, &space, &job, false, Some(reason), &BTreeMap::new()).await?;
+        }
         tasks::append_log(
             &txn,
             &task.id,
@@ -849,6 +972,19 @@ impl Orchestrator {
         self.after_commit(after).await;
         Ok(())
     }
+}
+
+/// Jobs that hold a place in their fan-out's window.
+const ACTIVE: [&str; 2] = [job_status::DISPATCHED, job_status::RUNNING];
+
+/// Whether `job` runs given its condition and what happened before it.
+fn runs(task: &Task, job: &Job, failed: bool) -> bool {
+    !task.cancel_requested
+        && match job.condition.as_str() {
+            "Always" => true,
+            "Failure" => failed,
+            _ => !failed,
+        }
 }
 
 /// The number of a `ServerTasks-<n>` id, to order tasks queued in the same millisecond.
@@ -891,6 +1027,9 @@ fn to_job(
         exit_code: None,
         error: None,
         output_variables: None,
+        parallel_window: planned
+            .parallel_window
+            .map(|window| i32::try_from(window).unwrap_or(i32::MAX)),
     })
 }
 
@@ -914,13 +1053,7 @@ async fn nudge_next_in_line(conn: &impl ConnectionTrait, task: &Task) -> anyhow:
         .min_by_key(|t| (t.queue_time, numeric(&t.id)))
     {
         let command = cuttle_contracts::OrchestratorCommand::TaskQueued { task_id: next.id };
-        cuttle_platform::outbox::enqueue(
-            conn,
-            queues::ORCHESTRATOR_COMMANDS,
-            command.kind(),
-            &command,
-        )
-        .await?;
+        cuttle_platform::outbox::enqueue_command(conn, &command).await?;
     }
     Ok(())
 }

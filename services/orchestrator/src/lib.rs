@@ -7,8 +7,10 @@
 //! unacknowledged messages simply go to another one.
 
 pub mod execution;
+pub mod health_schedule;
 pub mod plan;
 pub mod reaper;
+pub mod variables;
 
 use cuttle_bus::{Bus, Delivery, QueueSpec};
 use cuttle_cache::Cache;

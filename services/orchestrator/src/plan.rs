@@ -1,9 +1,10 @@
 //! Planning: turns a release's frozen process into the ordered jobs of one deployment.
 
+use crate::variables::{self, JobScope};
 use cuttle_contracts::{JobPackage, JobTarget, JobWork};
 use cuttle_domain::script::ScriptSyntax;
 use cuttle_wire::resources::{
-    Action, Deployment, DeploymentProcess, Machine, PackageReference, Step,
+    Action, Deployment, DeploymentProcess, Machine, PackageReference, Step, Variable,
 };
 use std::collections::BTreeMap;
 
@@ -21,6 +22,22 @@ pub struct PlanInputs<'a> {
     pub packages: &'a ResolvedPackages,
     /// The enabled deployment targets of the deployment's environment.
     pub targets: &'a [Machine],
+    /// The project's `ProjectConnectivityPolicy.AllowDeploymentsToNoTargets`: a step whose roles
+    /// no target carries is skipped instead of failing the deployment.
+    pub allow_no_targets: bool,
+    /// The release's frozen project variables.
+    pub variables: &'a [Variable],
+    /// Octopus's system variables of this deployment (`Octopus.Environment.Name`, ...).
+    pub system: &'a BTreeMap<String, String>,
+}
+
+/// A planned deployment: its jobs, and what the task log should say about steps left out.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// The jobs, in the order they run.
+    pub jobs: Vec<PlannedJob>,
+    /// Sentences for the task log (a step skipped because no target has its roles).
+    pub notes: Vec<String>,
 }
 
 /// One job of the plan, before it is stored.
@@ -38,6 +55,9 @@ pub struct PlannedJob {
     pub work: JobWork,
     /// Where: a deployment target's agent, or the worker itself.
     pub target: Option<JobTarget>,
+    /// `None` for a job that runs alone; for the jobs of one action fanned out over targets,
+    /// how many may run at once (0: all of them, Octopus's default).
+    pub parallel_window: Option<u32>,
 }
 
 /// Why a deployment cannot be planned; the task fails with this sentence.
@@ -76,13 +96,8 @@ fn target_roles(step: &Step, action: &Action) -> Option<Vec<String>> {
     (!roles.is_empty() && !on_server).then_some(roles)
 }
 
-/// The targets of the environment that carry one of `roles`, in name order; none is an error,
-/// as in Octopus.
-fn targets_for(
-    step: &Step,
-    roles: &[String],
-    targets: &[Machine],
-) -> Result<Vec<JobTarget>, PlanError> {
+/// The targets of the environment that carry one of `roles`, in name order.
+fn targets_for<'m>(roles: &[String], targets: &'m [Machine]) -> Vec<&'m Machine> {
     let mut matching: Vec<&Machine> = targets
         .iter()
         .filter(|machine| {
@@ -92,15 +107,34 @@ fn targets_for(
                 .any(|role| roles.iter().any(|r| r.eq_ignore_ascii_case(role)))
         })
         .collect();
-    if matching.is_empty() {
-        return Err(PlanError(format!(
-            "Step '{}' runs on deployment targets with the role(s) '{}', but there are no enabled deployment targets with those roles in this environment.",
-            step.name,
-            roles.join(", ")
-        )));
-    }
     matching.sort_by_key(|machine| machine.name.to_lowercase());
-    Ok(matching.into_iter().map(job_target).collect())
+    matching
+}
+
+/// `Octopus.Action.MaxParallelism` of the step (or action): how many targets run the action at
+/// once; unset or empty means all of them (0).
+fn max_parallelism(step: &Step, action: &Action) -> Result<u32, PlanError> {
+    let Some(value) = step
+        .properties
+        .get("Octopus.Action.MaxParallelism")
+        .or_else(|| action.properties.get("Octopus.Action.MaxParallelism"))
+        .map(|v| v.trim())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(0);
+    };
+    match value.parse::<u32>() {
+        Ok(window) if window > 0 => Ok(window),
+        _ => Err(PlanError(format!(
+            "Step '{}' has Octopus.Action.MaxParallelism '{value}'; it must be a whole number of at least 1{}.",
+            step.name,
+            if value.contains("#{") {
+                " (variables in this property are not available in this version of Cuttle yet)"
+            } else {
+                ""
+            }
+        ))),
+    }
 }
 
 /// What a job needs to reach `machine`'s agent.
@@ -266,11 +300,9 @@ fn plan_action(
 }
 
 /// Plans every applicable action in process order.
-pub fn plan(
-    process: &DeploymentProcess,
-    inputs: &PlanInputs<'_>,
-) -> Result<Vec<PlannedJob>, PlanError> {
+pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan, PlanError> {
     let mut jobs = Vec::new();
+    let mut notes = Vec::new();
     for (index, step) in process.steps.iter().enumerate() {
         let condition = match step.condition.as_str() {
             "" | "Success" => "Success",
@@ -289,10 +321,24 @@ pub fn plan(
             .filter(|a| applies(a, inputs.deployment))
         {
             let work = plan_action(step, action, inputs)?;
-            let targets = match target_roles(step, action) {
-                None => vec![None],
+            let (targets, parallel_window) = match target_roles(step, action) {
+                None => (vec![None], None),
                 Some(roles) => {
-                    let on_targets = targets_for(step, &roles, inputs.targets)?;
+                    let on_targets = targets_for(&roles, inputs.targets);
+                    if on_targets.is_empty() {
+                        let why = format!(
+                            "Step '{}' runs on deployment targets with the role(s) '{}', but there are no enabled deployment targets with those roles in this environment",
+                            step.name,
+                            roles.join(", ")
+                        );
+                        if inputs.allow_no_targets {
+                            notes.push(format!(
+                                "{why}; the project allows deployments to no targets, so the step is skipped."
+                            ));
+                            continue;
+                        }
+                        return Err(PlanError(format!("{why}.")));
+                    }
                     let needs_packages = match &work {
                         JobWork::Script { packages, .. } => !packages.is_empty(),
                         JobWork::PackageScript { .. } | JobWork::DeployPackage { .. } => true,
@@ -304,23 +350,39 @@ pub fn plan(
                             step.name
                         )));
                     }
-                    on_targets.into_iter().map(Some).collect()
+                    let window = max_parallelism(step, action)?;
+                    (on_targets.into_iter().map(Some).collect(), Some(window))
                 }
             };
-            // One job per target, run one after another (a rolling window of one).
-            for target in targets {
+            // One job per target; the orchestrator runs them side by side within the window.
+            for machine in targets {
+                let dictionary = variables::dictionary(
+                    inputs.variables,
+                    inputs.system,
+                    &step.name,
+                    &action.name,
+                    &JobScope {
+                        environment_id: &inputs.deployment.environment_id,
+                        channel_id: &inputs.deployment.channel_id,
+                        action_id: &action.id,
+                        machine,
+                    },
+                );
+                let mut work = work.clone();
+                variables::substitute(&mut work, &dictionary);
                 jobs.push(PlannedJob {
                     step_number: index as i32 + 1,
                     step_name: step.name.clone(),
                     action_name: action.name.clone(),
                     condition: condition.to_owned(),
-                    work: work.clone(),
-                    target,
+                    work,
+                    target: machine.map(job_target),
+                    parallel_window,
                 });
             }
         }
     }
-    Ok(jobs)
+    Ok(Plan { jobs, notes })
 }
 
 #[cfg(test)]
@@ -358,8 +420,12 @@ mod tests {
                 environment_name: "Test",
                 packages: &ResolvedPackages::new(),
                 targets: &[],
+                allow_no_targets: false,
+                variables: &[],
+                system: &BTreeMap::new(),
             },
         )
+        .map(|plan| plan.jobs)
     }
 
     fn plan_in(
@@ -374,8 +440,12 @@ mod tests {
                 environment_name,
                 packages,
                 targets: &[],
+                allow_no_targets: false,
+                variables: &[],
+                system: &BTreeMap::new(),
             },
         )
+        .map(|plan| plan.jobs)
     }
 
     fn job_package(reference: &str) -> JobPackage {
@@ -538,18 +608,112 @@ mod tests {
                 environment_name: "Test",
                 packages: &ResolvedPackages::new(),
                 targets: &targets,
+                allow_no_targets: false,
+                variables: &[],
+                system: &BTreeMap::new(),
             },
         )
-        .unwrap();
+        .unwrap()
+        .jobs;
         let names: Vec<_> = jobs
             .iter()
             .map(|j| j.target.as_ref().unwrap().name.as_str())
             .collect();
         assert_eq!(names, ["api-01", "web-02"]);
+        assert!(jobs.iter().all(|j| j.parallel_window == Some(0)));
         assert_eq!(
             jobs[1].target.as_ref().unwrap().uri,
             "https://web-02:10933/"
         );
+    }
+
+    fn role_step(extra: &[(&str, &str)]) -> Step {
+        let mut properties = vec![
+            ("Octopus.Action.Script.Syntax", "Bash"),
+            ("Octopus.Action.Script.ScriptBody", "hostname"),
+        ];
+        properties.extend_from_slice(extra);
+        let mut step = script_step("Web", &properties);
+        step.properties
+            .insert("Octopus.Action.TargetRoles".into(), "web".into());
+        step
+    }
+
+    fn web_target() -> Machine {
+        Machine {
+            id: "Machines-1".into(),
+            name: "web-01".into(),
+            roles: vec!["web".into()],
+            ..Machine::default()
+        }
+    }
+
+    fn plan_with(
+        step: Step,
+        targets: &[Machine],
+        allow_no_targets: bool,
+    ) -> Result<Plan, PlanError> {
+        let process = DeploymentProcess {
+            steps: vec![step],
+            ..DeploymentProcess::default()
+        };
+        plan(
+            &process,
+            &PlanInputs {
+                deployment: &deployment(),
+                environment_name: "Test",
+                packages: &ResolvedPackages::new(),
+                targets,
+                allow_no_targets,
+                variables: &[],
+                system: &BTreeMap::new(),
+            },
+        )
+    }
+
+    #[test]
+    fn max_parallelism_sets_the_rolling_window_and_rejects_what_is_not_a_count() {
+        let step = role_step(&[]);
+        let mut rolling = step.clone();
+        rolling
+            .properties
+            .insert("Octopus.Action.MaxParallelism".into(), " 3 ".into());
+        let jobs = plan_with(rolling, &[web_target()], false).unwrap().jobs;
+        assert_eq!(jobs[0].parallel_window, Some(3));
+        for bad in ["0", "-1", "two", "#{Window}"] {
+            let mut step = step.clone();
+            step.properties
+                .insert("Octopus.Action.MaxParallelism".into(), bad.into());
+            let err = plan_with(step, &[web_target()], false).unwrap_err();
+            assert!(
+                err.0.contains("MaxParallelism") && err.0.contains(bad),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_project_that_allows_no_targets_skips_the_step_with_a_note() {
+        let plan = plan_with(role_step(&[]), &[], true).unwrap();
+        assert!(plan.jobs.is_empty());
+        assert_eq!(plan.notes.len(), 1);
+        assert!(plan.notes[0].contains("'web'") && plan.notes[0].contains("skipped"));
+        let err = plan_with(role_step(&[]), &[], false).unwrap_err();
+        assert!(err.0.contains("no enabled deployment targets"), "{err}");
+    }
+
+    #[test]
+    fn server_steps_run_alone() {
+        let jobs = plan_with(
+            role_step(&[("Octopus.Action.RunOnServer", "true")]),
+            &[],
+            false,
+        )
+        .unwrap()
+        .jobs;
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].parallel_window, None);
+        assert_eq!(jobs[0].target, None);
     }
 
     fn deployment() -> Deployment {

@@ -8,6 +8,7 @@
 //! by broadcast, and as a cache marker checked before start and at every heartbeat.
 
 pub mod package;
+pub mod polling;
 pub mod script;
 pub mod target;
 
@@ -47,6 +48,8 @@ pub struct Worker {
     pub name: String,
     /// Where job directories are created.
     pub work_dir: PathBuf,
+    /// Polling agents connected to this worker.
+    pub polling: polling::PollingAgents,
     running: Arc<Mutex<RunningJobs>>,
 }
 
@@ -69,6 +72,7 @@ impl Worker {
             config,
             name,
             work_dir,
+            polling: polling::PollingAgents::default(),
             running: Arc::default(),
         }
     }
@@ -86,13 +90,23 @@ impl Worker {
                 "stopped scripts left running by workers that died"
             );
         }
+        let polling = self.bind_polling().await?;
         let stop = CancellationToken::new();
         let listener = tokio::spawn(self.clone().listen_for_cancels(stop.clone()));
         let consumer = tokio::spawn(self.clone().consume(stop.clone()));
+        let mut handles = vec![listener, consumer];
+        if let Some((comms, trusted, subscriptions)) = polling {
+            handles.push(tokio::spawn(self.clone().serve_polling(
+                comms,
+                trusted,
+                subscriptions,
+                stop.clone(),
+            )));
+        }
         tracing::info!(worker = %self.name, work_dir = %self.work_dir.display(), "worker started");
         shutdown.await;
         stop.cancel();
-        for handle in [listener, consumer] {
+        for handle in handles {
             if let Err(err) = handle.await {
                 tracing::error!(error = %err, "a worker loop ended abnormally");
             }
@@ -333,7 +347,7 @@ impl Worker {
                 Some(target),
             ) if packages.is_empty() => (
                 target::run_script(
-                    self.identity.as_deref(),
+                    self.reach(),
                     target,
                     &job.job_id,
                     *syntax,
@@ -345,7 +359,7 @@ impl Worker {
                 no_outputs(),
             ),
             (JobWork::HealthCheck, Some(target)) => {
-                target::health_check(self.identity.as_deref(), target, &context, &log).await
+                target::health_check(self.reach(), target, &context, &log).await
             }
             (_, Some(target)) => (
                 script::failed(format!(
@@ -396,6 +410,14 @@ impl Worker {
                 script::failed("A health check needs a deployment target.".into()),
                 no_outputs(),
             ),
+        }
+    }
+
+    /// How this worker reaches agents.
+    fn reach(&self) -> target::Reach<'_> {
+        target::Reach {
+            identity: self.identity.as_deref(),
+            polling: &self.polling,
         }
     }
 

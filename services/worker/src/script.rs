@@ -5,7 +5,7 @@ use cuttle_bus::Bus;
 use cuttle_contracts::{JobOutcome, LogLine, WorkerEvent};
 use cuttle_domain::LogCategory;
 use cuttle_domain::script::ScriptSyntax;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,13 +83,7 @@ fn interpreter(syntax: ScriptSyntax, path: &Path) -> Result<Command, String> {
     }
 }
 
-/// Finds an executable on PATH.
-pub fn find_on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(name))
-        .find(|candidate| candidate.is_file())
-}
+pub use cuttle_process::find_on_path;
 
 /// How a script or a whole job ended, and the exit code of the script when one ran.
 pub type Ended = (JobOutcome, Option<i32>);
@@ -270,14 +264,14 @@ pub async fn run_script(run: &ScriptRun<'_>, context: &ScriptContext, log: &JobL
         )));
     }
     let pid = child.id();
-    record_owner(run.job_dir, pid).await;
+    cuttle_process::record_owner(run.job_dir, OWNER_FILE, pid).await;
 
     let mut canceled = false;
     let status = tokio::select! {
         status = child.wait() => status,
         () = context.cancel.cancelled() => {
             canceled = true;
-            stop_group(pid, context.kill_grace, &mut child).await
+            cuttle_process::stop_group(pid, context.kill_grace, &mut child).await
         }
     };
     // Output can still be in flight; children left running may hold the pipes open.
@@ -295,7 +289,7 @@ pub async fn run_script(run: &ScriptRun<'_>, context: &ScriptContext, log: &JobL
         // Something the script started still holds its output open (it may have left the
         // process group with setsid). Stop the group, and stop reading: the step is over.
         tracing::info!("the script left processes holding its output open; no longer reading them");
-        signal_group(pid, nix::sys::signal::Signal::SIGKILL);
+        cuttle_process::signal_group(pid, nix::sys::signal::Signal::SIGKILL);
         for abort in aborts {
             abort.abort();
         }
@@ -332,96 +326,11 @@ pub async fn run_script(run: &ScriptRun<'_>, context: &ScriptContext, log: &JobL
 /// [`stop_orphans`]).
 const OWNER_FILE: &str = "owner";
 
-async fn record_owner(dir: &Path, pgid: Option<u32>) {
-    let Some(pgid) = pgid else { return };
-    let text = format!("{} {pgid}\n", std::process::id());
-    if let Err(err) = tokio::fs::write(dir.join(OWNER_FILE), text).await {
-        tracing::warn!(error = %err, "could not record the script's process group; if this worker dies, the script outlives it");
-    }
-}
-
 /// Stops the scripts that workers which died (SIGKILL, OOM, power loss) left running in
 /// `work_dir`, and removes their job directories. A worker calls it when it starts: a script's
 /// own process group keeps it from dying with its worker, which cancel needs.
 pub fn stop_orphans(work_dir: &Path) -> usize {
-    let Ok(entries) = std::fs::read_dir(work_dir) else {
-        return 0;
-    };
-    let mut stopped = 0;
-    for entry in entries.flatten() {
-        let dir = entry.path();
-        let Ok(text) = std::fs::read_to_string(dir.join(OWNER_FILE)) else {
-            continue;
-        };
-        let mut numbers = text
-            .split_whitespace()
-            .filter_map(|n| n.parse::<i32>().ok());
-        let (Some(owner), Some(pgid)) = (numbers.next(), numbers.next()) else {
-            continue;
-        };
-        if owner == std::process::id() as i32 || process_alive(owner) {
-            continue;
-        }
-        match nix::sys::signal::killpg(
-            nix::unistd::Pid::from_raw(pgid),
-            nix::sys::signal::Signal::SIGKILL,
-        ) {
-            Ok(()) => {
-                stopped += 1;
-                tracing::warn!(
-                    worker.pid = owner,
-                    pgid,
-                    "stopped a script left running by a worker that died"
-                );
-            }
-            Err(nix::errno::Errno::ESRCH) => {}
-            Err(err) => tracing::warn!(pgid, error = %err, "could not stop an orphaned script"),
-        }
-        if let Err(err) = std::fs::remove_dir_all(&dir) {
-            tracing::warn!(dir = %dir.display(), error = %err, "could not remove an orphaned job directory");
-        }
-    }
-    stopped
-}
-
-fn process_alive(pid: i32) -> bool {
-    // Signal 0 checks existence; EPERM means it exists but belongs to someone else.
-    match nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None) {
-        Ok(()) => true,
-        Err(err) => err == nix::errno::Errno::EPERM,
-    }
-}
-
-fn signal_group(pid: Option<u32>, signal: nix::sys::signal::Signal) {
-    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
-        return;
-    };
-    // The child leads its own group (process_group(0)), so its pid is the group id.
-    if let Err(err) = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), signal)
-        && err != nix::errno::Errno::ESRCH
-    {
-        tracing::warn!(error = %err, ?signal, "could not signal the script's process group");
-    }
-}
-
-/// SIGTERM to the whole group, then SIGKILL after the grace period.
-async fn stop_group(
-    pid: Option<u32>,
-    grace: Duration,
-    child: &mut tokio::process::Child,
-) -> std::io::Result<std::process::ExitStatus> {
-    signal_group(pid, nix::sys::signal::Signal::SIGTERM);
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => {
-            // The leader is gone; make sure nothing it started lives on.
-            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            status
-        }
-        Err(_) => {
-            signal_group(pid, nix::sys::signal::Signal::SIGKILL);
-            child.wait().await
-        }
-    }
+    cuttle_process::stop_orphans(work_dir, OWNER_FILE)
 }
 
 async fn read_lines(

@@ -4,6 +4,7 @@
 //! into the job's log. Cancel asks the agent to stop the script; a lost connection fails the
 //! job with the reason.
 
+use crate::polling::PollingAgents;
 use crate::script::{self, Ended, JobLog, ScriptContext};
 use cuttle_agent_link::messages::{self, JobId, OutputStream, StartScript};
 use cuttle_agent_link::{
@@ -30,21 +31,40 @@ pub mod health_outputs {
     pub const AGENT_VERSION: &str = "AgentVersion";
 }
 
-/// Dials `target`'s listening agent; `Err` is how the job ends instead.
+/// How this worker reaches agents.
+#[derive(Clone, Copy)]
+pub struct Reach<'a> {
+    /// The server certificate listening agents pinned; `None` reaches none of them.
+    pub identity: Option<&'a WorkerIdentity>,
+    /// The polling agents connected to this worker.
+    pub polling: &'a PollingAgents,
+}
+
+/// The connection to `target`'s agent: the one a polling agent holds to this worker, or a new
+/// one to a listening agent; `Err` is how the job ends instead.
 async fn connect(
-    identity: Option<&WorkerIdentity>,
+    reach: Reach<'_>,
     target: &JobTarget,
     context: &ScriptContext,
     log: &JobLog,
 ) -> Result<cuttle_agent_link::Requester, Ended> {
-    let Some(identity) = identity else {
+    if target.communication_style == "TentacleActive" {
+        // The job came off the agent's own queue, which only the holder of its connection reads.
+        return reach.polling.get(&target.uri).ok_or_else(|| {
+            script::failed(format!(
+                "Deployment target '{}' is a polling agent ({}) whose connection to this worker just ended; it will get its next jobs once it reconnects.",
+                target.name, target.uri
+            ))
+        });
+    }
+    let Some(identity) = reach.identity else {
         return Err(script::failed(
             "This worker has no server certificate (server.certificate_dir), so it cannot reach deployment targets.".into(),
         ));
     };
     if target.communication_style != "TentaclePassive" {
         return Err(script::failed(format!(
-            "Deployment target '{}' is a polling agent ({}); workers do not accept polling agents in this version of Cuttle yet.",
+            "Deployment target '{}' has the communication style '{}'; Cuttle reaches TentaclePassive and TentacleActive agents.",
             target.name, target.communication_style
         )));
     }
@@ -89,12 +109,12 @@ async fn connect(
 
 /// A health check: the agent answers with what it runs on, or the target is unavailable.
 pub async fn health_check(
-    identity: Option<&WorkerIdentity>,
+    reach: Reach<'_>,
     target: &JobTarget,
     context: &ScriptContext,
     log: &JobLog,
 ) -> (Ended, BTreeMap<String, String>) {
-    let requester = match connect(identity, target, context, log).await {
+    let requester = match connect(reach, target, context, log).await {
         Ok(requester) => requester,
         Err(ended) => return (ended, BTreeMap::new()),
     };
@@ -141,7 +161,7 @@ pub async fn health_check(
 
 /// Runs an inline script on `target`'s agent.
 pub async fn run_script(
-    identity: Option<&WorkerIdentity>,
+    reach: Reach<'_>,
     target: &JobTarget,
     job_id: &str,
     syntax: ScriptSyntax,
@@ -149,7 +169,7 @@ pub async fn run_script(
     context: &ScriptContext,
     log: &JobLog,
 ) -> Ended {
-    let requester = match connect(identity, target, context, log).await {
+    let requester = match connect(reach, target, context, log).await {
         Ok(requester) => requester,
         Err(ended) => return ended,
     };

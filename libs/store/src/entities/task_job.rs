@@ -27,6 +27,9 @@ pub struct Model {
     /// Output variables the job set, as a JSON object of name to value.
     #[sea_orm(column_type = "Text", nullable)]
     pub output_variables: Option<String>,
+    /// Fan-out width: null runs alone, 0 runs beside every other job of the same step and
+    /// action, N at most N at a time.
+    pub parallel_window: Option<i32>,
 }
 
 /// No relations.

@@ -38,7 +38,16 @@ pub struct InProcess {
 impl InProcess {
     /// Starts every service in this process on `mode`'s backends.
     pub async fn start(mode: Mode) -> InProcess {
-        let env = TestEnv::new(mode).await.expect("test environment");
+        InProcess::start_with(mode, |_| {}).await
+    }
+
+    /// [`InProcess::start`] with settings changed by `configure` (e.g. a polling port).
+    pub async fn start_with(
+        mode: Mode,
+        configure: impl FnOnce(&mut cuttle_platform::Config),
+    ) -> InProcess {
+        let mut env = TestEnv::new(mode).await.expect("test environment");
+        configure(&mut env.config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
