@@ -98,6 +98,24 @@ pub struct StepJob {
     /// The deployment target to run it on, through its agent; `None` runs it on the worker.
     #[serde(default)]
     pub target: Option<JobTarget>,
+    /// The job's variables, each name with the value whose scope matched the job best, plus
+    /// system variables and earlier steps' output variables. The worker substitutes them into
+    /// what it runs and gives them to scripts.
+    #[serde(default)]
+    pub variables: Vec<JobVariable>,
+}
+
+/// One variable as a job sees it, not yet evaluated (values may hold `#{...}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobVariable {
+    /// Its name, as first defined.
+    pub name: String,
+    /// The value; sealed with the master key (`cuttle_secrets`) when `sensitive`.
+    pub value: String,
+    /// A sensitive value: sealed here, opened only by the worker that runs the job, and masked
+    /// in every log line.
+    #[serde(default)]
+    pub sensitive: bool,
 }
 
 /// A deployment target a job runs on, with what the worker needs to reach its agent.
@@ -282,7 +300,8 @@ pub enum WorkerEvent {
         /// The script's exit code when it ran.
         exit_code: Option<i32>,
         /// Output variables the job set (`Package.InstallationDirectoryPath`, ...), by name
-        /// without the `Octopus.Action[Step].Output.` prefix.
+        /// without the `Octopus.Action[Step].Output.` prefix. Sensitive ones are sealed with the
+        /// master key (their values start with `cuttle_secrets::SEALED_PREFIX`).
         #[serde(default)]
         output_variables: std::collections::BTreeMap<String, String>,
     },

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 pub mod agent_trust;
 pub mod outbox;
+pub mod secrets;
 
 pub use cuttle_telemetry::TelemetryConfig;
 
@@ -76,6 +77,20 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// The built-in package feed.
     pub feed: FeedConfig,
+    /// The master key for sensitive values.
+    pub secrets: SecretsConfig,
+}
+
+/// The master key that seals sensitive values (see [`secrets`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecretsConfig {
+    /// Base64 of 32 random bytes (`openssl rand -base64 32`); every api and worker of one
+    /// installation needs the same. Unset on SQLite: `<data_dir>/master.key`, created once.
+    pub master_key: Option<Secret>,
+    /// Earlier keys: values they sealed still open, and are sealed again under `master_key`
+    /// when saved.
+    pub retired_keys: Vec<Secret>,
 }
 
 /// Where the api listens and where embedded data lives.
@@ -494,6 +509,8 @@ pub struct Backends {
     pub blob: Arc<dyn BlobStore>,
     /// Cache and locks.
     pub cache: Arc<dyn Cache>,
+    /// The master key for sensitive values, when there is one (see [`secrets`]).
+    pub keyring: Option<Arc<cuttle_secrets::Keyring>>,
 }
 
 impl Backends {
@@ -508,6 +525,7 @@ impl Backends {
             bus: connect_bus(config).await?,
             blob: connect_blob(config).await?,
             cache: connect_cache(config).await?,
+            keyring: secrets::keyring(config)?,
         })
     }
 }

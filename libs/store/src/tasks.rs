@@ -6,8 +6,8 @@ use chrono::{DateTime, Utc};
 use cuttle_domain::TaskState;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, DbErr, EntityTrait, PaginatorTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
 };
 
 /// A stored task.
@@ -288,6 +288,29 @@ pub async fn pending_jobs_of_action(
         .filter(task_job::Column::ActionName.eq(action_name))
         .order_by_asc(task_job::Column::Position)
         .limit(limit)
+        .all(conn)
+        .await?)
+}
+
+/// The jobs before `position` that set output variables, other than the jobs of the same action
+/// (the siblings of a fan-out): what a job about to be dispatched can read.
+pub async fn jobs_with_outputs_before(
+    conn: &impl ConnectionTrait,
+    task_id: &str,
+    position: i32,
+    step_number: i32,
+    action_name: &str,
+) -> Result<Vec<Job>, StoreError> {
+    Ok(task_job::Entity::find()
+        .filter(task_job::Column::TaskId.eq(task_id))
+        .filter(task_job::Column::Position.lt(position))
+        .filter(task_job::Column::OutputVariables.is_not_null())
+        .filter(
+            Condition::any()
+                .add(task_job::Column::StepNumber.ne(step_number))
+                .add(task_job::Column::ActionName.ne(action_name)),
+        )
+        .order_by_asc(task_job::Column::Position)
         .all(conn)
         .await?)
 }

@@ -97,6 +97,8 @@ impl TestEnv {
             config.blob.access_key_id = Some("cuttle".into());
             config.blob.secret_access_key = Some(Secret::new("cuttle-secret"));
             config.blob.force_path_style = true;
+            // Every service process of the installation shares one master key.
+            config.secrets.master_key = Some(Secret::new(cuttle_secrets::Keyring::generate_key()?));
             database = Some(name);
         }
         Ok(TestEnv {
@@ -131,6 +133,9 @@ impl TestEnv {
             ),
             ("CUTTLE_TELEMETRY__LOG_FORMAT".into(), "json".into()),
         ];
+        if let Some(key) = &c.secrets.master_key {
+            vars.push(("CUTTLE_SECRETS__MASTER_KEY".into(), key.expose().into()));
+        }
         if let Some(url) = &c.database.url {
             vars.push(("CUTTLE_DATABASE__URL".into(), url.expose().into()));
         }
@@ -183,6 +188,50 @@ pub async fn fresh_postgres_database() -> anyhow::Result<(String, String)> {
     let name = format!("cuttle_test_{}", &id[..16]);
     create_database(&name).await?;
     Ok((format!("{}/{name}", endpoints::postgres()), name))
+}
+
+/// Where `needle` appears in the text columns that hold what users and scripts gave the server
+/// (documents, tasks, jobs, their outputs and logs, the outbox), as `table.column`: for tests
+/// that a secret is never stored in clear text.
+pub async fn stored_in_clear(config: &Config, needle: &str) -> anyhow::Result<Vec<String>> {
+    use sea_orm::{ConnectionTrait, Statement, Value as SqlValue};
+    let store = cuttle_platform::connect_store(config).await?;
+    let conn = store.conn();
+    let backend = conn.get_database_backend();
+    let placeholder = match backend {
+        sea_orm::DbBackend::Postgres => "$1",
+        _ => "?",
+    };
+    let mut found = Vec::new();
+    for (table, column) in [
+        ("documents", "data"),
+        ("server_tasks", "arguments"),
+        ("server_tasks", "error_message"),
+        ("task_jobs", "payload"),
+        ("task_jobs", "output_variables"),
+        ("task_jobs", "error"),
+        ("task_log", "message"),
+        ("outbox", "payload"),
+        ("settings", "value"),
+    ] {
+        let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE {column} LIKE {placeholder}");
+        let row = conn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [SqlValue::from(format!("%{needle}%"))],
+            ))
+            .await
+            .with_context(|| format!("reading {table}.{column}"))?;
+        let count: i64 = match row {
+            Some(row) => row.try_get("", "n")?,
+            None => 0,
+        };
+        if count > 0 {
+            found.push(format!("{table}.{column}"));
+        }
+    }
+    Ok(found)
 }
 
 /// Drops a database made by [`fresh_postgres_database`], closing any connection still open.
@@ -375,23 +424,45 @@ pub mod flow {
         id
     }
 
-    /// Replaces the project's process with one bash step running `script`.
-    pub async fn set_script(client: &Client, space: &str, project_id: &str, script: &str) -> Value {
-        let path = format!("/api/{space}/projects/{project_id}/deploymentprocesses");
-        let mut process = client.get(&path).await.expect(200);
-        process["Steps"] = json!([{
-            "Id": "", "Name": "Run script",
+    /// A step named `name` with one action of the same name running `body` inline on the
+    /// server, in `syntax` (`Bash`, `Python`, `PowerShell`).
+    pub fn script_step(name: &str, syntax: &str, body: &str) -> Value {
+        json!({
+            "Id": "", "Name": name,
             "Actions": [{
-                "Id": "", "Name": "Run script", "ActionType": "Octopus.Script",
+                "Id": "", "Name": name, "ActionType": "Octopus.Script",
                 "Properties": {
                     "Octopus.Action.RunOnServer": "true",
                     "Octopus.Action.Script.ScriptSource": "Inline",
-                    "Octopus.Action.Script.Syntax": "Bash",
-                    "Octopus.Action.Script.ScriptBody": script
+                    "Octopus.Action.Script.Syntax": syntax,
+                    "Octopus.Action.Script.ScriptBody": body
                 }
             }]
-        }]);
+        })
+    }
+
+    /// Replaces the project's process with `steps`.
+    pub async fn set_steps(
+        client: &Client,
+        space: &str,
+        project_id: &str,
+        steps: Vec<Value>,
+    ) -> Value {
+        let path = format!("/api/{space}/projects/{project_id}/deploymentprocesses");
+        let mut process = client.get(&path).await.expect(200);
+        process["Steps"] = Value::Array(steps);
         client.put(&path, process).await.expect(200)
+    }
+
+    /// Replaces the project's process with one bash step running `script`.
+    pub async fn set_script(client: &Client, space: &str, project_id: &str, script: &str) -> Value {
+        set_steps(
+            client,
+            space,
+            project_id,
+            vec![script_step("Run script", "Bash", script)],
+        )
+        .await
     }
 
     /// Creates a release and deploys it to `env`; returns the task id.

@@ -49,6 +49,9 @@ pub struct AppState {
     pub server_thumbprint: String,
     /// Rewrites the polling agents' trust list for workers after machine changes.
     pub agent_trust: cuttle_platform::agent_trust::Publisher,
+    /// Seals sensitive variable values; `None` when no master key is configured, and then
+    /// sensitive values are refused.
+    pub keyring: Option<Arc<cuttle_secrets::Keyring>>,
 }
 
 /// Every route of the api: `/api/...` plus health and metrics.

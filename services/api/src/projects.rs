@@ -17,7 +17,7 @@ use cuttle_store::documents::{self, Document, ListQuery, NewDocument, Replacemen
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_wire::resources::{
     Channel, DeploymentProcess, Environment, Lifecycle, Project, ProjectGroup, ReferenceItem,
-    VariableSet,
+    Variable, VariableSet,
 };
 use cuttle_wire::{Collection, Links};
 use serde_json::json;
@@ -743,6 +743,7 @@ pub async fn present_variables(
     space: &SpaceId,
 ) -> ApiResult<VariableSet> {
     let mut set: VariableSet = documents::decode(doc)?;
+    hide_sensitive(&mut set);
     if doc.kind == VARIABLES_KIND {
         set.version = doc.version;
     }
@@ -805,6 +806,7 @@ async fn save_variables(
         .ok_or_else(|| {
             ApiError::not_found(format!("variable set '{id}' (snapshots cannot be changed)"))
         })?;
+    let current: VariableSet = documents::decode(&doc)?;
     for (index, variable) in set.variables.iter_mut().enumerate() {
         variable.name = variable.name.trim().to_owned();
         if variable.name.is_empty() {
@@ -813,22 +815,17 @@ async fn save_variables(
                 "every variable needs a name",
             ));
         }
-        if variable.is_sensitive || variable.kind.eq_ignore_ascii_case("Sensitive") {
-            // Refused rather than stored in clear text: sensitive values need encryption at rest.
-            return Err(ApiError::invalid_field(
-                &format!("Variables[{index}].IsSensitive"),
-                "sensitive variables are not supported yet (they need encryption at rest, which is not built)",
-            ));
-        }
         if variable.id.trim().is_empty() {
             variable.id = uuid::Uuid::new_v4().to_string();
+        }
+        if variable.is_sensitive || variable.kind.eq_ignore_ascii_case("Sensitive") {
+            seal_sensitive(state, index, variable, &current)?;
         }
         if variable.kind.is_empty() {
             variable.kind = "String".into();
         }
         variable.is_editable = true;
     }
-    let current: VariableSet = documents::decode(&doc)?;
     set.id = current.id;
     set.owner_id = current.owner_id;
     set.space_id = scope.id.to_string();
@@ -856,6 +853,54 @@ async fn save_variables(
     let presented = present_variables(&txn, &saved, &scope.id).await?;
     txn.commit().await?;
     Ok(presented)
+}
+
+/// Seals a sensitive variable's value under the master key. A sensitive value is never sent
+/// back, so a variable that comes back without one keeps the value stored under its id (sealed
+/// again under the current key, which is how values move off a retired key).
+fn seal_sensitive(
+    state: &AppState,
+    index: usize,
+    variable: &mut Variable,
+    current: &VariableSet,
+) -> ApiResult<()> {
+    variable.is_sensitive = true;
+    variable.kind = "Sensitive".into();
+    let keyring = state.keyring.as_deref().ok_or_else(|| {
+        ApiError::invalid_field(
+            &format!("Variables[{index}].IsSensitive"),
+            "this server has no master key for sensitive values (secrets.master_key), so it cannot store them encrypted",
+        )
+    })?;
+    let id = variable.id.clone();
+    let sealing_failed = |err: cuttle_secrets::SecretError| {
+        tracing::error!(error = %err, variable.id = %id, "a sensitive value could not be sealed or opened");
+        ApiError::internal(
+            "a sensitive value could not be encrypted or decrypted with the master key",
+        )
+    };
+    variable.value = match variable.value.take() {
+        Some(plain) => Some(keyring.seal(&plain).map_err(sealing_failed)?),
+        None => match current
+            .variables
+            .iter()
+            .find(|old| old.id == variable.id && old.is_sensitive)
+            .and_then(|old| old.value.as_deref())
+        {
+            Some(sealed) => Some(keyring.reseal(sealed).map_err(sealing_failed)?),
+            None => None,
+        },
+    };
+    Ok(())
+}
+
+/// What the API shows of a variable set: everything but sensitive values.
+fn hide_sensitive(set: &mut VariableSet) {
+    for variable in &mut set.variables {
+        if variable.is_sensitive {
+            variable.value = None;
+        }
+    }
 }
 
 async fn update_project_variables(

@@ -61,6 +61,7 @@ fn api_state(
             backends.store.clone(),
             backends.cache.clone(),
         ),
+        keyring: backends.keyring.clone(),
     }
 }
 
@@ -124,7 +125,8 @@ pub async fn serve_all(
         config.worker.clone(),
         worker_name(&config),
         work_dir(&config),
-    );
+    )
+    .with_keyring(backends.keyring.clone());
     let feed = PackageFeed {
         store: backends.store.clone(),
         blob: backends.blob.clone(),
@@ -205,6 +207,7 @@ pub async fn run_api(
         installation_id: bootstrap.installation_id,
         node_name: config.node_name(),
         server_thumbprint: server_identity(&config)?.thumbprint().to_string(),
+        keyring: cuttle_platform::secrets::keyring(&config)?,
     };
     tracing::info!(address = %listener.local_addr()?, "api started");
     cuttle_api::run(state, bus, listener, shutdown).await
@@ -283,7 +286,8 @@ pub async fn run_worker(
         config.worker.clone(),
         worker_name(&config),
         dir,
-    );
+    )
+    .with_keyring(cuttle_platform::secrets::keyring(&config)?);
     let (stop_tx, stop_rx) = watch::channel(false);
     let ops = tokio::spawn(serve_ops(
         ops,

@@ -26,7 +26,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use prost::Message as _;
-use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -139,27 +138,16 @@ async fn receive_traces(State(collector): State<Collector>, body: Bytes) -> Resp
 /// second job is dispatched while the orchestrator handles the first job's end: only then does
 /// the trace have to cross worker -> orchestrator -> worker.
 async fn set_two_echo_steps(client: &Client, project_id: &str) {
-    let path = format!("/api/{SPACE}/projects/{project_id}/deploymentprocesses");
-    let mut process = client.get(&path).await.expect(200);
-    let step = |name: &str, script: &str| {
-        json!({
-            "Id": "", "Name": name,
-            "Actions": [{
-                "Id": "", "Name": name, "ActionType": "Octopus.Script",
-                "Properties": {
-                    "Octopus.Action.RunOnServer": "true",
-                    "Octopus.Action.Script.ScriptSource": "Inline",
-                    "Octopus.Action.Script.Syntax": "Bash",
-                    "Octopus.Action.Script.ScriptBody": script
-                }
-            }]
-        })
-    };
-    process["Steps"] = json!([
-        step("First echo", "echo first step; sleep 1.5"),
-        step("Second echo", "echo second step"),
-    ]);
-    client.put(&path, process).await.expect(200);
+    flow::set_steps(
+        client,
+        SPACE,
+        project_id,
+        vec![
+            flow::script_step("First echo", "Bash", "echo first step; sleep 1.5"),
+            flow::script_step("Second echo", "Bash", "echo second step"),
+        ],
+    )
+    .await;
 }
 
 fn describe(spans: &[&ExportedSpan]) -> String {

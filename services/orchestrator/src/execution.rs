@@ -122,6 +122,7 @@ async fn health_plan(
             condition: "Always".into(),
             work: cuttle_contracts::JobWork::HealthCheck,
             target: Some(job_target(&machine)),
+            variables: Vec::new(),
             // Side by side, but bounded: a check waits on the network, not on this machine.
             parallel_window: Some(parallelism.max(1)),
         });
@@ -707,17 +708,20 @@ impl Orchestrator {
         job.dispatched_at = Some(Utc::now());
         let mut message: StepJob =
             serde_json::from_str(&job.payload).context("stored job payload is unreadable")?;
-        // Output variables exist only once earlier steps ran: substitute them now (the plan left
-        // `#{Octopus.Action[...].Output...}` as written), and only when the job names one.
-        if job.payload.contains("].Output") {
-            let earlier: Vec<Job> = tasks::jobs_for_task(conn, &job.task_id)
-                .await?
-                .into_iter()
-                .filter(|j| j.position < job.position && j.output_variables.is_some())
-                .collect();
+        // Output variables exist only once earlier steps ran: add them now.
+        let earlier = tasks::jobs_with_outputs_before(
+            conn,
+            &job.task_id,
+            job.position,
+            job.step_number,
+            &job.action_name,
+        )
+        .await?;
+        if !earlier.is_empty() {
             let machine = message.target.as_ref().map(|t| t.name.as_str());
-            let dictionary = crate::variables::output_dictionary(&earlier, machine);
-            crate::variables::substitute(&mut message.work, &dictionary);
+            message
+                .variables
+                .extend(crate::variables::output_variables(&earlier, machine));
             job.payload = serde_json::to_string(&message)?;
         }
         tasks::save_job(conn, job).await?;
@@ -1008,6 +1012,7 @@ fn to_job(
         action_name: planned.action_name.clone(),
         work: planned.work,
         target: planned.target,
+        variables: planned.variables,
     };
     Ok(Job {
         job_id,

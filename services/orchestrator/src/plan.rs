@@ -1,7 +1,7 @@
 //! Planning: turns a release's frozen process into the ordered jobs of one deployment.
 
 use crate::variables::{self, JobScope};
-use cuttle_contracts::{JobPackage, JobTarget, JobWork};
+use cuttle_contracts::{JobPackage, JobTarget, JobVariable, JobWork};
 use cuttle_domain::script::ScriptSyntax;
 use cuttle_wire::resources::{
     Action, Deployment, DeploymentProcess, Machine, PackageReference, Step, Variable,
@@ -55,6 +55,8 @@ pub struct PlannedJob {
     pub work: JobWork,
     /// Where: a deployment target's agent, or the worker itself.
     pub target: Option<JobTarget>,
+    /// Its variables, unevaluated (sensitive ones sealed).
+    pub variables: Vec<JobVariable>,
     /// `None` for a job that runs alone; for the jobs of one action fanned out over targets,
     /// how many may run at once (0: all of them, Octopus's default).
     pub parallel_window: Option<u32>,
@@ -356,7 +358,7 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
             };
             // One job per target; the orchestrator runs them side by side within the window.
             for machine in targets {
-                let dictionary = variables::dictionary(
+                let variables = variables::job_variables(
                     inputs.variables,
                     inputs.system,
                     &step.name,
@@ -368,15 +370,14 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                         machine,
                     },
                 );
-                let mut work = work.clone();
-                variables::substitute(&mut work, &dictionary);
                 jobs.push(PlannedJob {
                     step_number: index as i32 + 1,
                     step_name: step.name.clone(),
                     action_name: action.name.clone(),
                     condition: condition.to_owned(),
-                    work,
+                    work: work.clone(),
                     target: machine.map(job_target),
+                    variables,
                     parallel_window,
                 });
             }

@@ -1,11 +1,12 @@
 //! Variables of one job: the release's frozen project variables, each name resolved to the value
 //! whose scope best matches the job (as Octopus ranks them: action, then machine, then role, then
-//! environment, then channel, then unscoped), Octopus's system variables, and the substitution
-//! of `#{...}` into what the job runs (`libs/template`). Unknown variables stay as written.
+//! environment, then channel, then unscoped), Octopus's system variables, and earlier steps'
+//! output variables. The job carries them unevaluated; the worker that runs it evaluates
+//! `#{...}` (it alone can open sensitive values) and hands them to scripts.
 
-use cuttle_contracts::JobWork;
+use cuttle_contracts::JobVariable;
+use cuttle_secrets::Keyring;
 use cuttle_store::tasks::Job;
-use cuttle_template::VariableDictionary;
 use cuttle_wire::resources::{Machine, Variable};
 use std::collections::BTreeMap;
 
@@ -50,55 +51,70 @@ fn rank(variable: &Variable, job: &JobScope<'_>) -> Option<[bool; 5]> {
     Some(specific)
 }
 
-/// The job's dictionary: `system` variables, the job's own (`Octopus.Action.Name`,
-/// `Octopus.Machine.*`), then each project variable's best-matching value.
-pub fn dictionary(
+/// The job's variables: `system` variables, the job's own (`Octopus.Action.Name`,
+/// `Octopus.Machine.*`), then each project variable's best-matching value. Later entries of the
+/// same name win when the worker builds its dictionary.
+pub fn job_variables(
     variables: &[Variable],
     system: &BTreeMap<String, String>,
     step_name: &str,
     action_name: &str,
     job: &JobScope<'_>,
-) -> VariableDictionary {
-    let mut dictionary = VariableDictionary::new();
-    for (name, value) in system {
-        dictionary.set(name.clone(), value.clone());
-    }
-    dictionary.set("Octopus.Step.Name", step_name);
-    dictionary.set("Octopus.Action.Name", action_name);
+) -> Vec<JobVariable> {
+    let plain = |name: &str, value: &str| JobVariable {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        sensitive: false,
+    };
+    let mut out: Vec<JobVariable> = system
+        .iter()
+        .map(|(name, value)| plain(name, value))
+        .collect();
+    out.push(plain("Octopus.Step.Name", step_name));
+    out.push(plain("Octopus.Action.Name", action_name));
     if let Some(machine) = job.machine {
-        dictionary.set("Octopus.Machine.Id", machine.id.clone());
-        dictionary.set("Octopus.Machine.Name", machine.name.clone());
-        dictionary.set("Octopus.Machine.Roles", machine.roles.join(","));
+        out.push(plain("Octopus.Machine.Id", &machine.id));
+        out.push(plain("Octopus.Machine.Name", &machine.name));
+        out.push(plain("Octopus.Machine.Roles", &machine.roles.join(",")));
     }
-    let mut chosen: BTreeMap<String, ([bool; 5], &str)> = BTreeMap::new();
+    let mut chosen: BTreeMap<String, ([bool; 5], &Variable)> = BTreeMap::new();
     for variable in variables {
         let Some(rank) = rank(variable, job) else {
             continue;
         };
-        let value = variable.value.as_deref().unwrap_or("");
         let key = variable.name.to_lowercase();
         match chosen.get(&key) {
             // Equal ranks keep the first defined, so the order in the set decides ties.
             Some((best, _)) if *best >= rank => {}
             _ => {
-                chosen.insert(key, (rank, value));
+                chosen.insert(key, (rank, variable));
             }
         }
     }
     // Names keep the case of their first definition.
     for variable in variables {
-        if let Some((_, value)) = chosen.remove(&variable.name.to_lowercase()) {
-            dictionary.set(variable.name.clone(), value);
+        if let Some((_, best)) = chosen.remove(&variable.name.to_lowercase()) {
+            out.push(JobVariable {
+                name: variable.name.clone(),
+                value: best.value.clone().unwrap_or_default(),
+                sensitive: best.is_sensitive,
+            });
         }
     }
-    dictionary
+    out
 }
 
 /// Output variables of earlier jobs, as Octopus names them: `Octopus.Action[<action>].Output.<name>`
 /// (the value from this job's own machine when there is one, else from the last job that set it)
 /// and `Octopus.Action[<action>].Output[<machine>].<name>` for each machine's own.
-pub fn output_dictionary(earlier: &[Job], machine: Option<&str>) -> VariableDictionary {
-    let mut dictionary = VariableDictionary::new();
+pub fn output_variables(earlier: &[Job], machine: Option<&str>) -> Vec<JobVariable> {
+    let variable = |name: String, value: String| JobVariable {
+        // The worker sealed the sensitive ones.
+        sensitive: Keyring::is_sealed(&value),
+        name,
+        value,
+    };
+    let mut out = Vec::new();
     let mut own_machine = Vec::new();
     for job in earlier {
         let outputs: BTreeMap<String, String> = job
@@ -111,42 +127,47 @@ pub fn output_dictionary(earlier: &[Job], machine: Option<&str>) -> VariableDict
         for (name, value) in outputs {
             let action = &job.action_name;
             if let Some(on) = &job_machine {
-                dictionary.set(
+                out.push(variable(
                     format!("Octopus.Action[{action}].Output[{on}].{name}"),
                     value.clone(),
-                );
+                ));
             }
             let plain = format!("Octopus.Action[{action}].Output.{name}");
             if job_machine.is_some() && job_machine.as_deref() == machine {
-                own_machine.push((plain, value));
+                own_machine.push(variable(plain, value));
             } else {
-                dictionary.set(plain, value);
+                out.push(variable(plain, value));
             }
         }
     }
-    // This machine's own values win over other machines'.
-    for (name, value) in own_machine {
-        dictionary.set(name, value);
-    }
-    dictionary
-}
-
-/// Substitutes `#{...}` in what the job runs: inline script bodies and script parameters.
-pub fn substitute(work: &mut JobWork, dictionary: &VariableDictionary) {
-    match work {
-        JobWork::Script { body, .. } => *body = dictionary.evaluate_lenient(body),
-        JobWork::PackageScript { parameters, .. } => {
-            for parameter in parameters {
-                *parameter = dictionary.evaluate_lenient(parameter);
-            }
-        }
-        JobWork::DeployPackage { .. } | JobWork::HealthCheck => {}
-    }
+    // This machine's own values come last, so they win over other machines'.
+    out.extend(own_machine);
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cuttle_template::VariableDictionary;
+
+    /// The dictionary a worker builds: later entries of a name win.
+    fn dictionary(
+        variables: &[Variable],
+        system: &BTreeMap<String, String>,
+        step: &str,
+        action: &str,
+        job: &JobScope<'_>,
+    ) -> VariableDictionary {
+        to_dictionary(job_variables(variables, system, step, action, job))
+    }
+
+    fn to_dictionary(variables: Vec<JobVariable>) -> VariableDictionary {
+        variables.into_iter().map(|v| (v.name, v.value)).collect()
+    }
+
+    fn output_dictionary(earlier: &[Job], machine: Option<&str>) -> VariableDictionary {
+        to_dictionary(output_variables(earlier, machine))
+    }
 
     fn variable(name: &str, value: &str, scope: &[(&str, &[&str])]) -> Variable {
         Variable {
@@ -215,8 +236,9 @@ mod tests {
             space_id: "Spaces-1".into(),
             step_name: action.into(),
             action_name: action.into(),
-            work: JobWork::HealthCheck,
+            work: cuttle_contracts::JobWork::HealthCheck,
             target,
+            variables: Vec::new(),
         };
         let outputs: BTreeMap<&str, &str> = outputs.iter().copied().collect();
         Job {
@@ -274,20 +296,46 @@ mod tests {
     }
 
     #[test]
-    fn system_and_job_variables_are_set_and_scripts_are_substituted() {
+    fn system_and_job_variables_are_set_and_sensitive_values_stay_sealed() {
         let system = BTreeMap::from([("Octopus.Environment.Name".to_owned(), "Test".to_owned())]);
         let machine = web();
-        let dict = dictionary(&[], &system, "Deploy", "Run", &scope(Some(&machine)));
-        let mut work = JobWork::Script {
-            syntax: cuttle_domain::script::ScriptSyntax::Bash,
-            body: "echo #{Octopus.Environment.Name} #{Octopus.Machine.Name} #{Octopus.Action.Name}"
-                .into(),
-            packages: Vec::new(),
+        let secret = Variable {
+            is_sensitive: true,
+            ..variable("Password", "cuttle-sealed:v1:abc:xyz", &[])
         };
-        substitute(&mut work, &dict);
-        let JobWork::Script { body, .. } = work else {
-            unreachable!()
-        };
-        assert_eq!(body, "echo Test web-01 Run");
+        let vars = job_variables(&[secret], &system, "Deploy", "Run", &scope(Some(&machine)));
+        let password = vars
+            .iter()
+            .find(|v| v.name == "Password")
+            .expect("password");
+        assert!(password.sensitive);
+        assert_eq!(password.value, "cuttle-sealed:v1:abc:xyz");
+        let dict = to_dictionary(vars);
+        assert_eq!(
+            dict.evaluate_lenient(
+                "#{Octopus.Environment.Name} #{Octopus.Machine.Name} #{Octopus.Action.Name} #{Octopus.Step.Name}"
+            ),
+            "Test web-01 Run Deploy"
+        );
+    }
+
+    #[test]
+    fn sealed_output_values_are_sensitive() {
+        let earlier = [finished(
+            "Make",
+            None,
+            &[("Token", "cuttle-sealed:v1:abc:xyz"), ("Plain", "p")],
+        )];
+        let outputs = output_variables(&earlier, None);
+        let token = outputs
+            .iter()
+            .find(|v| v.name == "Octopus.Action[Make].Output.Token")
+            .expect("token");
+        assert!(token.sensitive);
+        let plain = outputs
+            .iter()
+            .find(|v| v.name == "Octopus.Action[Make].Output.Plain")
+            .expect("plain");
+        assert!(!plain.sensitive);
     }
 }

@@ -10,7 +10,9 @@
 pub mod package;
 pub mod polling;
 pub mod script;
+pub mod service_messages;
 pub mod target;
+pub mod variables;
 
 use cuttle_blob::BlobStore;
 use cuttle_bus::{Bus, Delivery, Message, QueueSpec};
@@ -50,6 +52,9 @@ pub struct Worker {
     pub work_dir: PathBuf,
     /// Polling agents connected to this worker.
     pub polling: polling::PollingAgents,
+    /// Opens jobs' sensitive variables and seals sensitive output variables; `None` without a
+    /// master key (jobs with sensitive values then fail with that reason).
+    pub keyring: Option<Arc<cuttle_secrets::Keyring>>,
     running: Arc<Mutex<RunningJobs>>,
 }
 
@@ -73,8 +78,15 @@ impl Worker {
             name,
             work_dir,
             polling: polling::PollingAgents::default(),
+            keyring: None,
             running: Arc::default(),
         }
+    }
+
+    /// The same worker with the master key for sensitive values.
+    pub fn with_keyring(mut self, keyring: Option<Arc<cuttle_secrets::Keyring>>) -> Self {
+        self.keyring = keyring;
+        self
     }
 
     /// Consumes jobs until `shutdown`; running jobs are canceled on shutdown.
@@ -318,11 +330,26 @@ impl Worker {
 
     /// Runs the job's work in its own directory (removed afterwards), streaming its output.
     async fn execute(&self, job: &StepJob, cancel: CancellationToken) -> package::JobEnd {
-        let log = script::JobLog::start(script::BusLogSink {
+        let sink = script::BusLogSink {
             bus: self.bus.clone(),
             task_id: job.task_id.clone(),
             job_id: job.job_id.clone(),
-        });
+        };
+        let variables = match variables::JobVariables::open(&job.variables, self.keyring.as_deref())
+        {
+            Ok(variables) => variables,
+            Err(reason) => {
+                let log = script::JobLog::start(sink);
+                log.line(cuttle_domain::LogCategory::Error, reason.clone())
+                    .await;
+                log.finish().await;
+                return (script::failed(reason), BTreeMap::new());
+            }
+        };
+        let log = script::JobLog::start_filtered(
+            sink,
+            service_messages::LogFilter::new(variables.sensitive_values()),
+        );
         let context = script::ScriptContext {
             worker_name: self.name.clone(),
             kill_grace: Duration::from_secs(self.config.kill_grace_secs),
@@ -335,6 +362,7 @@ impl Worker {
             job_dir: &job_dir,
             context: &context,
             log: &log,
+            variables: &variables,
         };
         let no_outputs = BTreeMap::new;
         let end = match (&job.work, &job.target) {
@@ -351,7 +379,7 @@ impl Worker {
                     target,
                     &job.job_id,
                     *syntax,
-                    body,
+                    &variables.inline_script(*syntax, body),
                     &context,
                     &log,
                 )
@@ -370,9 +398,47 @@ impl Worker {
             ),
             (work, None) => self.execute_here(work, &jobs).await,
         };
-        log.finish().await;
+        let said = log.finish().await;
         script::remove_job_dir(&job_dir).await;
-        end
+        self.with_said(end, said)
+    }
+
+    /// Adds what the scripts said to the job's end: their output variables (sensitive ones
+    /// sealed, so they are never stored or sent in clear text) and `fail_step`'s message.
+    fn with_said(&self, end: package::JobEnd, said: service_messages::Said) -> package::JobEnd {
+        let ((mut outcome, code), mut outputs) = end;
+        if let (JobOutcome::Failed { reason }, Some(message)) = (&mut outcome, said.result_message)
+        {
+            *reason = message;
+        }
+        for (name, output) in said.outputs {
+            // A plain value that looks sealed is sealed too, so nothing reads it as sealed.
+            let seal = output.sensitive || cuttle_secrets::Keyring::is_sealed(&output.value);
+            let value = if seal {
+                let sealed = self
+                    .keyring
+                    .as_deref()
+                    .ok_or("this worker has no master key (secrets.master_key) to protect it")
+                    .and_then(|keyring| {
+                        keyring
+                            .seal(&output.value)
+                            .map_err(|_| "it could not be encrypted")
+                    });
+                match sealed {
+                    Ok(sealed) => sealed,
+                    Err(why) => {
+                        let reason = format!(
+                            "The script set the sensitive output variable '{name}', and {why}."
+                        );
+                        return ((JobOutcome::Failed { reason }, code), outputs);
+                    }
+                }
+            } else {
+                output.value
+            };
+            outputs.insert(name, value);
+        }
+        ((outcome, code), outputs)
     }
 
     /// Runs work on this worker itself.

@@ -10,6 +10,7 @@
 //! - `<job id>/`: a job's scratch directory, removed when the job ends.
 
 use crate::script::{self, Ended, JobLog, ScriptContext, ScriptRun};
+use crate::variables::JobVariables;
 use cuttle_archive::{ArchiveFormat, Limits};
 use cuttle_blob::BlobStore;
 use cuttle_contracts::{JobOutcome, JobPackage};
@@ -46,6 +47,8 @@ pub struct PackageJobs<'a> {
     pub context: &'a ScriptContext,
     /// The job's output.
     pub log: &'a JobLog,
+    /// The job's variables, for substitution and the script helpers.
+    pub variables: &'a JobVariables,
 }
 
 /// A job's end plus the output variables it set.
@@ -161,13 +164,21 @@ impl PackageJobs<'_> {
                 ));
             }
         }
+        let script = match self.with_helpers(syntax, &script_path).await {
+            Ok(script) => script,
+            Err(reason) => return script::failed(reason),
+        };
+        let parameters: Vec<String> = parameters
+            .iter()
+            .map(|p| self.variables.substitute(p))
+            .collect();
         script::run_script(
             &ScriptRun {
                 job_dir: self.job_dir,
                 cwd: &work,
                 syntax,
-                script: &script_path,
-                args: parameters,
+                script: &script,
+                args: &parameters,
             },
             self.context,
             self.log,
@@ -189,7 +200,27 @@ impl PackageJobs<'_> {
         if let Err(reason) = self.stage_referenced(packages, self.job_dir).await {
             return script::failed(reason);
         }
-        script::run_inline(self.job_dir, syntax, body, self.context, self.log).await
+        let body = self.variables.inline_script(syntax, body);
+        script::run_inline(self.job_dir, syntax, &body, self.context, self.log).await
+    }
+
+    /// The file to run for the script at `path`: a bootstrap in the job directory that defines
+    /// the script helpers and then runs it, or the script itself where there are no helpers.
+    async fn with_helpers(&self, syntax: ScriptSyntax, path: &Path) -> Result<PathBuf, String> {
+        // The bootstrap runs the script by absolute path, whatever the work directory's form.
+        let path = tokio::fs::canonicalize(path)
+            .await
+            .map_err(|err| format!("The script {} cannot be read: {err}", path.display()))?;
+        let Some(bootstrap) = self.variables.bootstrap(syntax, &path) else {
+            return Ok(path);
+        };
+        let file = self
+            .job_dir
+            .join(format!("bootstrap.{}", syntax.extension()));
+        script::write_private(&file, &bootstrap)
+            .await
+            .map_err(|err| format!("The worker could not write the script bootstrap: {err}"))?;
+        Ok(file)
     }
 
     /// Puts referenced packages into `dir`.
@@ -255,12 +286,16 @@ impl PackageJobs<'_> {
                     format!("Running the {stage} script {}", display_name(path)),
                 )
                 .await;
+            let script = match self.with_helpers(*syntax, path).await {
+                Ok(script) => script,
+                Err(reason) => return script::failed(reason),
+            };
             let (outcome, code) = script::run_script(
                 &ScriptRun {
                     job_dir: self.job_dir,
                     cwd: install_dir,
                     syntax: *syntax,
-                    script: path,
+                    script: &script,
                     args: &[],
                 },
                 self.context,

@@ -1,6 +1,7 @@
 //! Runs one script in its own process group, streaming its output in batches, and stops the
 //! whole group on cancel.
 
+use crate::service_messages::{LogFilter, Said};
 use cuttle_bus::Bus;
 use cuttle_contracts::{JobOutcome, LogLine, WorkerEvent};
 use cuttle_domain::LogCategory;
@@ -90,18 +91,26 @@ pub type Ended = (JobOutcome, Option<i32>);
 
 /// The output of one job: lines from every script it runs and the worker's own notes share one
 /// numbering and one batcher, so redelivered batches stay idempotent.
+///
+/// Every line passes a [`LogFilter`] first: service messages are read and kept out of the log,
+/// and sensitive values are masked.
 pub struct JobLog {
     tx: mpsc::Sender<(LogCategory, String)>,
-    batcher: tokio::task::JoinHandle<()>,
+    batcher: tokio::task::JoinHandle<Said>,
 }
 
 impl JobLog {
-    /// Starts batching lines into `sink`.
+    /// Starts batching lines into `sink`, with nothing to mask.
     pub fn start(sink: impl LogSink) -> JobLog {
+        JobLog::start_filtered(sink, LogFilter::default())
+    }
+
+    /// Starts batching lines into `sink` through `filter`.
+    pub fn start_filtered(sink: impl LogSink, filter: LogFilter) -> JobLog {
         let (tx, rx) = mpsc::channel::<(LogCategory, String)>(1024);
         // A spawned task does not inherit the current span; the batcher takes the job's, so the
         // log events it sends carry the deployment's trace context.
-        let batcher = tokio::spawn(batch(rx, sink).in_current_span());
+        let batcher = tokio::spawn(batch(rx, sink, filter).in_current_span());
         JobLog { tx, batcher }
     }
 
@@ -112,11 +121,15 @@ impl JobLog {
         }
     }
 
-    /// Flushes what is pending and stops.
-    pub async fn finish(self) {
+    /// Flushes what is pending and stops; returns what the scripts said in service messages.
+    pub async fn finish(self) -> Said {
         drop(self.tx);
-        if let Err(err) = self.batcher.await {
-            tracing::warn!(error = %err, "the log batcher ended abnormally");
+        match self.batcher.await {
+            Ok(said) => said,
+            Err(err) => {
+                tracing::warn!(error = %err, "the log batcher ended abnormally");
+                Said::default()
+            }
         }
     }
 }
@@ -196,7 +209,7 @@ pub async fn run_inline(
         ));
     }
     let path = dir.join(format!("script.{}", syntax.extension()));
-    if let Err(err) = tokio::fs::write(&path, body).await {
+    if let Err(err) = write_private(&path, body).await {
         return failed(format!("The worker could not write the script file: {err}"));
     }
     run_script(
@@ -211,6 +224,20 @@ pub async fn run_inline(
         log,
     )
     .await
+}
+
+/// Writes a file only its owner can read: scripts hold variable values, sensitive ones too.
+pub async fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    file.write_all(text.as_bytes()).await?;
+    file.flush().await
 }
 
 /// A failure before any script ran.
@@ -359,7 +386,11 @@ async fn read_lines(
     }
 }
 
-async fn batch(mut rx: mpsc::Receiver<(LogCategory, String)>, sink: impl LogSink) {
+async fn batch(
+    mut rx: mpsc::Receiver<(LogCategory, String)>,
+    sink: impl LogSink,
+    mut filter: LogFilter,
+) -> Said {
     let mut seq = 0i64;
     let mut pending: Vec<LogLine> = Vec::new();
     loop {
@@ -376,6 +407,9 @@ async fn batch(mut rx: mpsc::Receiver<(LogCategory, String)>, sink: impl LogSink
         };
         match next {
             Some((category, text)) => {
+                let Some((category, text)) = filter.filter(category, text) else {
+                    continue;
+                };
                 seq += 1;
                 pending.push(LogLine {
                     seq,
@@ -391,7 +425,7 @@ async fn batch(mut rx: mpsc::Receiver<(LogCategory, String)>, sink: impl LogSink
                 if !pending.is_empty() {
                     sink.send(pending).await;
                 }
-                return;
+                return filter.into_said();
             }
         }
     }

@@ -1,0 +1,271 @@
+//! Variables end to end, in both modes: scoped values reach each environment's deployment,
+//! sensitive values are encrypted at rest and never shown by the API or the task log, and
+//! scripts read variables and set output variables through Octopus's helpers.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap has failed; the panic says where"
+)]
+
+mod common;
+
+use common::InProcess;
+use cuttle_testkit::{Client, Mode, flow};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+both_modes!(
+    each_environment_gets_its_own_values_and_sensitive_values_never_show,
+    an_output_variable_set_in_one_step_is_read_in_the_next,
+    fail_step_fails_the_step_with_its_message,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+const SECRET: &str = "s3cr3t-Pw-4242";
+
+async fn environment(client: &Client, name: &str) -> String {
+    let created = client
+        .post("/api/Spaces-1/environments", json!({"Name": name}))
+        .await
+        .expect(201);
+    created["Id"].as_str().unwrap().to_owned()
+}
+
+/// Every log line of a task as (category, text).
+async fn log_lines(client: &Client, task: &str) -> Vec<(String, String)> {
+    fn walk(node: &Value, out: &mut Vec<(String, String)>) {
+        for element in node["LogElements"].as_array().into_iter().flatten() {
+            out.push((
+                element["Category"].as_str().unwrap_or_default().to_owned(),
+                element["MessageText"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+        for child in node["Children"].as_array().into_iter().flatten() {
+            walk(child, out);
+        }
+    }
+    let details = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/details"))
+        .await
+        .expect(200);
+    let mut out = Vec::new();
+    for root in details["ActivityLogs"].as_array().into_iter().flatten() {
+        walk(root, &mut out);
+    }
+    out
+}
+
+async fn deploy(client: &Client, project: &str, env: &str) -> (Value, Vec<(String, String)>) {
+    let task_id = flow::release_and_deploy(client, "Spaces-1", project, env).await;
+    finished(client, &task_id).await
+}
+
+/// Deploys the project's newest release to `env`.
+async fn promote(
+    client: &Client,
+    project: &str,
+    project_id: &str,
+    env: &str,
+) -> (Value, Vec<(String, String)>) {
+    let releases = client
+        .get(&format!("/api/Spaces-1/projects/{project_id}/releases"))
+        .await
+        .expect(200);
+    let version = releases["Items"][0]["Version"].clone();
+    let deployed = client
+        .post(
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            json!({"ProjectName": project, "ReleaseVersion": version, "EnvironmentNames": [env]}),
+        )
+        .await
+        .expect(201);
+    let task_id = deployed["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    finished(client, &task_id).await
+}
+
+async fn finished(client: &Client, task_id: &str) -> (Value, Vec<(String, String)>) {
+    let task = client.wait_for_task(task_id, WAIT).await;
+    let lines = log_lines(client, task_id).await;
+    (task, lines)
+}
+
+fn has_line(lines: &[(String, String)], text: &str) -> bool {
+    lines.iter().any(|(_, line)| line == text)
+}
+
+async fn each_environment_gets_its_own_values_and_sensitive_values_never_show(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let dev = environment(client, "Dev").await;
+    let test = environment(client, "Test").await;
+    let script = r#"echo "greeting=#{Greeting}"
+echo "inline=#{Password}"
+echo "helper=$(get_octopusvariable "Greeting")"
+echo "helper-secret=$(get_octopusvariable "password")"
+echo "composed=#{Connection}"
+# The expected value is computed, so the secret is not written in the script itself.
+if [ "$(get_octopusvariable Password)" = "s3cr3t-Pw-$((4000 + 242))" ]; then echo "secret-ok"; fi
+echo "env=#{Octopus.Environment.Name} project=#{Octopus.Project.Name}"
+"#;
+    let project = flow::project_with_script(client, "Spaces-1", "Dev", "Vars", script).await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut set = client.get(&path).await.expect(200);
+    set["Variables"] = json!([
+        {"Name": "Greeting", "Value": "hello dev", "Scope": {"Environment": [dev]}},
+        {"Name": "Greeting", "Value": "hello test", "Scope": {"Environment": [test]}},
+        {"Name": "Password", "Value": SECRET, "IsSensitive": true},
+        {"Name": "Connection", "Value": "user:#{Password}@db"},
+    ]);
+    let saved = client.put(&path, set).await.expect(200);
+    let password = saved["Variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Name"] == "Password")
+        .unwrap()
+        .clone();
+    assert_eq!(password["IsSensitive"], true, "{password}");
+    assert_eq!(password["Type"], "Sensitive", "{password}");
+    assert!(password["Value"].is_null(), "{password}");
+
+    // Sent back as the API shows it (no value), the secret is kept.
+    let shown = client.get(&path).await.expect(200);
+    assert!(!shown.to_string().contains(SECRET), "{shown}");
+    client.put(&path, shown).await.expect(200);
+
+    let (task, lines) = deploy(client, "Vars", "Dev").await;
+    assert_eq!(task["State"], "Success", "{task} {lines:?}");
+    for expected in [
+        "greeting=hello dev",
+        "inline=********",
+        "helper=hello dev",
+        "helper-secret=********",
+        "composed=user:********@db",
+        "secret-ok",
+        "env=Dev project=Vars",
+    ] {
+        assert!(has_line(&lines, expected), "{expected} missing: {lines:?}");
+    }
+    let (task, lines) = promote(client, "Vars", &project, "Test").await;
+    assert_eq!(task["State"], "Success", "{task} {lines:?}");
+    assert!(has_line(&lines, "greeting=hello test"), "{lines:?}");
+    assert!(has_line(&lines, "secret-ok"), "{lines:?}");
+
+    // Nowhere in the API, the log or the database in clear text.
+    let raw = client
+        .get(&format!(
+            "/api/Spaces-1/tasks/{}/raw",
+            task["Id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert!(!raw.to_string().contains(SECRET), "{raw}");
+    let release = client
+        .get(&format!("/api/Spaces-1/projects/{project}/releases"))
+        .await
+        .expect(200)["Items"][0]
+        .clone();
+    let snapshot = client
+        .get(&format!(
+            "/api/Spaces-1/variables/{}",
+            release["ProjectVariableSetSnapshotId"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert!(snapshot.to_string().contains("Password"), "{snapshot}");
+    assert!(!snapshot.to_string().contains(SECRET), "{snapshot}");
+    let stored = cuttle_testkit::stored_in_clear(app.config(), SECRET)
+        .await
+        .unwrap();
+    assert!(
+        stored.is_empty(),
+        "the secret is stored in clear in {stored:?}"
+    );
+    app.stop().await;
+}
+
+async fn an_output_variable_set_in_one_step_is_read_in_the_next(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let project = flow::project_with_script(client, "Spaces-1", "Dev", "Outputs", "true").await;
+    let steps = vec![
+        flow::script_step(
+            "Make",
+            "Bash",
+            "TOKEN=\"tok-$((998000 + 877))\"\nset_octopusvariable \"Colour\" \"blue\"\nset_octopusvariable \"Token\" \"$TOKEN\" -sensitive\necho \"token is $TOKEN\"\nwrite_highlight \"made it\"\nwrite_warning \"careful\"\necho after",
+        ),
+        flow::script_step(
+            "Use",
+            "Python",
+            "print('colour=' + get_octopusvariable('Octopus.Action[Make].Output.Colour'))\nprint('substituted=#{Octopus.Action[Make].Output.Colour}')\nprint('token=' + get_octopusvariable('Octopus.Action[Make].Output.Token'))\nset_octopusvariable('Done', 'yes')",
+        ),
+    ];
+    flow::set_steps(client, "Spaces-1", &project, steps).await;
+    let (task, lines) = deploy(client, "Outputs", "Dev").await;
+    assert_eq!(task["State"], "Success", "{task} {lines:?}");
+    for expected in [
+        "colour=blue",
+        "substituted=blue",
+        "token=********",
+        "token is ********",
+    ] {
+        assert!(has_line(&lines, expected), "{expected} missing: {lines:?}");
+    }
+    let category = |text: &str| {
+        lines
+            .iter()
+            .find(|(_, line)| line == text)
+            .map(|(category, _)| category.clone())
+    };
+    assert_eq!(
+        category("made it").as_deref(),
+        Some("Highlight"),
+        "{lines:?}"
+    );
+    assert_eq!(category("careful").as_deref(), Some("Warning"), "{lines:?}");
+    assert_eq!(category("after").as_deref(), Some("Info"), "{lines:?}");
+    // The service messages themselves are not in the log.
+    assert!(
+        !lines.iter().any(|(_, line)| line.contains("##octopus")),
+        "{lines:?}"
+    );
+    let stored = cuttle_testkit::stored_in_clear(app.config(), "tok-998877")
+        .await
+        .unwrap();
+    assert!(
+        stored.is_empty(),
+        "the sensitive output is stored in clear in {stored:?}"
+    );
+    app.stop().await;
+}
+
+async fn fail_step_fails_the_step_with_its_message(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    flow::project_with_script(
+        client,
+        "Spaces-1",
+        "Dev",
+        "Fails",
+        "echo before\nfail_step \"the disk is full\"\necho never",
+    )
+    .await;
+    let (task, lines) = deploy(client, "Fails", "Dev").await;
+    assert_eq!(task["State"], "Failed", "{task}");
+    assert!(
+        task["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("the disk is full"),
+        "{task}"
+    );
+    assert!(has_line(&lines, "before"), "{lines:?}");
+    assert!(!has_line(&lines, "never"), "{lines:?}");
+    app.stop().await;
+}

@@ -1,0 +1,236 @@
+//! A job's variables on the worker: sensitive values opened with the master key, `#{...}`
+//! evaluated (`libs/template`), and the script helpers that give them to Bash and Python scripts
+//! the way Octopus's do (`get_octopusvariable`, `set_octopusvariable`, `fail_step`,
+//! `write_highlight`, `write_warning`, `write_verbose`, `write_wait`, `new_octopusartifact`).
+//!
+//! The helpers travel inside the script itself, so a script run on an agent gets them too:
+//! - Bash: one first line, `eval "$(... | base64 -d)"`, defines the functions; the script's own
+//!   lines follow from line 2.
+//! - Python: the helpers, then the script compiled from its own text under its own name, so
+//!   tracebacks keep its line numbers and `from __future__` imports still work.
+//! - PowerShell gets the substituted script without helpers (pwsh is not available to test them
+//!   on these machines).
+//!
+//! The script file holds the variables' values, sensitive ones included, for as long as the job
+//! runs: it is written owner-only inside the job directory, which is removed afterwards.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use cuttle_contracts::JobVariable;
+use cuttle_domain::script::ScriptSyntax;
+use cuttle_secrets::Keyring;
+use cuttle_template::VariableDictionary;
+use std::path::Path;
+
+/// A job's variables, ready to use.
+#[derive(Default)]
+pub struct JobVariables {
+    dictionary: VariableDictionary,
+    /// Plain text of every sensitive value (raw and evaluated), for masking.
+    sensitive: Vec<String>,
+}
+
+impl JobVariables {
+    /// Opens the job's sensitive values; fails with a reason when one cannot be opened.
+    pub fn open(variables: &[JobVariable], keyring: Option<&Keyring>) -> Result<Self, String> {
+        let mut dictionary = VariableDictionary::new();
+        let mut sensitive = Vec::new();
+        for variable in variables {
+            let value = if variable.sensitive && !variable.value.is_empty() {
+                let keyring = keyring.ok_or_else(|| {
+                    format!(
+                        "The variable '{}' is sensitive and this worker has no master key (secrets.master_key) to decrypt it.",
+                        variable.name
+                    )
+                })?;
+                let plain = keyring.open(&variable.value).map_err(|err| {
+                    format!(
+                        "The sensitive variable '{}' could not be decrypted: {err}.",
+                        variable.name
+                    )
+                })?;
+                sensitive.push(plain.clone());
+                plain
+            } else {
+                variable.value.clone()
+            };
+            dictionary.set(variable.name.clone(), value);
+        }
+        // What a sensitive value evaluates to is as secret as the value.
+        let evaluated: Vec<String> = sensitive
+            .iter()
+            .filter(|value| value.contains("#{"))
+            .map(|value| dictionary.evaluate_lenient(value))
+            .collect();
+        sensitive.extend(evaluated);
+        Ok(JobVariables {
+            dictionary,
+            sensitive,
+        })
+    }
+
+    /// Every sensitive value, for masking the log.
+    pub fn sensitive_values(&self) -> Vec<String> {
+        self.sensitive.clone()
+    }
+
+    /// `text` with `#{...}` evaluated; unknown variables stay as written.
+    pub fn substitute(&self, text: &str) -> String {
+        self.dictionary.evaluate_lenient(text)
+    }
+
+    /// Every variable, evaluated, as scripts see them.
+    fn evaluated(&self) -> Vec<(String, String)> {
+        self.dictionary
+            .iter()
+            .map(|(name, value)| (name.to_owned(), self.dictionary.evaluate_lenient(value)))
+            .collect()
+    }
+
+    /// An inline script's text as it runs: substituted, with the helpers.
+    pub fn inline_script(&self, syntax: ScriptSyntax, body: &str) -> String {
+        let body = self.substitute(body);
+        match syntax {
+            ScriptSyntax::Bash => format!("{}\n{body}", self.bash_prelude()),
+            ScriptSyntax::Python => format!(
+                "{}\n{}",
+                self.python_helpers(),
+                python_exec_text(&body, "script.py")
+            ),
+            ScriptSyntax::PowerShell => body,
+        }
+    }
+
+    /// A script that defines the helpers, then runs the script file `path` with the arguments it
+    /// was given. `None` for PowerShell, which runs its file directly.
+    pub fn bootstrap(&self, syntax: ScriptSyntax, path: &Path) -> Option<String> {
+        let path_text = path.display().to_string();
+        match syntax {
+            ScriptSyntax::Bash => Some(format!(
+                "{}\nsource {} \"$@\"\n",
+                self.bash_prelude(),
+                bash_quote(&path_text)
+            )),
+            ScriptSyntax::Python => Some(format!(
+                "{}\n{}",
+                self.python_helpers(),
+                python_exec_file(&path_text)
+            )),
+            ScriptSyntax::PowerShell => None,
+        }
+    }
+
+    /// One line that defines the Bash helpers.
+    fn bash_prelude(&self) -> String {
+        let mut helpers = String::from(BASH_HELPERS);
+        helpers.push_str("get_octopusvariable() {\n  case \"${1,,}\" in\n");
+        for (name, value) in self.evaluated() {
+            helpers.push_str(&format!(
+                "    {}) printf '%s' {} ;;\n",
+                bash_quote(&name.to_lowercase()),
+                bash_quote(&value)
+            ));
+        }
+        helpers.push_str("  esac\n}\n");
+        format!(
+            "eval \"$(printf '%s' '{}' | base64 -d)\"",
+            STANDARD.encode(helpers)
+        )
+    }
+
+    /// The Python helpers, with `octopusvariables`.
+    fn python_helpers(&self) -> String {
+        let variables: serde_json::Map<String, serde_json::Value> = self
+            .evaluated()
+            .into_iter()
+            .map(|(name, value)| (name, serde_json::Value::String(value)))
+            .collect();
+        let json = serde_json::Value::Object(variables).to_string();
+        PYTHON_HELPERS.replace("@VARIABLES@", &STANDARD.encode(json))
+    }
+}
+
+/// Single-quotes `text` for Bash.
+fn bash_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "'\\''"))
+}
+
+/// Python that runs `source` as the script `name`.
+fn python_exec_text(source: &str, name: &str) -> String {
+    format!(
+        "__cuttle_run(__cuttle_base64.b64decode('{}').decode('utf-8'), {})\n",
+        STANDARD.encode(source),
+        serde_json::Value::String(name.to_owned())
+    )
+}
+
+/// Python that runs the file at `path`.
+fn python_exec_file(path: &str) -> String {
+    let path = serde_json::Value::String(path.to_owned());
+    format!(
+        "import os as __cuttle_os\n__cuttle_sys.argv[0] = {path}\n__cuttle_sys.path.insert(0, __cuttle_os.path.dirname({path}))\nwith open({path}, encoding='utf-8') as __cuttle_file:\n    __cuttle_source = __cuttle_file.read()\n__cuttle_run(__cuttle_source, {path})\n"
+    )
+}
+
+/// The Bash helpers; `get_octopusvariable` is generated per job.
+const BASH_HELPERS: &str = include_str!("helpers/octopus.sh");
+
+/// The Python helpers; `@VARIABLES@` becomes the job's variables as base64 JSON.
+const PYTHON_HELPERS: &str = include_str!("helpers/octopus.py");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variable(name: &str, value: &str, sensitive: bool) -> JobVariable {
+        JobVariable {
+            name: name.into(),
+            value: value.into(),
+            sensitive,
+        }
+    }
+
+    #[test]
+    fn sensitive_values_open_with_the_key_and_are_listed_for_masking() {
+        let keyring = Keyring::new(&Keyring::generate_key().expect("key"), []).expect("key");
+        let sealed = keyring.seal("pa$$").expect("seal");
+        let vars = [
+            variable("Password", &sealed, true),
+            variable("Conn", "user:#{Password}@db", false),
+            variable(
+                "Wrapped",
+                &keyring.seal("[#{Password}]").expect("seal"),
+                true,
+            ),
+        ];
+        let job = JobVariables::open(&vars, Some(&keyring)).expect("open");
+        assert_eq!(job.substitute("#{Conn}"), "user:pa$$@db");
+        let masks = job.sensitive_values();
+        assert!(masks.contains(&"pa$$".to_owned()), "{masks:?}");
+        assert!(masks.contains(&"[pa$$]".to_owned()), "{masks:?}");
+        // Without the key, the job cannot run.
+        let refused = JobVariables::open(&vars, None).err().expect("refused");
+        assert!(refused.contains("no master key"), "{refused}");
+        let other = Keyring::new(&Keyring::generate_key().expect("key"), []).expect("key");
+        assert!(JobVariables::open(&vars, Some(&other)).is_err());
+    }
+
+    #[test]
+    fn later_values_of_a_name_win() {
+        let job = JobVariables::open(
+            &[
+                variable("A", "first", false),
+                variable("a", "second", false),
+            ],
+            None,
+        )
+        .expect("open");
+        assert_eq!(job.substitute("#{A}"), "second");
+    }
+
+    #[test]
+    fn bash_quoting_survives_quotes_and_newlines() {
+        assert_eq!(bash_quote("it's"), "'it'\\''s'");
+        assert_eq!(bash_quote("a\nb"), "'a\nb'");
+    }
+}
