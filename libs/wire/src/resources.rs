@@ -339,6 +339,24 @@ pub struct VariableSet {
     pub links: Links,
 }
 
+/// A library variable set: variables projects include by id (`IncludedLibraryVariableSetIds`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LibraryVariableSet {
+    pub id: String,
+    pub space_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// `variableset-LibraryVariableSets-N`, set by the server.
+    pub variable_set_id: String,
+    /// `Variables` (script modules are not built).
+    pub content_type: String,
+    /// Tenant variable templates (tenants are not built; always empty).
+    pub templates: Vec<Value>,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
 /// A package version chosen for a release.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

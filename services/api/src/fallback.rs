@@ -22,7 +22,6 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("runbook-runs", "Runbook runs"),
     ("runbooksnapshots", "Runbook snapshots"),
     ("runbookprocesses", "Runbook processes"),
-    ("libraryvariablesets", "Library variable sets"),
     ("teams", "Teams"),
     ("userroles", "User roles"),
     ("scopeduserroles", "Scoped user roles"),

@@ -9,6 +9,7 @@ pub mod bootstrap;
 pub mod error;
 pub mod extract;
 pub mod fallback;
+pub mod library_sets;
 pub mod links;
 pub mod machines;
 pub mod packages;
@@ -102,6 +103,7 @@ fn space_scoped_routes(prefix: &str) -> Router<AppState> {
     Router::new()
         .merge(resources::routes(prefix))
         .merge(projects::routes(prefix))
+        .merge(library_sets::routes(prefix))
         .merge(releases::routes(prefix))
         .merge(tasks::space_routes(prefix))
         .merge(packages::routes(prefix))

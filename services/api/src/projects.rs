@@ -270,6 +270,8 @@ async fn check_references(
             ),
         ));
     }
+    crate::library_sets::check_included(conn, space, &project.included_library_variable_set_ids)
+        .await?;
     if project.lifecycle_id.trim().is_empty() {
         return Err(ApiError::invalid_field(
             "LifecycleId",
@@ -856,8 +858,8 @@ async fn save_variables(
 }
 
 /// Seals a sensitive variable's value under the master key. A sensitive value is never sent
-/// back, so a variable that comes back without one keeps the value stored under its id (sealed
-/// again under the current key, which is how values move off a retired key).
+/// back, so a variable that comes back with its id and no value keeps the value stored under
+/// that id (sealed again under the current key, which is how values move off a retired key).
 fn seal_sensitive(
     state: &AppState,
     index: usize,
@@ -879,7 +881,9 @@ fn seal_sensitive(
             "a sensitive value could not be encrypted or decrypted with the master key",
         )
     };
-    variable.value = match variable.value.take() {
+    // An existing id with an empty or missing value keeps the stored secret (Octopus's rule,
+    // go-octopusdeploy#449); a new id with no value stores none.
+    variable.value = match variable.value.take().filter(|v| !v.is_empty()) {
         Some(plain) => Some(keyring.seal(&plain).map_err(sealing_failed)?),
         None => match current
             .variables

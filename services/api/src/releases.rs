@@ -23,7 +23,7 @@ use cuttle_contracts::OrchestratorCommand;
 use cuttle_domain::lifecycle::{Phase as DomainPhase, check_progression};
 use cuttle_domain::version::{ReleaseVersion, next_release_version};
 use cuttle_domain::{SpaceId, TaskState};
-use cuttle_store::documents::{self, Document, ListQuery, NewDocument};
+use cuttle_store::documents::{self, Document, ListQuery, NewDocument, Replacement};
 use cuttle_store::tasks::{self, Task};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_wire::commands::{
@@ -31,7 +31,8 @@ use cuttle_wire::commands::{
     CreateReleaseClassic, CreateReleaseCommand, CreateReleaseResponse, DeploymentServerTask,
 };
 use cuttle_wire::resources::{
-    Channel, Deployment, DeploymentProcess, Environment, Lifecycle, Project, Release,
+    Channel, Deployment, DeploymentProcess, Environment, LibraryVariableSet, Lifecycle, Project,
+    Release, Variable, VariableSet,
 };
 use cuttle_wire::{Collection, Links};
 use rand::Rng;
@@ -60,6 +61,10 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         .route(
             &format!("{prefix}/releases/{{id}}/deployments"),
             get(release_deployments),
+        )
+        .route(
+            &format!("{prefix}/releases/{{id}}/snapshot-variables"),
+            post(snapshot_release_variables),
         )
         .route(
             &format!("{prefix}/projects/{{id}}/releases"),
@@ -187,6 +192,110 @@ fn snapshot_suffix() -> String {
         .collect()
 }
 
+/// The variable snapshots of a release.
+struct VariableSnapshots {
+    /// `ProjectVariableSetSnapshotId`.
+    project: String,
+    /// `LibraryVariableSetSnapshotIds`, in the project's order.
+    libraries: Vec<String>,
+}
+
+/// Freezes the project's variables and those of each library variable set it includes, as
+/// snapshot documents owned by the project (a release is immutable; re-snapshotting makes new
+/// ones and leaves earlier deployments' snapshots alone).
+async fn snapshot_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project: &Project,
+    release_number: u64,
+) -> ApiResult<VariableSnapshots> {
+    let mut sets = vec![project.variable_set_id.clone()];
+    for library_id in &project.included_library_variable_set_ids {
+        match resources::load_by_id_or_name::<LibraryVariableSet>(conn, space, library_id).await? {
+            Some((_, library)) => sets.push(library.variable_set_id),
+            // Deleted sets leave the project when they are deleted; tolerate a stale id.
+            None => {
+                tracing::warn!(library = %library_id, project = %project.id, "an included library variable set is missing")
+            }
+        }
+    }
+    let mut ids = Vec::new();
+    for set_id in sets {
+        let doc = documents::get(conn, space, VARIABLES_KIND, &set_id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("variable set {set_id} is missing")))?;
+        let mut frozen: serde_json::Value =
+            serde_json::from_str(&doc.data).map_err(ApiError::internal)?;
+        let snapshot_id = format!("{set_id}-s-{release_number}-{}", snapshot_suffix());
+        frozen["Id"] = serde_json::Value::String(snapshot_id.clone());
+        frozen["Version"] = serde_json::Value::from(doc.version);
+        insert_owned(
+            conn,
+            space,
+            VARIABLES_SNAPSHOT_KIND,
+            &project.id,
+            &snapshot_id,
+            frozen,
+        )
+        .await?;
+        ids.push(snapshot_id);
+    }
+    let project_snapshot = ids.remove(0);
+    Ok(VariableSnapshots {
+        project: project_snapshot,
+        libraries: ids,
+    })
+}
+
+/// `POST /api/{space}/releases/{id}/snapshot-variables`: the release takes fresh snapshots of
+/// its project's variables and included library variable sets. Deployments made before keep the
+/// variables they ran with.
+async fn snapshot_release_variables(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<Json<Release>> {
+    let id = path.get("id")?;
+    let txn = state.store.conn().begin().await?;
+    let doc = documents::get(&txn, &scope.id, RELEASE_KIND, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
+    let saved = resnapshot(&txn, &scope.id, &doc).await?;
+    let presented = present_release(&saved, &scope.id)?;
+    txn.commit().await?;
+    Ok(Json(presented))
+}
+
+/// Re-snapshots a release's variables and saves it (caller's transaction).
+async fn resnapshot(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    doc: &Document,
+) -> ApiResult<Document> {
+    let mut release: Release = documents::decode(doc)?;
+    let (_, project) = require_project(conn, space, &release.project_id).await?;
+    let number = cuttle_domain::ids::numeric_suffix(&release.id, "Releases").unwrap_or(0);
+    let variables = snapshot_variables(conn, space, &project, number).await?;
+    release.project_variable_set_snapshot_id = variables.project;
+    release.library_variable_set_snapshot_ids = variables.libraries;
+    documents::replace(
+        conn,
+        space,
+        RELEASE_KIND,
+        &doc.id,
+        Replacement {
+            name: doc.name.clone(),
+            unique_key: doc.unique_key.clone(),
+            sort_order: doc.sort_order,
+            data: documents::encode(&release),
+            expected_version: None,
+        },
+        "",
+    )
+    .await?
+    .ok_or_else(|| ApiError::not_found(format!("release '{}'", doc.id)))
+}
+
 /// What a new release needs.
 struct NewRelease {
     project_doc: Document,
@@ -276,27 +385,7 @@ async fn insert_release(
         documents::encode(&frozen_process),
     )
     .await?;
-    let variables_doc = documents::get(conn, space, VARIABLES_KIND, &new.project.variable_set_id)
-        .await?
-        .ok_or_else(|| ApiError::internal(format!("project {} has no variable set", project_id)))?;
-    let mut frozen_variables: serde_json::Value =
-        serde_json::from_str(&variables_doc.data).map_err(ApiError::internal)?;
-    let variables_snapshot_id = format!(
-        "{}-s-{release_number}-{}",
-        new.project.variable_set_id,
-        snapshot_suffix()
-    );
-    frozen_variables["Id"] = serde_json::Value::String(variables_snapshot_id.clone());
-    frozen_variables["Version"] = serde_json::Value::from(variables_doc.version);
-    insert_owned(
-        conn,
-        space,
-        VARIABLES_SNAPSHOT_KIND,
-        &project_id,
-        &variables_snapshot_id,
-        frozen_variables,
-    )
-    .await?;
+    let variables = snapshot_variables(conn, space, &new.project, release_number).await?;
     let mut release = Release {
         id: release_id.clone(),
         space_id: space.to_string(),
@@ -307,7 +396,8 @@ async fn insert_release(
         assembled: Some(Utc::now()),
         ignore_channel_rules: new.ignore_channel_rules,
         project_deployment_process_snapshot_id: process_snapshot_id,
-        project_variable_set_snapshot_id: variables_snapshot_id,
+        project_variable_set_snapshot_id: variables.project,
+        library_variable_set_snapshot_ids: variables.libraries,
         custom_fields: new.custom_fields,
         selected_packages: pinned.selected,
         build_information: pinned.build_information,
@@ -834,8 +924,157 @@ async fn successfully_deployed(
     Ok(done)
 }
 
+/// The variables a deployment runs with: the release's project snapshot, or, when the project
+/// includes library variable sets or has prompted variables, one set of the project's variables
+/// followed by each library's (`variableset-Deployments-N`; on equal scopes the project's value
+/// wins, as in Octopus, because the first defined wins) with the values given for prompted
+/// variables in place (sealed when sensitive).
+async fn manifest_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    release: &Release,
+    deployment_id: &str,
+    prompted: &Prompted<'_>,
+) -> ApiResult<String> {
+    let mut variables = Vec::new();
+    for id in std::iter::once(&release.project_variable_set_snapshot_id)
+        .chain(&release.library_variable_set_snapshot_ids)
+    {
+        let doc = documents::get(conn, space, VARIABLES_SNAPSHOT_KIND, id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("variable snapshot {id} is missing")))?;
+        let set: VariableSet = documents::decode(&doc)?;
+        variables.extend(set.variables);
+    }
+    let any_prompt = variables.iter().any(|v| v.prompt.is_some());
+    if !any_prompt && !prompted.values.is_empty() {
+        let key = prompted.values.keys().next().cloned().unwrap_or_default();
+        return Err(ApiError::invalid_field(
+            &format!("{}.{key}", prompted.field),
+            format!("'{key}' is not a prompted variable of this release"),
+        ));
+    }
+    if release.library_variable_set_snapshot_ids.is_empty() && !any_prompt {
+        return Ok(release.project_variable_set_snapshot_id.clone());
+    }
+    apply_prompted(&mut variables, prompted)?;
+    let manifest = VariableSet {
+        id: format!("variableset-{deployment_id}"),
+        owner_id: release.project_id.clone(),
+        space_id: space.to_string(),
+        version: 1,
+        variables,
+        ..VariableSet::default()
+    };
+    insert_owned(
+        conn,
+        space,
+        VARIABLES_SNAPSHOT_KIND,
+        &release.project_id,
+        &manifest.id,
+        documents::encode(&manifest),
+    )
+    .await?;
+    Ok(manifest.id)
+}
+
+/// Values a client gave for prompted variables, keyed as it gave them (the variable's id, name
+/// or prompt label), and what seals the sensitive ones.
+struct Prompted<'a> {
+    /// The request field, for messages: `Variables` or `FormValues`.
+    field: &'static str,
+    values: BTreeMap<String, String>,
+    keyring: Option<&'a cuttle_secrets::Keyring>,
+}
+
+/// Reads `Variables` / `FormValues`: strings, numbers and booleans.
+fn prompted_values(
+    given: &BTreeMap<String, serde_json::Value>,
+    field: &str,
+) -> ApiResult<BTreeMap<String, String>> {
+    given
+        .iter()
+        .map(|(key, value)| {
+            let text = match value {
+                serde_json::Value::String(text) => text.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
+                _ => {
+                    return Err(ApiError::invalid_field(
+                        &format!("{field}.{key}"),
+                        "a prompted value must be a string, number or boolean",
+                    ));
+                }
+            };
+            Ok((key.clone(), text))
+        })
+        .collect()
+}
+
+/// Puts the given values into the prompted variables; every required one needs a value, and
+/// every value must name a prompted variable.
+fn apply_prompted(variables: &mut [Variable], prompted: &Prompted<'_>) -> ApiResult<()> {
+    let mut used = std::collections::BTreeSet::new();
+    let mut missing = Vec::new();
+    for variable in variables.iter_mut() {
+        let Some(prompt) = &variable.prompt else {
+            continue;
+        };
+        let label = prompt["Label"].as_str().unwrap_or_default().to_owned();
+        let required = prompt["Required"].as_bool().unwrap_or(false);
+        let given = prompted.values.iter().find(|(key, _)| {
+            key.as_str() == variable.id
+                || key.eq_ignore_ascii_case(&variable.name)
+                || (!label.is_empty() && key.eq_ignore_ascii_case(&label))
+        });
+        match given {
+            Some((key, value)) => {
+                used.insert(key.clone());
+                variable.value = Some(if variable.is_sensitive {
+                    let keyring = prompted.keyring.ok_or_else(|| {
+                        ApiError::invalid_field(
+                            &format!("{}.{key}", prompted.field),
+                            "this server has no master key for sensitive values (secrets.master_key)",
+                        )
+                    })?;
+                    keyring.seal(value).map_err(|err| {
+                        tracing::error!(error = %err, "a prompted sensitive value could not be sealed");
+                        ApiError::internal("a sensitive value could not be encrypted")
+                    })?
+                } else {
+                    value.clone()
+                });
+            }
+            None if required && variable.value.as_deref().unwrap_or("").is_empty() => {
+                missing.push(if label.is_empty() {
+                    variable.name.clone()
+                } else {
+                    label
+                });
+            }
+            None => {}
+        }
+    }
+    if !missing.is_empty() {
+        return Err(ApiError::invalid_field(
+            prompted.field,
+            format!(
+                "Please provide a value for the following required variables: {}",
+                missing.join(", ")
+            ),
+        ));
+    }
+    if let Some(unknown) = prompted.values.keys().find(|key| !used.contains(*key)) {
+        return Err(ApiError::invalid_field(
+            &format!("{}.{unknown}", prompted.field),
+            format!("'{unknown}' is not a prompted variable of this release"),
+        ));
+    }
+    Ok(())
+}
+
 /// One deployment to create.
-struct DeploymentRequest {
+struct DeploymentRequest<'a> {
     release_doc: Document,
     environment_doc: Document,
     comments: Option<String>,
@@ -843,6 +1082,7 @@ struct DeploymentRequest {
     force_package_redeployment: bool,
     use_guided_failure: bool,
     skip_actions: Vec<String>,
+    prompted: Prompted<'a>,
 }
 
 /// Checks the lifecycle and writes Deployment + ServerTask + outbox message (caller's transaction).
@@ -850,7 +1090,7 @@ async fn insert_deployment(
     conn: &impl ConnectionTrait,
     space: &SpaceScope,
     principal: &Principal,
-    request: DeploymentRequest,
+    request: DeploymentRequest<'_>,
 ) -> ApiResult<(Deployment, Task)> {
     let release: Release = documents::decode(&request.release_doc)?;
     let environment: Environment = documents::decode(&request.environment_doc)?;
@@ -921,7 +1161,14 @@ async fn insert_deployment(
         force_package_redeployment: request.force_package_redeployment,
         priority: "LifecycleDefault".into(),
         skip_actions: request.skip_actions,
-        manifest_variable_set_id: release.project_variable_set_snapshot_id.clone(),
+        manifest_variable_set_id: manifest_variables(
+            conn,
+            &space.id,
+            &release,
+            &deployment_id,
+            &request.prompted,
+        )
+        .await?,
         queue_time: Some(now),
         use_guided_failure: request.use_guided_failure,
         ..Deployment::default()
@@ -1016,9 +1263,7 @@ async fn create_deployment_command(
     if !command.specific_machine_names.is_empty() || !command.excluded_machine_names.is_empty() {
         return Err(ApiError::unavailable("Choosing deployment targets"));
     }
-    if !command.variables.is_empty() {
-        return Err(ApiError::unavailable("Prompted variables (Variables)"));
-    }
+    let prompted = prompted_values(&command.variables, "Variables")?;
     if command.use_guided_failure == Some(true) {
         return Err(ApiError::unavailable("Guided failure (UseGuidedFailure)"));
     }
@@ -1047,6 +1292,12 @@ async fn create_deployment_command(
             ),
         )
     })?;
+    // UpdateVariableSnapshot: the release takes the project's current variables first.
+    let release_doc = if command.update_variable_snapshot {
+        resnapshot(&txn, &scope.id, &release_doc).await?
+    } else {
+        release_doc
+    };
     let skip_actions =
         resolve_skipped_actions(&txn, &scope.id, &release_doc, &command.skip_step_names).await?;
     let mut created = Vec::new();
@@ -1064,6 +1315,11 @@ async fn create_deployment_command(
                 force_package_redeployment: command.force_package_redeployment,
                 use_guided_failure: command.use_guided_failure.unwrap_or(false),
                 skip_actions: skip_actions.clone(),
+                prompted: Prompted {
+                    field: "Variables",
+                    values: prompted.clone(),
+                    keyring: state.keyring.as_deref(),
+                },
             },
         )
         .await?;
@@ -1166,6 +1422,11 @@ async fn create_deployment_classic(
             force_package_redeployment: body.force_package_redeployment,
             use_guided_failure: body.use_guided_failure,
             skip_actions: body.skip_actions,
+            prompted: Prompted {
+                field: "FormValues",
+                values: prompted_values(&body.form_values, "FormValues")?,
+                keyring: state.keyring.as_deref(),
+            },
         },
     )
     .await?;

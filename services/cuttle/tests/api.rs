@@ -971,7 +971,6 @@ async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
         .expect(201);
     for extra in [
         json!({"UseGuidedFailure": true}),
-        json!({"Variables": {"Prompt": "x"}}),
         json!({"SpecificMachineNames": ["web01"]}),
     ] {
         let mut body =

@@ -18,6 +18,8 @@ both_modes!(
     each_environment_gets_its_own_values_and_sensitive_values_never_show,
     an_output_variable_set_in_one_step_is_read_in_the_next,
     fail_step_fails_the_step_with_its_message,
+    a_library_variable_set_is_shared_frozen_in_releases_and_refreshed_on_request,
+    prompted_variables_must_be_given_and_reach_the_script,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -267,5 +269,256 @@ async fn fail_step_fails_the_step_with_its_message(mode: Mode) {
     );
     assert!(has_line(&lines, "before"), "{lines:?}");
     assert!(!has_line(&lines, "never"), "{lines:?}");
+    app.stop().await;
+}
+
+/// Deploys `version` of the project to `env`, optionally re-snapshotting its variables first.
+async fn deploy_version(
+    client: &Client,
+    project: &str,
+    version: &str,
+    env: &str,
+    update_variable_snapshot: bool,
+) -> (Value, Vec<(String, String)>) {
+    let deployed = client
+        .post(
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            json!({"ProjectName": project, "ReleaseVersion": version, "EnvironmentNames": [env],
+                   "UpdateVariableSnapshot": update_variable_snapshot}),
+        )
+        .await
+        .expect(201);
+    let task_id = deployed["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    finished(client, &task_id).await
+}
+
+async fn set_variables(client: &Client, set_id: &str, variables: Value) {
+    let path = format!("/api/Spaces-1/variables/{set_id}");
+    let mut set = client.get(&path).await.expect(200);
+    set["Variables"] = variables;
+    client.put(&path, set).await.expect(200);
+}
+
+async fn a_library_variable_set_is_shared_frozen_in_releases_and_refreshed_on_request(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let library = client
+        .post(
+            "/api/Spaces-1/libraryvariablesets",
+            json!({"Name": "Common", "Description": "shared settings"}),
+        )
+        .await
+        .expect(201);
+    let library_id = library["Id"].as_str().unwrap().to_owned();
+    let set_id = library["VariableSetId"].as_str().unwrap().to_owned();
+    assert_eq!(set_id, format!("variableset-{library_id}"), "{library}");
+    assert_eq!(library["ContentType"], "Variables", "{library}");
+    let refused = client
+        .post(
+            "/api/Spaces-1/libraryvariablesets",
+            json!({"Name": "Module", "ContentType": "ScriptModule"}),
+        )
+        .await
+        .expect(400);
+    assert!(refused.to_string().contains("ContentType"), "{refused}");
+    let listed = client
+        .get("/api/Spaces-1/libraryvariablesets?contentType=Variables")
+        .await
+        .expect(200);
+    assert_eq!(listed["TotalResults"], 1, "{listed}");
+    let modules = client
+        .get("/api/Spaces-1/libraryvariablesets?contentType=ScriptModule")
+        .await
+        .expect(200);
+    assert_eq!(modules["TotalResults"], 0, "{modules}");
+
+    set_variables(
+        client,
+        &set_id,
+        json!([
+            {"Name": "Region", "Value": "eu"},
+            {"Name": "Shared", "Value": "from library"},
+            {"Name": "ApiKey", "Value": "lib-key-5150", "IsSensitive": true},
+        ]),
+    )
+    .await;
+    let project = flow::project_with_script(
+        client,
+        "Spaces-1",
+        "Dev",
+        "Shop",
+        "echo \"region=#{Region} shared=#{Shared} key=#{ApiKey}\"",
+    )
+    .await;
+    set_variables(
+        client,
+        &format!("variableset-{project}"),
+        json!([{"Name": "Shared", "Value": "from project"}]),
+    )
+    .await;
+    let project_path = format!("/api/Spaces-1/projects/{project}");
+    let mut body = client.get(&project_path).await.expect(200);
+    body["IncludedLibraryVariableSetIds"] = json!(["LibraryVariableSets-999"]);
+    let refused = client.put(&project_path, body.clone()).await.expect(400);
+    assert!(
+        refused
+            .to_string()
+            .contains("IncludedLibraryVariableSetIds[0]"),
+        "{refused}"
+    );
+    body["IncludedLibraryVariableSetIds"] = json!([library_id]);
+    client.put(&project_path, body).await.expect(200);
+
+    let (task, lines) = deploy(client, "Shop", "Dev").await;
+    assert_eq!(task["State"], "Success", "{task} {lines:?}");
+    assert!(
+        has_line(&lines, "region=eu shared=from project key=********"),
+        "{lines:?}"
+    );
+    let release = client
+        .get(&format!("/api/Spaces-1/projects/{project}/releases"))
+        .await
+        .expect(200)["Items"][0]
+        .clone();
+    let version = release["Version"].as_str().unwrap().to_owned();
+    assert_eq!(
+        release["LibraryVariableSetSnapshotIds"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{release}"
+    );
+
+    // The release froze the library's values.
+    set_variables(
+        client,
+        &set_id,
+        json!([{"Name": "Region", "Value": "us"}, {"Name": "Shared", "Value": "from library"}]),
+    )
+    .await;
+    let (_, lines) = deploy_version(client, "Shop", &version, "Dev", false).await;
+    assert!(
+        has_line(&lines, "region=eu shared=from project key=********"),
+        "{lines:?}"
+    );
+    // Until it takes a new snapshot on request.
+    let refreshed = client
+        .post(
+            &format!(
+                "/api/Spaces-1/releases/{}/snapshot-variables",
+                release["Id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await
+        .expect(200);
+    assert_ne!(
+        refreshed["LibraryVariableSetSnapshotIds"], release["LibraryVariableSetSnapshotIds"],
+        "{refreshed}"
+    );
+    let (_, lines) = deploy_version(client, "Shop", &version, "Dev", false).await;
+    // The sensitive value was dropped from the library by the last PUT (no id, no value).
+    assert!(
+        has_line(&lines, "region=us shared=from project key=#{ApiKey}"),
+        "{lines:?}"
+    );
+    // Or as part of a deployment.
+    set_variables(client, &set_id, json!([{"Name": "Region", "Value": "ap"}])).await;
+    let (_, lines) = deploy_version(client, "Shop", &version, "Dev", true).await;
+    assert!(
+        has_line(&lines, "region=ap shared=from project key=#{ApiKey}"),
+        "{lines:?}"
+    );
+
+    // Deleting the set takes it out of the project.
+    client
+        .delete(&format!("/api/Spaces-1/libraryvariablesets/{library_id}"))
+        .await
+        .expect(200);
+    let body = client.get(&project_path).await.expect(200);
+    assert_eq!(body["IncludedLibraryVariableSetIds"], json!([]), "{body}");
+    client
+        .get(&format!("/api/Spaces-1/variables/{set_id}"))
+        .await
+        .expect(404);
+    app.stop().await;
+}
+
+async fn prompted_variables_must_be_given_and_reach_the_script(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let project = flow::project_with_script(
+        client,
+        "Spaces-1",
+        "Dev",
+        "Gate",
+        "echo \"approver=#{Approver} reason=#{Reason} pin=#{Pin}\"",
+    )
+    .await;
+    set_variables(
+        client,
+        &format!("variableset-{project}"),
+        json!([
+            {"Name": "Approver", "Value": "", "Prompt": {"Label": "Who approves?", "Required": true}},
+            {"Name": "Reason", "Value": "routine", "Prompt": {"Label": "Reason", "Required": false}},
+            {"Name": "Pin", "Value": "", "IsSensitive": true, "Prompt": {"Label": "PIN", "Required": true}},
+        ]),
+    )
+    .await;
+    let release = client
+        .post(
+            "/api/Spaces-1/releases/create/v1",
+            json!({"ProjectName": "Gate", "ReleaseVersion": "1.0.0"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(release["ReleaseVersion"], "1.0.0", "{release}");
+    let deploy_with = |variables: Value| async move {
+        client
+            .post(
+                "/api/Spaces-1/deployments/create/untenanted/v1",
+                json!({"ProjectName": "Gate", "ReleaseVersion": "1.0.0",
+                       "EnvironmentNames": ["Dev"], "Variables": variables}),
+            )
+            .await
+    };
+    let missing = deploy_with(json!({})).await.expect(400);
+    let text = missing.to_string();
+    assert!(
+        text.contains("Who approves?") && text.contains("PIN") && !text.contains("Reason"),
+        "{missing}"
+    );
+    let unknown = deploy_with(json!({"Who approves?": "ann", "PIN": "1", "Nope": "x"}))
+        .await
+        .expect(400);
+    assert!(unknown.to_string().contains("Variables.Nope"), "{unknown}");
+
+    // The PIN is computed from parts, so it is not written anywhere in this request's JSON
+    // the test could confuse with a stored copy.
+    let pin = format!("{}-{}", 9876, "xyz");
+    let deployed = deploy_with(json!({"who approves?": "ann", "Pin": pin}))
+        .await
+        .expect(201);
+    let task_id = deployed["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (task, lines) = finished(client, &task_id).await;
+    assert_eq!(task["State"], "Success", "{task} {lines:?}");
+    assert!(
+        has_line(&lines, "approver=ann reason=routine pin=********"),
+        "{lines:?}"
+    );
+    let stored = cuttle_testkit::stored_in_clear(app.config(), &pin)
+        .await
+        .unwrap();
+    assert!(
+        stored.is_empty(),
+        "the prompted secret is stored in clear in {stored:?}"
+    );
     app.stop().await;
 }
