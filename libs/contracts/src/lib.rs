@@ -186,6 +186,10 @@ pub enum JobWork {
         /// Other packages the step references.
         #[serde(default)]
         packages: Vec<JobPackage>,
+        /// Files to rewrite with the job's variables once the packages are extracted, before
+        /// the script runs.
+        #[serde(default)]
+        file_substitution: FileSubstitution,
     },
     /// Check that a deployment target's agent answers and learn what it runs on (one job per
     /// machine of a `Health` task); the outcome becomes the machine's health.
@@ -197,7 +201,37 @@ pub enum JobWork {
         package: JobPackage,
         /// The environment's name: installations live under `Applications/<environment>/`.
         environment_name: String,
+        /// Files to rewrite with the job's variables after the PreDeploy scripts, before the
+        /// Deploy scripts.
+        #[serde(default)]
+        file_substitution: FileSubstitution,
     },
+}
+
+/// The configuration features of a package step that rewrite extracted files with the job's
+/// variables. Each list holds glob patterns relative to the extraction folder, one per line of
+/// the step's setting (they may hold `#{...}`, evaluated by the worker); an empty list leaves
+/// the feature off. Octopus runs "Substitute Variables in Templates" first, then "Structured
+/// Configuration Variables".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileSubstitution {
+    /// "Substitute Variables in Templates" (`Octopus.Features.SubstituteInFiles`,
+    /// `Octopus.Action.SubstituteInFiles.TargetFiles`): each matching file's text is evaluated
+    /// as a template.
+    #[serde(default)]
+    pub substitute_in_files: Vec<String>,
+    /// "Structured Configuration Variables" (`Octopus.Features.JsonConfigurationVariables`,
+    /// `Octopus.Action.Package.JsonConfigurationVariablesTargets`): in each matching JSON file,
+    /// values whose key path (`Logging:LogLevel:Default`) names a variable take its value.
+    #[serde(default)]
+    pub structured_variables: Vec<String>,
+}
+
+impl FileSubstitution {
+    /// True when neither feature has a file to work on.
+    pub fn is_empty(&self) -> bool {
+        self.substitute_in_files.is_empty() && self.structured_variables.is_empty()
+    }
 }
 
 /// One package a job needs, pinned by the release and located by the orchestrator.
@@ -371,5 +405,24 @@ mod tests {
         assert_eq!(back, command);
         let unknown = serde_json::json!({"Type": "TaskQueued.v9", "task_id": "x"});
         assert!(serde_json::from_value::<OrchestratorCommand>(unknown).is_err());
+    }
+
+    #[test]
+    fn a_package_job_queued_before_file_substitution_existed_still_reads() {
+        let older = serde_json::json!({
+            "Type": "DeployPackage",
+            "package": {"reference_name": "", "package_id": "Acme.Web", "version": "1.0.0",
+                        "extension": ".zip", "sha256": "ab", "size_bytes": 1,
+                        "blob_key": "k", "extract": true},
+            "environment_name": "Test"
+        });
+        let work: JobWork = serde_json::from_value(older).unwrap();
+        let JobWork::DeployPackage {
+            file_substitution, ..
+        } = work
+        else {
+            panic!("not a package deployment: {work:?}");
+        };
+        assert!(file_substitution.is_empty());
     }
 }

@@ -20,6 +20,7 @@ pub mod resources;
 pub mod root;
 pub mod spaces;
 pub mod tasks;
+pub mod variable_preview;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -104,6 +105,7 @@ fn space_scoped_routes(prefix: &str) -> Router<AppState> {
         .merge(resources::routes(prefix))
         .merge(projects::routes(prefix))
         .merge(library_sets::routes(prefix))
+        .merge(variable_preview::routes(prefix))
         .merge(releases::routes(prefix))
         .merge(tasks::space_routes(prefix))
         .merge(packages::routes(prefix))

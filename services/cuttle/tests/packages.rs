@@ -24,6 +24,7 @@ both_modes!(
     the_same_package_in_two_spaces_is_two_packages,
     build_information_is_pushed_once_and_shows_on_its_package,
     a_release_pins_package_versions_and_a_deployment_runs_the_package_conventions,
+    a_deployed_package_gets_its_files_substituted_and_json_settings_replaced,
     package_selection_mistakes_are_refused_naming_the_field,
     a_script_step_runs_a_script_from_inside_its_package_with_referenced_packages,
     a_failing_deploy_script_fails_the_step_after_running_deploy_failed,
@@ -996,6 +997,71 @@ async fn a_release_pins_package_versions_and_a_deployment_runs_the_package_conve
     let (task, log) = deploy(client, "Web", "1.0.2", "Staging").await;
     assert_eq!(task["State"], "Success", "{log}");
     position(&log, "deploy reads one\n");
+    app.stop().await;
+}
+
+async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replaced(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let package = zip_bytes(&[
+        ("PreDeploy.sh", b"echo \"before: $(cat config/app.conf)\"\n"),
+        ("Deploy.sh", b"cat config/app.conf\ncat appsettings.json\n"),
+        ("config/app.conf", b"name=#{AppName}\n"),
+        (
+            "appsettings.json",
+            br#"{"Logging":{"LogLevel":{"Default":"Warning"}},"Port":80}"#,
+        ),
+    ]);
+    push(client, "Spaces-1", "Acme.Configured.1.0.0.zip", package)
+        .await
+        .expect(201);
+    // The properties Octopus's step editor writes when both features are on.
+    let project = package_project(
+        client,
+        "Staging",
+        "Configured",
+        "Octopus.TentaclePackage",
+        json!({"Octopus.Action.Package.PackageId": "Acme.Configured",
+               "Octopus.Action.Package.FeedId": "feeds-builtin",
+               "Octopus.Action.EnabledFeatures":
+                   "Octopus.Features.SubstituteInFiles,Octopus.Features.JsonConfigurationVariables",
+               "Octopus.Action.SubstituteInFiles.Enabled": "True",
+               "Octopus.Action.SubstituteInFiles.TargetFiles": "config/*.conf\nmissing/*.template",
+               "Octopus.Action.Package.JsonConfigurationVariablesEnabled": "True",
+               "Octopus.Action.Package.JsonConfigurationVariablesTargets": "**/appsettings.json"}),
+        &[("", "Acme.Configured")],
+    )
+    .await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut set = client.get(&path).await.expect(200);
+    set["Variables"] = json!([
+        {"Name": "AppName", "Value": "shop"},
+        {"Name": "Logging:LogLevel:Default", "Value": "Debug"},
+        {"Name": "Port", "Value": "8080"},
+    ]);
+    client.put(&path, set).await.expect(200);
+
+    let (task, log) = release_and_deploy(client, "Configured", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    // PreDeploy sees the files as packaged; Deploy sees them rewritten.
+    let before = position(&log, "before: name=#{AppName}");
+    let warning = position(
+        &log,
+        "that match the substitution target pattern 'missing/*.template'",
+    );
+    let replaced = position(
+        &log,
+        "Structured variable replacement succeeded on file appsettings.json with format JSON",
+    );
+    let substituted = position(&log, "name=shop");
+    assert!(
+        before < warning && warning < replaced && replaced < substituted,
+        "{log}"
+    );
+    assert!(log[..warning].contains("No files were found in "), "{log}");
+    position(&log, "\"Default\": \"Debug\"");
+    // A number stays a number.
+    position(&log, "\"Port\": 8080");
     app.stop().await;
 }
 

@@ -113,7 +113,7 @@ echo "helper-secret=$(get_octopusvariable "password")"
 echo "composed=#{Connection}"
 # The expected value is computed, so the secret is not written in the script itself.
 if [ "$(get_octopusvariable Password)" = "s3cr3t-Pw-$((4000 + 242))" ]; then echo "secret-ok"; fi
-echo "env=#{Octopus.Environment.Name} project=#{Octopus.Project.Name}"
+echo "env=#{Octopus.Environment.Name} project=#{Octopus.Project.Name} space=#{Octopus.Space.Name}"
 "#;
     let project = flow::project_with_script(client, "Spaces-1", "Dev", "Vars", script).await;
     let path = format!("/api/Spaces-1/projects/{project}/variables");
@@ -136,6 +136,59 @@ echo "env=#{Octopus.Environment.Name} project=#{Octopus.Project.Name}"
     assert_eq!(password["Type"], "Sensitive", "{password}");
     assert!(password["Value"].is_null(), "{password}");
 
+    // The preview evaluates what a deployment to Test would see, secrets masked.
+    let preview = client
+        .get(&format!(
+            "/api/Spaces-1/variables/preview?project={project}&environment=Test"
+        ))
+        .await
+        .expect(200);
+    assert!(!preview.to_string().contains(SECRET), "{preview}");
+    let previewed = |name: &str| {
+        preview["Variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["Name"] == name)
+            .map(|v| v["Value"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(
+        previewed("Greeting").as_deref(),
+        Some("hello test"),
+        "{preview}"
+    );
+    assert_eq!(
+        previewed("Password").as_deref(),
+        Some("********"),
+        "{preview}"
+    );
+    assert_eq!(
+        previewed("Connection").as_deref(),
+        Some("user:********@db"),
+        "{preview}"
+    );
+    assert_eq!(
+        previewed("Octopus.Environment.Name").as_deref(),
+        Some("Test"),
+        "{preview}"
+    );
+    assert_eq!(
+        previewed("Octopus.Space.Name").as_deref(),
+        Some("Default"),
+        "{preview}"
+    );
+    let refused = client
+        .get(&format!(
+            "/api/Spaces-1/variables/preview?project={project}&environment=Nowhere"
+        ))
+        .await
+        .expect(400);
+    assert!(refused.to_string().contains("environment"), "{refused}");
+    client
+        .get("/api/Spaces-1/variables/preview")
+        .await
+        .expect(400);
+
     // Sent back as the API shows it (no value), the secret is kept.
     let shown = client.get(&path).await.expect(200);
     assert!(!shown.to_string().contains(SECRET), "{shown}");
@@ -150,7 +203,7 @@ echo "env=#{Octopus.Environment.Name} project=#{Octopus.Project.Name}"
         "helper-secret=********",
         "composed=user:********@db",
         "secret-ok",
-        "env=Dev project=Vars",
+        "env=Dev project=Vars space=Default",
     ] {
         assert!(has_line(&lines, expected), "{expected} missing: {lines:?}");
     }

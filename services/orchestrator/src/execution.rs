@@ -529,9 +529,20 @@ impl Orchestrator {
             .flatten()
             .map(|doc| doc.name)
             .unwrap_or_default();
+        let space_name = documents::get(conn, space, documents::SPACE_KIND, space.as_str())
+            .await
+            .ok()
+            .flatten()
+            .map(|doc| doc.name)
+            .unwrap_or_default();
         let system = BTreeMap::from(
             [
                 ("Octopus.Space.Id", space.to_string()),
+                ("Octopus.Space.Name", space_name),
+                (
+                    "Octopus.Release.Notes",
+                    release.release_notes.clone().unwrap_or_default(),
+                ),
                 ("Octopus.Environment.Id", deployment.environment_id.clone()),
                 ("Octopus.Environment.Name", environment_name.clone()),
                 ("Octopus.Project.Id", deployment.project_id.clone()),

@@ -1,7 +1,7 @@
 //! Planning: turns a release's frozen process into the ordered jobs of one deployment.
 
 use crate::variables::{self, JobScope};
-use cuttle_contracts::{JobPackage, JobTarget, JobVariable, JobWork};
+use cuttle_contracts::{FileSubstitution, JobPackage, JobTarget, JobVariable, JobWork};
 use cuttle_domain::script::ScriptSyntax;
 use cuttle_wire::resources::{
     Action, Deployment, DeploymentProcess, Machine, PackageReference, Step, Variable,
@@ -200,6 +200,47 @@ fn primary<'a>(step: &Step, action: &'a Action) -> Result<&'a PackageReference, 
         })
 }
 
+/// The file features an action enables, with their target patterns. Octopus's step editor
+/// lists an enabled feature in `Octopus.Action.EnabledFeatures` (which is what Calamari reads)
+/// and also sets the feature's own `...Enabled` property to `True`; either turns it on here.
+fn file_substitution(action: &Action) -> FileSubstitution {
+    let features: Vec<&str> = action
+        .properties
+        .get("Octopus.Action.EnabledFeatures")
+        .map(|list| list.split(',').map(str::trim).collect())
+        .unwrap_or_default();
+    let targets = |feature: &str, enabled: &str, targets: &str| -> Vec<String> {
+        let on = features.iter().any(|f| f.eq_ignore_ascii_case(feature))
+            || is_true(action.properties.get(enabled));
+        if !on {
+            return Vec::new();
+        }
+        action
+            .properties
+            .get(targets)
+            .map(|text| {
+                text.lines()
+                    .map(str::trim)
+                    .filter(|line| !line.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    FileSubstitution {
+        substitute_in_files: targets(
+            "Octopus.Features.SubstituteInFiles",
+            "Octopus.Action.SubstituteInFiles.Enabled",
+            "Octopus.Action.SubstituteInFiles.TargetFiles",
+        ),
+        structured_variables: targets(
+            "Octopus.Features.JsonConfigurationVariables",
+            "Octopus.Action.Package.JsonConfigurationVariablesEnabled",
+            "Octopus.Action.Package.JsonConfigurationVariablesTargets",
+        ),
+    }
+}
+
 fn plan_action(
     step: &Step,
     action: &Action,
@@ -258,6 +299,7 @@ fn plan_action(
                     file_name,
                     parameters,
                     packages: all_packages(Some(primary_reference))?,
+                    file_substitution: file_substitution(action),
                 });
             }
             if !source.eq_ignore_ascii_case("Inline") {
@@ -292,6 +334,7 @@ fn plan_action(
             Ok(JobWork::DeployPackage {
                 package,
                 environment_name: inputs.environment_name.to_owned(),
+                file_substitution: file_substitution(action),
             })
         }
         other => Err(PlanError(format!(
@@ -491,6 +534,98 @@ mod tests {
             JobWork::DeployPackage {
                 package: job_package(""),
                 environment_name: "Production".into(),
+                file_substitution: FileSubstitution::default(),
+            }
+        );
+    }
+
+    #[test]
+    fn enabled_file_features_carry_their_target_patterns_one_per_line() {
+        let process = DeploymentProcess {
+            steps: vec![package_action(
+                "Octopus.TentaclePackage",
+                &[
+                    (
+                        "Octopus.Action.EnabledFeatures",
+                        "Octopus.Features.ConfigurationTransforms, Octopus.Features.SubstituteInFiles",
+                    ),
+                    (
+                        "Octopus.Action.SubstituteInFiles.TargetFiles",
+                        "config/*.conf\r\n\n  **/*.template  \n",
+                    ),
+                    // Only the Enabled property: still on.
+                    (
+                        "Octopus.Action.Package.JsonConfigurationVariablesEnabled",
+                        "True",
+                    ),
+                    (
+                        "Octopus.Action.Package.JsonConfigurationVariablesTargets",
+                        "appsettings.json",
+                    ),
+                ],
+                &[""],
+            )],
+            ..DeploymentProcess::default()
+        };
+        let mut packages = ResolvedPackages::new();
+        packages.insert(("Deploy".into(), String::new()), Ok(job_package("")));
+        let jobs = plan_in(&process, "Test", &packages).unwrap();
+        let JobWork::DeployPackage {
+            file_substitution, ..
+        } = &jobs[0].work
+        else {
+            panic!("{:?}", jobs[0].work);
+        };
+        assert_eq!(
+            file_substitution,
+            &FileSubstitution {
+                substitute_in_files: vec!["config/*.conf".into(), "**/*.template".into()],
+                structured_variables: vec!["appsettings.json".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn file_features_that_are_not_enabled_leave_their_targets_unused() {
+        let process = DeploymentProcess {
+            steps: vec![package_action(
+                "Octopus.Script",
+                &[
+                    ("Octopus.Action.Script.ScriptSource", "Package"),
+                    ("Octopus.Action.Script.ScriptFileName", "run.sh"),
+                    (
+                        "Octopus.Action.EnabledFeatures",
+                        "Octopus.Features.SubstituteInFiles",
+                    ),
+                    ("Octopus.Action.SubstituteInFiles.TargetFiles", "app.conf"),
+                    // Targets kept from when the feature was on, and a flag that is not True.
+                    (
+                        "Octopus.Action.Package.JsonConfigurationVariablesEnabled",
+                        "False",
+                    ),
+                    (
+                        "Octopus.Action.Package.JsonConfigurationVariablesTargets",
+                        "appsettings.json",
+                    ),
+                ],
+                &[""],
+            )],
+            ..DeploymentProcess::default()
+        };
+        let mut packages = ResolvedPackages::new();
+        packages.insert(("Deploy".into(), String::new()), Ok(job_package("")));
+        let jobs = plan_in(&process, "Test", &packages).unwrap();
+        let JobWork::PackageScript {
+            file_substitution, ..
+        } = &jobs[0].work
+        else {
+            panic!("{:?}", jobs[0].work);
+        };
+        assert_eq!(
+            file_substitution,
+            &FileSubstitution {
+                substitute_in_files: vec!["app.conf".into()],
+                structured_variables: vec![],
             }
         );
     }
@@ -540,6 +675,7 @@ mod tests {
                 file_name: "scripts/run.py".into(),
                 parameters: vec!["--name".into(), "two words".into(), "-v".into()],
                 packages: vec![job_package("Tools")],
+                file_substitution: FileSubstitution::default(),
             }
         );
     }

@@ -1,55 +1,16 @@
 //! Variables of one job: the release's frozen project variables, each name resolved to the value
-//! whose scope best matches the job (as Octopus ranks them: action, then machine, then role, then
-//! environment, then channel, then unscoped), Octopus's system variables, and earlier steps'
-//! output variables. The job carries them unevaluated; the worker that runs it evaluates
+//! whose scope best matches the job (`cuttle_variables`), Octopus's system variables, and earlier
+//! steps' output variables. The job carries them unevaluated; the worker that runs it evaluates
 //! `#{...}` (it alone can open sensitive values) and hands them to scripts.
 
 use cuttle_contracts::JobVariable;
 use cuttle_secrets::Keyring;
 use cuttle_store::tasks::Job;
-use cuttle_wire::resources::{Machine, Variable};
+use cuttle_wire::resources::Variable;
 use std::collections::BTreeMap;
 
-/// What a variable's scope is compared with.
-pub struct JobScope<'a> {
-    /// The deployment's environment.
-    pub environment_id: &'a str,
-    /// The release's channel.
-    pub channel_id: &'a str,
-    /// The action being planned.
-    pub action_id: &'a str,
-    /// The deployment target, for steps that run on one.
-    pub machine: Option<&'a Machine>,
-}
-
-/// How specific a matching scope is; higher wins. `None`: the scope excludes this job.
-fn rank(variable: &Variable, job: &JobScope<'_>) -> Option<[bool; 5]> {
-    let mut specific = [false; 5];
-    for (dimension, values) in &variable.scope {
-        if values.is_empty() {
-            continue;
-        }
-        let any = |wanted: &str| values.iter().any(|v| v.eq_ignore_ascii_case(wanted));
-        let (slot, matched) = match dimension.as_str() {
-            "Action" => (0, any(job.action_id)),
-            "Machine" => (1, job.machine.is_some_and(|m| any(&m.id))),
-            "Role" | "TargetTag" => (
-                2,
-                job.machine
-                    .is_some_and(|m| m.roles.iter().any(|role| any(role))),
-            ),
-            "Environment" => (3, any(job.environment_id)),
-            "Channel" => (4, any(job.channel_id)),
-            // A dimension Cuttle does not know yet (tenant tags, process owners) cannot match.
-            _ => return None,
-        };
-        if !matched {
-            return None;
-        }
-        specific[slot] = true;
-    }
-    Some(specific)
-}
+/// What a variable's scope is compared with (`cuttle_variables`).
+pub use cuttle_variables::Scope as JobScope;
 
 /// The job's variables: `system` variables, the job's own (`Octopus.Action.Name`,
 /// `Octopus.Machine.*`), then each project variable's best-matching value. Later entries of the
@@ -77,30 +38,15 @@ pub fn job_variables(
         out.push(plain("Octopus.Machine.Name", &machine.name));
         out.push(plain("Octopus.Machine.Roles", &machine.roles.join(",")));
     }
-    let mut chosen: BTreeMap<String, ([bool; 5], &Variable)> = BTreeMap::new();
-    for variable in variables {
-        let Some(rank) = rank(variable, job) else {
-            continue;
-        };
-        let key = variable.name.to_lowercase();
-        match chosen.get(&key) {
-            // Equal ranks keep the first defined, so the order in the set decides ties.
-            Some((best, _)) if *best >= rank => {}
-            _ => {
-                chosen.insert(key, (rank, variable));
-            }
-        }
-    }
-    // Names keep the case of their first definition.
-    for variable in variables {
-        if let Some((_, best)) = chosen.remove(&variable.name.to_lowercase()) {
-            out.push(JobVariable {
-                name: variable.name.clone(),
+    out.extend(
+        cuttle_variables::resolve(variables, job)
+            .into_iter()
+            .map(|best| JobVariable {
+                name: best.name.clone(),
                 value: best.value.clone().unwrap_or_default(),
                 sensitive: best.is_sensitive,
-            });
-        }
-    }
+            }),
+    );
     out
 }
 
@@ -149,18 +95,9 @@ pub fn output_variables(earlier: &[Job], machine: Option<&str>) -> Vec<JobVariab
 mod tests {
     use super::*;
     use cuttle_template::VariableDictionary;
+    use cuttle_wire::resources::Machine;
 
     /// The dictionary a worker builds: later entries of a name win.
-    fn dictionary(
-        variables: &[Variable],
-        system: &BTreeMap<String, String>,
-        step: &str,
-        action: &str,
-        job: &JobScope<'_>,
-    ) -> VariableDictionary {
-        to_dictionary(job_variables(variables, system, step, action, job))
-    }
-
     fn to_dictionary(variables: Vec<JobVariable>) -> VariableDictionary {
         variables.into_iter().map(|v| (v.name, v.value)).collect()
     }
@@ -197,29 +134,6 @@ mod tests {
             action_id: "Action-1",
             machine,
         }
-    }
-
-    #[test]
-    fn the_most_specific_matching_scope_wins() {
-        let variables = vec![
-            variable("Greeting", "plain", &[]),
-            variable("Greeting", "test", &[("Environment", &["Environments-1"])]),
-            variable("Greeting", "prod", &[("Environment", &["Environments-2"])]),
-            variable("Greeting", "web", &[("Role", &["WEB"])]),
-            variable("Greeting", "this machine", &[("Machine", &["Machines-1"])]),
-        ];
-        let system = BTreeMap::new();
-        let machine = web();
-        let on_target = dictionary(&variables, &system, "S", "A", &scope(Some(&machine)));
-        assert_eq!(on_target.evaluate_lenient("#{Greeting}"), "this machine");
-        let on_server = dictionary(&variables, &system, "S", "A", &scope(None));
-        assert_eq!(on_server.evaluate_lenient("#{Greeting}"), "test");
-        let other = Machine {
-            id: "Machines-2".into(),
-            ..web()
-        };
-        let on_other = dictionary(&variables, &system, "S", "A", &scope(Some(&other)));
-        assert_eq!(on_other.evaluate_lenient("#{Greeting}"), "web");
     }
 
     fn finished(action: &str, machine: Option<&str>, outputs: &[(&str, &str)]) -> Job {
@@ -282,16 +196,6 @@ mod tests {
         assert_eq!(
             on_server.evaluate_lenient("#{Octopus.Action[Deploy].Output.Dir}"),
             "/b"
-        );
-    }
-
-    #[test]
-    fn unknown_dimensions_and_names_are_left_alone() {
-        let variables = vec![variable("Secret", "x", &[("TenantTag", &["gold"])])];
-        let dict = dictionary(&variables, &BTreeMap::new(), "S", "A", &scope(None));
-        assert_eq!(
-            dict.evaluate_lenient("#{Secret} #{Missing}"),
-            "#{Secret} #{Missing}"
         );
     }
 

@@ -7,6 +7,7 @@
 //! message is acknowledged once the orchestrator has been told it started. Cancellation arrives
 //! by broadcast, and as a cache marker checked before start and at every heartbeat.
 
+pub mod conventions;
 pub mod package;
 pub mod polling;
 pub mod script;
@@ -463,15 +464,27 @@ impl Worker {
                 file_name,
                 parameters,
                 packages,
+                file_substitution,
             } => (
-                jobs.package_script(*syntax, package, file_name, parameters, packages)
-                    .await,
+                jobs.package_script(
+                    *syntax,
+                    package,
+                    file_name,
+                    parameters,
+                    packages,
+                    file_substitution,
+                )
+                .await,
                 no_outputs(),
             ),
             JobWork::DeployPackage {
                 package,
                 environment_name,
-            } => jobs.deploy(package, environment_name).await,
+                file_substitution,
+            } => {
+                jobs.deploy(package, environment_name, file_substitution)
+                    .await
+            }
             JobWork::HealthCheck => (
                 script::failed("A health check needs a deployment target.".into()),
                 no_outputs(),

@@ -1,7 +1,7 @@
 //! Package jobs: fetching a release's package from the feed's blob store into a cache keyed by
 //! its SHA-256, extracting it safely (libs/archive) into a fresh folder, and the conventions of
-//! Octopus's "Deploy a Package" step (PreDeploy, Deploy, PostDeploy scripts, DeployFailed on
-//! failure).
+//! Octopus's "Deploy a Package" step (PreDeploy scripts, then the file features of
+//! `conventions.rs`, then Deploy and PostDeploy scripts, DeployFailed on failure).
 //!
 //! Folders under the worker's work directory:
 //! - `.packages/<sha256><ext>`: downloaded package files, shared by every job;
@@ -9,11 +9,12 @@
 //!   (like a Tentacle's `Applications` folder); a redeployment gets a fresh `_1`, `_2`, ...;
 //! - `<job id>/`: a job's scratch directory, removed when the job ends.
 
+use crate::conventions;
 use crate::script::{self, Ended, JobLog, ScriptContext, ScriptRun};
 use crate::variables::JobVariables;
 use cuttle_archive::{ArchiveFormat, Limits};
 use cuttle_blob::BlobStore;
-use cuttle_contracts::{JobOutcome, JobPackage};
+use cuttle_contracts::{FileSubstitution, JobOutcome, JobPackage};
 use cuttle_domain::LogCategory;
 use cuttle_domain::script::ScriptSyntax;
 use futures::StreamExt;
@@ -32,6 +33,8 @@ pub const INSTALLATION_DIRECTORY_OUTPUT: &str = "Package.InstallationDirectoryPa
 
 /// The script stages of a package deployment, in the order they run.
 const STAGES: [&str; 3] = ["PreDeploy", "Deploy", "PostDeploy"];
+/// The stage the file features (`conventions.rs`) run before, as in Octopus.
+const FILES_BEFORE: &str = "Deploy";
 /// The stage that runs when one of [`STAGES`] fails.
 const FAILED_STAGE: &str = "DeployFailed";
 
@@ -57,7 +60,12 @@ pub type JobEnd = (Ended, BTreeMap<String, String>);
 impl PackageJobs<'_> {
     /// `Octopus.TentaclePackage`: install the package into a fresh folder and run its
     /// conventions there.
-    pub async fn deploy(&self, package: &JobPackage, environment_name: &str) -> JobEnd {
+    pub async fn deploy(
+        &self,
+        package: &JobPackage,
+        environment_name: &str,
+        files: &FileSubstitution,
+    ) -> JobEnd {
         let no_outputs = BTreeMap::new;
         if let Err(reason) = make_dir(self.job_dir).await {
             return (script::failed(reason), no_outputs());
@@ -88,7 +96,14 @@ impl PackageJobs<'_> {
         );
         let mut ran_any = false;
         for stage in STAGES {
-            let (outcome, code) = self.run_stage(&install_dir, stage, &mut ran_any).await;
+            let (outcome, code) = if stage == FILES_BEFORE
+                && let Err(reason) =
+                    conventions::apply(files, &install_dir, self.variables, self.log).await
+            {
+                script::failed(reason)
+            } else {
+                self.run_stage(&install_dir, stage, &mut ran_any).await
+            };
             if !matches!(outcome, JobOutcome::Succeeded) {
                 if matches!(outcome, JobOutcome::Failed { .. }) {
                     // Octopus runs DeployFailed when a stage fails, to let the package undo
@@ -125,8 +140,8 @@ impl PackageJobs<'_> {
         ((JobOutcome::Succeeded, Some(0)), outputs)
     }
 
-    /// `Octopus.Script` with the script inside the primary package: extract it into the job
-    /// directory and run the named file there.
+    /// `Octopus.Script` with the script inside the primary package: extract it (and the other
+    /// packages) into the job directory, run the file features there, and run the named file.
     pub async fn package_script(
         &self,
         syntax: ScriptSyntax,
@@ -134,6 +149,7 @@ impl PackageJobs<'_> {
         file_name: &str,
         parameters: &[String],
         others: &[JobPackage],
+        files: &FileSubstitution,
     ) -> Ended {
         let Some(relative) = safe_relative_path(file_name) else {
             return script::failed(format!(
@@ -152,6 +168,9 @@ impl PackageJobs<'_> {
             return script::failed(reason);
         }
         if let Err(reason) = self.stage_referenced(others, &work).await {
+            return script::failed(reason);
+        }
+        if let Err(reason) = conventions::apply(files, &work, self.variables, self.log).await {
             return script::failed(reason);
         }
         let script_path = work.join(&relative);

@@ -79,8 +79,16 @@ impl JobVariables {
         self.dictionary.evaluate_lenient(text)
     }
 
-    /// Every variable, evaluated, as scripts see them.
-    fn evaluated(&self) -> Vec<(String, String)> {
+    /// The value of the variable `name` (in any case), evaluated; `None` when it is not set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.dictionary
+            .get_raw(name)
+            .map(|raw| self.dictionary.evaluate_lenient(raw))
+    }
+
+    /// Every variable with its value evaluated, in the order the variables were first set, as
+    /// scripts and structured configuration replacement see them.
+    pub fn evaluated(&self) -> Vec<(String, String)> {
         self.dictionary
             .iter()
             .map(|(name, value)| (name.to_owned(), self.dictionary.evaluate_lenient(value)))

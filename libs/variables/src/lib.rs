@@ -1,0 +1,282 @@
+//! Octopus's variable scoping, pure: of the values a variable set holds under one name, which
+//! applies to a job (or a preview) in a given environment, channel, action and machine.
+//!
+//! Values within one scope dimension are OR'ed, dimensions are AND'ed, and of the values that
+//! match, the most specific wins, ranked as Octopus ranks them: action, then machine, then role,
+//! then environment, then channel, then unscoped. Equal ranks keep the first defined, so the
+//! order of the set (project variables before library sets') breaks ties. A dimension Cuttle
+//! does not know yet (tenant tags, process owners) never matches.
+
+use cuttle_wire::resources::{Machine, Variable};
+use std::collections::BTreeMap;
+
+/// What a variable's scope is compared with.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// The deployment's environment.
+    pub environment_id: &'a str,
+    /// The release's channel.
+    pub channel_id: &'a str,
+    /// The action being planned.
+    pub action_id: &'a str,
+    /// The deployment target, for steps that run on one.
+    pub machine: Option<&'a Machine>,
+}
+
+/// How specific a variable's matching scope is; higher wins. `None`: its scope excludes `scope`.
+fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 5]> {
+    let mut specific = [false; 5];
+    for (dimension, values) in &variable.scope {
+        if values.is_empty() {
+            continue;
+        }
+        let any = |wanted: &str| values.iter().any(|v| v.eq_ignore_ascii_case(wanted));
+        let (slot, matched) = match dimension.as_str() {
+            "Action" => (0, any(scope.action_id)),
+            "Machine" => (1, scope.machine.is_some_and(|m| any(&m.id))),
+            "Role" | "TargetTag" => (
+                2,
+                scope
+                    .machine
+                    .is_some_and(|m| m.roles.iter().any(|role| any(role))),
+            ),
+            "Environment" => (3, any(scope.environment_id)),
+            "Channel" => (4, any(scope.channel_id)),
+            // A dimension Cuttle does not know yet (tenant tags, process owners) cannot match.
+            _ => return None,
+        };
+        if !matched {
+            return None;
+        }
+        specific[slot] = true;
+    }
+    Some(specific)
+}
+
+/// The variables that apply under `scope`: one per name (case-insensitive), the best-ranked
+/// value, in the order their names were first defined.
+pub fn resolve<'v>(variables: &'v [Variable], scope: &Scope<'_>) -> Vec<&'v Variable> {
+    let mut chosen: BTreeMap<String, ([bool; 5], &Variable)> = BTreeMap::new();
+    for variable in variables {
+        let Some(rank) = rank(variable, scope) else {
+            continue;
+        };
+        let key = variable.name.to_lowercase();
+        match chosen.get(&key) {
+            Some((best, _)) if *best >= rank => {}
+            _ => {
+                chosen.insert(key, (rank, variable));
+            }
+        }
+    }
+    let mut out = Vec::with_capacity(chosen.len());
+    for variable in variables {
+        if let Some((_, best)) = chosen.remove(&variable.name.to_lowercase()) {
+            out.push(best);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn variable(name: &str, value: &str, scope: &[(&str, &[&str])]) -> Variable {
+        Variable {
+            name: name.into(),
+            value: Some(value.into()),
+            scope: scope
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.iter().map(|s| s.to_string()).collect()))
+                .collect(),
+            ..Variable::default()
+        }
+    }
+
+    fn web() -> Machine {
+        Machine {
+            id: "Machines-1".into(),
+            name: "web-01".into(),
+            roles: vec!["web".into()],
+            ..Machine::default()
+        }
+    }
+
+    fn scope(machine: Option<&Machine>) -> Scope<'_> {
+        Scope {
+            environment_id: "Environments-1",
+            channel_id: "Channels-1",
+            action_id: "Action-1",
+            machine,
+        }
+    }
+
+    fn value(variables: &[Variable], scope: &Scope<'_>, name: &str) -> Option<String> {
+        resolve(variables, scope)
+            .into_iter()
+            .find(|v| v.name.eq_ignore_ascii_case(name))
+            .and_then(|v| v.value.clone())
+    }
+
+    /// Each row: the values defined (in order), the scope asked about, the value that wins.
+    #[test]
+    fn precedence_table() {
+        let machine = web();
+        let other = Machine {
+            id: "Machines-2".into(),
+            roles: vec!["db".into()],
+            ..web()
+        };
+        let cases: Vec<(&str, Vec<Variable>, Scope<'_>, Option<&str>)> = vec![
+            (
+                "unscoped applies everywhere",
+                vec![variable("V", "plain", &[])],
+                scope(None),
+                Some("plain"),
+            ),
+            (
+                "environment beats unscoped",
+                vec![
+                    variable("V", "plain", &[]),
+                    variable("V", "env", &[("Environment", &["Environments-1"])]),
+                ],
+                scope(None),
+                Some("env"),
+            ),
+            (
+                "another environment does not match",
+                vec![variable(
+                    "V",
+                    "prod",
+                    &[("Environment", &["Environments-2"])],
+                )],
+                scope(None),
+                None,
+            ),
+            (
+                "values in one dimension are OR'ed",
+                vec![variable(
+                    "V",
+                    "either",
+                    &[("Environment", &["Environments-2", "environments-1"])],
+                )],
+                scope(None),
+                Some("either"),
+            ),
+            (
+                "dimensions are AND'ed",
+                vec![variable(
+                    "V",
+                    "both",
+                    &[
+                        ("Environment", &["Environments-1"]),
+                        ("Channel", &["Channels-9"]),
+                    ],
+                )],
+                scope(None),
+                None,
+            ),
+            (
+                "role beats environment",
+                vec![
+                    variable("V", "env", &[("Environment", &["Environments-1"])]),
+                    variable("V", "role", &[("Role", &["WEB"])]),
+                ],
+                scope(Some(&machine)),
+                Some("role"),
+            ),
+            (
+                "machine beats role",
+                vec![
+                    variable("V", "role", &[("Role", &["web"])]),
+                    variable("V", "machine", &[("Machine", &["Machines-1"])]),
+                ],
+                scope(Some(&machine)),
+                Some("machine"),
+            ),
+            (
+                "action beats machine",
+                vec![
+                    variable("V", "machine", &[("Machine", &["Machines-1"])]),
+                    variable("V", "action", &[("Action", &["Action-1"])]),
+                ],
+                scope(Some(&machine)),
+                Some("action"),
+            ),
+            (
+                "environment beats channel",
+                vec![
+                    variable("V", "channel", &[("Channel", &["Channels-1"])]),
+                    variable("V", "env", &[("Environment", &["Environments-1"])]),
+                ],
+                scope(None),
+                Some("env"),
+            ),
+            (
+                "two dimensions beat the higher of one",
+                vec![
+                    variable("V", "env", &[("Environment", &["Environments-1"])]),
+                    variable(
+                        "V",
+                        "env+channel",
+                        &[
+                            ("Environment", &["Environments-1"]),
+                            ("Channel", &["Channels-1"]),
+                        ],
+                    ),
+                ],
+                scope(None),
+                Some("env+channel"),
+            ),
+            (
+                "a role scope needs a machine with the role",
+                vec![variable("V", "role", &[("Role", &["web"])])],
+                scope(Some(&other)),
+                None,
+            ),
+            (
+                "equal ranks keep the first defined",
+                vec![
+                    variable("V", "first", &[("Environment", &["Environments-1"])]),
+                    variable("v", "second", &[("Environment", &["Environments-1"])]),
+                ],
+                scope(None),
+                Some("first"),
+            ),
+            (
+                "an unknown dimension never matches",
+                vec![variable("V", "gold", &[("TenantTag", &["tier/gold"])])],
+                scope(None),
+                None,
+            ),
+            (
+                "an empty value list does not restrict",
+                vec![variable("V", "open", &[("Environment", &[])])],
+                scope(None),
+                Some("open"),
+            ),
+        ];
+        for (rule, variables, scope, expected) in cases {
+            assert_eq!(
+                value(&variables, &scope, "V").as_deref(),
+                expected,
+                "{rule}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_keep_the_order_of_their_first_definition() {
+        let variables = vec![
+            variable("B", "1", &[]),
+            variable("A", "2", &[]),
+            variable("b", "3", &[("Environment", &["Environments-1"])]),
+        ];
+        let names: Vec<&str> = resolve(&variables, &scope(None))
+            .into_iter()
+            .map(|v| v.value.as_deref().unwrap_or(""))
+            .collect();
+        assert_eq!(names, ["3", "2"]);
+    }
+}
