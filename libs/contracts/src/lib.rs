@@ -338,7 +338,22 @@ pub enum WorkerEvent {
         /// master key (their values start with `cuttle_secrets::SEALED_PREFIX`).
         #[serde(default)]
         output_variables: std::collections::BTreeMap<String, String>,
+        /// Files the job's scripts published with `new_octopusartifact`, already in the blob
+        /// store.
+        #[serde(default)]
+        artifacts: Vec<JobArtifact>,
     },
+}
+
+/// A file a job published as an artifact of its task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobArtifact {
+    /// The name it is listed under.
+    pub name: String,
+    /// Where the worker stored it: `artifacts/<space>/<task>/<uuid>-<name>`.
+    pub blob_key: String,
+    /// Its size in bytes.
+    pub size_bytes: u64,
 }
 
 impl WorkerEvent {

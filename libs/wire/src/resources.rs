@@ -357,6 +357,22 @@ pub struct LibraryVariableSet {
     pub links: Links,
 }
 
+/// A file a task's script published (`new_octopusartifact`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Artifact {
+    pub id: String,
+    pub space_id: String,
+    pub filename: String,
+    /// The worker that collected it.
+    pub source: Option<String>,
+    pub server_task_id: Option<String>,
+    pub created: Option<DateTime<Utc>>,
+    pub log_correlation_id: Option<String>,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
 /// A package version chosen for a release.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

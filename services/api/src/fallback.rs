@@ -28,7 +28,6 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("permissions", "Permissions"),
     ("events", "Audit events"),
     ("interruptions", "Manual interventions"),
-    ("artifacts", "Artifacts"),
     ("certificates", "Certificates"),
     ("accounts", "Accounts"),
     ("deploymentsettings", "Deployment settings"),

@@ -5,6 +5,7 @@
 //! one transaction (with the outbox message that change causes), map to the response. Each area
 //! has its own module and `routes()`.
 
+pub mod artifacts;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
@@ -105,6 +106,7 @@ fn space_scoped_routes(prefix: &str) -> Router<AppState> {
         .merge(resources::routes(prefix))
         .merge(projects::routes(prefix))
         .merge(library_sets::routes(prefix))
+        .merge(artifacts::routes(prefix))
         .merge(variable_preview::routes(prefix))
         .merge(releases::routes(prefix))
         .merge(tasks::space_routes(prefix))

@@ -20,6 +20,7 @@ both_modes!(
     fail_step_fails_the_step_with_its_message,
     a_library_variable_set_is_shared_frozen_in_releases_and_refreshed_on_request,
     prompted_variables_must_be_given_and_reach_the_script,
+    artifacts_a_script_publishes_are_listed_on_its_task_and_downloaded,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -573,5 +574,72 @@ async fn prompted_variables_must_be_given_and_reach_the_script(mode: Mode) {
         stored.is_empty(),
         "the prompted secret is stored in clear in {stored:?}"
     );
+    app.stop().await;
+}
+
+async fn artifacts_a_script_publishes_are_listed_on_its_task_and_downloaded(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let project = flow::project_with_script(client, "Spaces-1", "Dev", "Reports", "true").await;
+    flow::set_steps(
+        client,
+        "Spaces-1",
+        &project,
+        vec![
+            flow::script_step(
+                "Bash report",
+                "Bash",
+                "mkdir -p out && echo 'report body' > out/report.txt\nnew_octopusartifact out/report.txt\nnew_octopusartifact /no/such/file.txt missing.txt",
+            ),
+            flow::script_step(
+                "Python report",
+                "Python",
+                "with open('summary.csv', 'w') as f:\n    f.write('a,b\\n1,2\\n')\nnew_octopusartifact('summary.csv', 'Summary.csv')",
+            ),
+        ],
+    )
+    .await;
+    let (task, lines) = deploy(client, "Reports", "Dev").await;
+    assert_eq!(task["State"], "Success", "{task} {lines:?}");
+    assert!(
+        lines.iter().any(|(category, line)| category == "Warning"
+            && line.contains("'missing.txt' was not collected")),
+        "{lines:?}"
+    );
+    let task_id = task["Id"].as_str().unwrap();
+    let listed = client
+        .get(&format!("/api/Spaces-1/artifacts?regarding={task_id}"))
+        .await
+        .expect(200);
+    let names: Vec<&str> = listed["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["Filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["report.txt", "Summary.csv"], "{listed}");
+    assert!(!listed.to_string().contains("BlobKey"), "{listed}");
+    let report = &listed["Items"][0];
+    assert_eq!(report["ServerTaskId"], task_id, "{report}");
+    let content = client
+        .get(report["Links"]["Content"].as_str().unwrap())
+        .await
+        .expect(200);
+    assert_eq!(content, json!("report body\n"));
+    let summary = listed["Items"][1]["Links"]["Content"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(client.get(&summary).await.expect(200), json!("a,b\n1,2\n"));
+
+    // Another task lists nothing; a deleted artifact is gone.
+    let other = client
+        .get("/api/Spaces-1/artifacts?regarding=ServerTasks-999")
+        .await
+        .expect(200);
+    assert_eq!(other["TotalResults"], 0, "{other}");
+    let self_link = report["Links"]["Self"].as_str().unwrap().to_owned();
+    client.delete(&self_link).await.expect(200);
+    client.get(&self_link).await.expect(404);
     app.stop().await;
 }

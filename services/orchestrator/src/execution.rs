@@ -782,9 +782,17 @@ impl Orchestrator {
                 outcome,
                 exit_code,
                 output_variables,
+                artifacts,
             } => {
-                self.job_finished(&task_id, &job_id, outcome, exit_code, output_variables)
-                    .await
+                self.job_finished(
+                    &task_id,
+                    &job_id,
+                    outcome,
+                    exit_code,
+                    output_variables,
+                    artifacts,
+                )
+                .await
             }
         }
     }
@@ -834,6 +842,7 @@ impl Orchestrator {
         outcome: JobOutcome,
         exit_code: Option<i32>,
         output_variables: BTreeMap<String, String>,
+        artifacts: Vec<cuttle_contracts::JobArtifact>,
     ) -> anyhow::Result<()> {
         let txn = self.store.conn().begin().await?;
         let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
@@ -851,6 +860,13 @@ impl Orchestrator {
         job.exit_code = exit_code;
         if !output_variables.is_empty() {
             job.output_variables = Some(serde_json::to_string(&output_variables)?);
+        }
+        if !artifacts.is_empty() {
+            let space = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
+            let source = job.worker.clone().unwrap_or_default();
+            for artifact in artifacts {
+                record_artifact(&txn, &space, task_id, &source, artifact).await?;
+            }
         }
         if let Some(started) = job.started_at {
             cuttle_telemetry::metrics()
@@ -1000,6 +1016,45 @@ fn runs(task: &Task, job: &Job, failed: bool) -> bool {
             "Failure" => failed,
             _ => !failed,
         }
+}
+
+/// Lists a file a job published on its task (`Artifacts-N`, owned by the task).
+async fn record_artifact(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    task_id: &str,
+    source: &str,
+    artifact: cuttle_contracts::JobArtifact,
+) -> anyhow::Result<()> {
+    let id = cuttle_store::next_id(conn, "Artifacts").await?;
+    let number = cuttle_domain::ids::numeric_suffix(&id, "Artifacts").unwrap_or(0) as i64;
+    let data = serde_json::json!({
+        "Id": id,
+        "SpaceId": space.to_string(),
+        "Filename": artifact.name,
+        "Source": source,
+        "ServerTaskId": task_id,
+        "Created": Utc::now(),
+        "LogCorrelationId": null,
+        "BlobKey": artifact.blob_key,
+        "Length": artifact.size_bytes,
+    });
+    documents::insert(
+        conn,
+        documents::NewDocument {
+            id: id.clone(),
+            space_id: space.clone(),
+            kind: "Artifact",
+            name: artifact.name,
+            parent_id: Some(task_id.to_owned()),
+            unique_key: None,
+            sort_order: number,
+            data,
+        },
+        "",
+    )
+    .await?;
+    Ok(())
 }
 
 /// The number of a `ServerTasks-<n>` id, to order tasks queued in the same millisecond.

@@ -7,6 +7,7 @@
 //! message is acknowledged once the orchestrator has been told it started. Cancellation arrives
 //! by broadcast, and as a cache marker checked before start and at every heartbeat.
 
+pub mod artifacts;
 pub mod conventions;
 pub mod package;
 pub mod polling;
@@ -294,7 +295,8 @@ impl Worker {
                 .heartbeat(job.task_id.clone(), job.job_id.clone(), cancel.clone())
                 .in_current_span(),
         );
-        let ((outcome, exit_code), output_variables) = self.execute(&job, cancel.clone()).await;
+        let (((outcome, exit_code), output_variables), artifacts) =
+            self.execute(&job, cancel.clone()).await;
         heartbeat.abort();
         self.unregister(&job.task_id, &job.job_id);
         // Stopped because this worker is shutting down, not because the task was canceled: the
@@ -314,6 +316,7 @@ impl Worker {
             outcome,
             exit_code,
             output_variables,
+            artifacts,
         };
         for attempt in 1..=5u32 {
             match self.report(&finished).await {
@@ -330,7 +333,11 @@ impl Worker {
     }
 
     /// Runs the job's work in its own directory (removed afterwards), streaming its output.
-    async fn execute(&self, job: &StepJob, cancel: CancellationToken) -> package::JobEnd {
+    async fn execute(
+        &self,
+        job: &StepJob,
+        cancel: CancellationToken,
+    ) -> (package::JobEnd, Vec<cuttle_contracts::JobArtifact>) {
         let sink = script::BusLogSink {
             bus: self.bus.clone(),
             task_id: job.task_id.clone(),
@@ -344,7 +351,7 @@ impl Worker {
                 log.line(cuttle_domain::LogCategory::Error, reason.clone())
                     .await;
                 log.finish().await;
-                return (script::failed(reason), BTreeMap::new());
+                return ((script::failed(reason), BTreeMap::new()), Vec::new());
             }
         };
         let log = script::JobLog::start_filtered(
@@ -399,9 +406,12 @@ impl Worker {
             ),
             (work, None) => self.execute_here(work, &jobs).await,
         };
+        // Before the job directory goes: the files may be in it.
+        let requests = log.artifacts().await;
+        let artifacts = artifacts::collect(self.blob.as_ref(), job, requests, &log).await;
         let said = log.finish().await;
         script::remove_job_dir(&job_dir).await;
-        self.with_said(end, said)
+        (self.with_said(end, said), artifacts)
     }
 
     /// Adds what the scripts said to the job's end: their output variables (sensitive ones

@@ -1,7 +1,7 @@
 //! Runs one script in its own process group, streaming its output in batches, and stops the
 //! whole group on cancel.
 
-use crate::service_messages::{LogFilter, Said};
+use crate::service_messages::{ArtifactRequest, LogFilter, Said};
 use cuttle_bus::Bus;
 use cuttle_contracts::{JobOutcome, LogLine, WorkerEvent};
 use cuttle_domain::LogCategory;
@@ -95,8 +95,16 @@ pub type Ended = (JobOutcome, Option<i32>);
 /// Every line passes a [`LogFilter`] first: service messages are read and kept out of the log,
 /// and sensitive values are masked.
 pub struct JobLog {
-    tx: mpsc::Sender<(LogCategory, String)>,
+    tx: mpsc::Sender<Entry>,
     batcher: tokio::task::JoinHandle<Said>,
+}
+
+/// What goes through a job's log channel.
+enum Entry {
+    /// A line.
+    Line(LogCategory, String),
+    /// Answered once every line sent before it was read, with the artifacts asked for so far.
+    Sync(tokio::sync::oneshot::Sender<Vec<ArtifactRequest>>),
 }
 
 impl JobLog {
@@ -107,7 +115,7 @@ impl JobLog {
 
     /// Starts batching lines into `sink` through `filter`.
     pub fn start_filtered(sink: impl LogSink, filter: LogFilter) -> JobLog {
-        let (tx, rx) = mpsc::channel::<(LogCategory, String)>(1024);
+        let (tx, rx) = mpsc::channel::<Entry>(1024);
         // A spawned task does not inherit the current span; the batcher takes the job's, so the
         // log events it sends carry the deployment's trace context.
         let batcher = tokio::spawn(batch(rx, sink, filter).in_current_span());
@@ -116,9 +124,23 @@ impl JobLog {
 
     /// Adds a line from the worker itself.
     pub async fn line(&self, category: LogCategory, text: impl Into<String>) {
-        if self.tx.send((category, text.into())).await.is_err() {
+        if self
+            .tx
+            .send(Entry::Line(category, text.into()))
+            .await
+            .is_err()
+        {
             tracing::warn!("the log batcher stopped early; a line was lost");
         }
+    }
+
+    /// The artifacts the scripts asked for, once every line so far was read.
+    pub async fn artifacts(&self) -> Vec<ArtifactRequest> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if self.tx.send(Entry::Sync(reply)).await.is_err() {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// Flushes what is pending and stops; returns what the scripts said in service messages.
@@ -363,7 +385,7 @@ pub fn stop_orphans(work_dir: &Path) -> usize {
 async fn read_lines(
     stream: impl AsyncRead + Unpin,
     category: LogCategory,
-    tx: mpsc::Sender<(LogCategory, String)>,
+    tx: mpsc::Sender<Entry>,
 ) {
     let mut reader = BufReader::new(stream);
     let mut buffer = Vec::new();
@@ -374,7 +396,7 @@ async fn read_lines(
             Ok(_) => {
                 let text = String::from_utf8_lossy(&buffer);
                 let text = text.trim_end_matches(['\n', '\r']).to_owned();
-                if tx.send((category, text)).await.is_err() {
+                if tx.send(Entry::Line(category, text)).await.is_err() {
                     return;
                 }
             }
@@ -386,11 +408,7 @@ async fn read_lines(
     }
 }
 
-async fn batch(
-    mut rx: mpsc::Receiver<(LogCategory, String)>,
-    sink: impl LogSink,
-    mut filter: LogFilter,
-) -> Said {
+async fn batch(mut rx: mpsc::Receiver<Entry>, sink: impl LogSink, mut filter: LogFilter) -> Said {
     let mut seq = 0i64;
     let mut pending: Vec<LogLine> = Vec::new();
     loop {
@@ -406,7 +424,11 @@ async fn batch(
             }
         };
         match next {
-            Some((category, text)) => {
+            Some(Entry::Sync(reply)) => {
+                // The receiver may have given up; nothing to do then.
+                let _ = reply.send(filter.take_artifacts());
+            }
+            Some(Entry::Line(category, text)) => {
                 let Some((category, text)) = filter.filter(category, text) else {
                     continue;
                 };

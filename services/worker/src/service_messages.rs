@@ -3,8 +3,7 @@
 //!
 //! A service message is one stdout line, `##octopus[<name> <key>='<base64>' ...]`. Cuttle reads
 //! `setVariable` (output variables, optionally sensitive), `resultMessage` (the reason
-//! `fail_step` gives), `createArtifact` (logged as not collected: artifacts are not stored yet),
-//! and `stdout-<category>` (the category of the lines that
+//! `fail_step` gives), `createArtifact` (a file the worker then keeps as an artifact of the task), and `stdout-<category>` (the category of the lines that
 //! follow: verbose, highlight, wait, warning, default). The lines themselves never reach the task
 //! log. Every line that does is masked first: each sensitive value, and each value a script sets
 //! as a sensitive output, becomes `********`.
@@ -26,6 +25,15 @@ pub struct OutputValue {
     pub sensitive: bool,
 }
 
+/// A file a script asked to keep as an artifact of the task (`new_octopusartifact`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactRequest {
+    /// The file, as the script named it (the helpers make it absolute).
+    pub path: String,
+    /// The name to list it under.
+    pub name: String,
+}
+
 /// What the job's scripts said through service messages.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Said {
@@ -42,6 +50,7 @@ pub struct LogFilter {
     masks: Vec<String>,
     stdout_category: Option<LogCategory>,
     said: Said,
+    artifacts: Vec<ArtifactRequest>,
 }
 
 impl LogFilter {
@@ -109,19 +118,26 @@ impl LogFilter {
             "stdout-highlight" => self.stdout_category = Some(LogCategory::Highlight),
             "stdout-warning" => self.stdout_category = Some(LogCategory::Warning),
             "stdout-default" | "stdout-wait" => self.stdout_category = None,
-            // Announced, but there is nowhere to keep it yet: say so rather than drop it.
             "createArtifact" => {
-                let name = attribute("name").or_else(|| attribute("path"))?;
-                return Some((
-                    LogCategory::Warning,
-                    self.mask(&format!(
-                        "The artifact '{name}' was not collected: this version of Cuttle does not store artifacts yet."
-                    )),
-                ));
+                let path = attribute("path").filter(|p| !p.trim().is_empty())?;
+                let name = attribute("name")
+                    .filter(|n| !n.trim().is_empty())
+                    .unwrap_or_else(|| {
+                        std::path::Path::new(&path)
+                            .file_name()
+                            .map(|n| n.to_string_lossy().into_owned())
+                            .unwrap_or_else(|| path.clone())
+                    });
+                self.artifacts.push(ArtifactRequest { path, name });
             }
             _ => {}
         }
         None
+    }
+
+    /// The artifacts asked for since the last call.
+    pub fn take_artifacts(&mut self) -> Vec<ArtifactRequest> {
+        std::mem::take(&mut self.artifacts)
     }
 
     /// What the scripts said, once the job is over.
@@ -262,15 +278,28 @@ mod tests {
             format!(
                 "##octopus[createArtifact path='{}' name='{}']",
                 b64("/tmp/a.txt"),
-                b64("a.txt")
+                b64("report")
             ),
         );
-        assert!(
-            artifact.as_ref().is_some_and(|(category, text)| {
-                *category == LogCategory::Warning && text.contains("'a.txt' was not collected")
-            }),
-            "{artifact:?}"
+        assert_eq!(artifact, None);
+        filter.filter(
+            LogCategory::Info,
+            format!("##octopus[createArtifact path='{}']", b64("/tmp/b.log")),
         );
+        assert_eq!(
+            filter.take_artifacts(),
+            [
+                ArtifactRequest {
+                    path: "/tmp/a.txt".into(),
+                    name: "report".into()
+                },
+                ArtifactRequest {
+                    path: "/tmp/b.log".into(),
+                    name: "b.log".into()
+                }
+            ]
+        );
+        assert!(filter.take_artifacts().is_empty());
     }
 
     #[test]

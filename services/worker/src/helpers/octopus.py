@@ -23,7 +23,7 @@ def write_wait(message): __cuttle_write('wait', message)
 def write_warning(message): __cuttle_write('warning', message)
 def new_octopusartifact(path, name=None):
     import os
-    print("##octopus[createArtifact path='{}' name='{}']".format(__cuttle_b64(path), __cuttle_b64(name or os.path.basename(path))), flush=True)
+    print("##octopus[createArtifact path='{}' name='{}']".format(__cuttle_b64(os.path.abspath(path)), __cuttle_b64(name or os.path.basename(path))), flush=True)
 def __cuttle_run(source, name):
     code = compile(source, name, 'exec')
     scope = dict(globals())

@@ -15,5 +15,7 @@ write_highlight() { __cuttle_write highlight "$1"; }
 write_wait() { __cuttle_write wait "$1"; }
 write_warning() { __cuttle_write warning "$1"; }
 new_octopusartifact() {
-  echo "##octopus[createArtifact path='$(__cuttle_b64 "$1")' name='$(__cuttle_b64 "${2:-$(basename "$1")}")']"
+  local __cuttle_path="$1"
+  case "$__cuttle_path" in /*) ;; *) __cuttle_path="$PWD/$__cuttle_path" ;; esac
+  echo "##octopus[createArtifact path='$(__cuttle_b64 "$__cuttle_path")' name='$(__cuttle_b64 "${2:-$(basename "$1")}")']"
 }

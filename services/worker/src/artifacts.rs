@@ -1,0 +1,140 @@
+//! Artifacts: files a job's scripts publish with `new_octopusartifact`, copied into the blob
+//! store under `artifacts/<space>/<task>/` before the job directory is removed, and listed on
+//! the task by the orchestrator. These are the only blobs a worker writes.
+
+use crate::script::JobLog;
+use crate::service_messages::ArtifactRequest;
+use cuttle_blob::BlobStore;
+use cuttle_contracts::{JobArtifact, StepJob};
+use cuttle_domain::LogCategory;
+use futures::StreamExt;
+use std::path::Path;
+
+/// The largest file kept as an artifact.
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// Stores each requested file and returns what was stored; every file that is not kept gets a
+/// warning that says why.
+pub async fn collect(
+    blob: &dyn BlobStore,
+    job: &StepJob,
+    requests: Vec<ArtifactRequest>,
+    log: &JobLog,
+) -> Vec<JobArtifact> {
+    let mut stored = Vec::new();
+    for request in requests {
+        if let Some(target) = &job.target {
+            log.line(
+                LogCategory::Warning,
+                format!(
+                    "The artifact '{}' was not collected: artifacts from deployment targets (here '{}') are not collected by this version of Cuttle.",
+                    request.name, target.name
+                ),
+            )
+            .await;
+            continue;
+        }
+        match store(blob, job, &request).await {
+            Ok(artifact) => {
+                log.line(
+                    LogCategory::Info,
+                    format!(
+                        "Collected the artifact '{}' ({} bytes)",
+                        artifact.name, artifact.size_bytes
+                    ),
+                )
+                .await;
+                stored.push(artifact);
+            }
+            Err(why) => {
+                log.line(
+                    LogCategory::Warning,
+                    format!("The artifact '{}' was not collected: {why}.", request.name),
+                )
+                .await;
+            }
+        }
+    }
+    stored
+}
+
+async fn store(
+    blob: &dyn BlobStore,
+    job: &StepJob,
+    request: &ArtifactRequest,
+) -> Result<JobArtifact, String> {
+    let path = Path::new(&request.path);
+    if !path.is_absolute() {
+        return Err(format!("'{}' is not an absolute path", request.path));
+    }
+    // Not through a link: the file the script names is the file kept.
+    let meta = tokio::fs::symlink_metadata(path)
+        .await
+        .map_err(|err| format!("'{}' cannot be read: {err}", request.path))?;
+    if !meta.is_file() {
+        return Err(format!("'{}' is not a regular file", request.path));
+    }
+    if meta.len() > MAX_ARTIFACT_BYTES {
+        return Err(format!(
+            "'{}' is {} bytes, more than the {} bytes an artifact may have",
+            request.path,
+            meta.len(),
+            MAX_ARTIFACT_BYTES
+        ));
+    }
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|err| format!("'{}' cannot be read: {err}", request.path))?;
+    let key = format!(
+        "artifacts/{}/{}/{}-{}",
+        job.space_id,
+        job.task_id,
+        uuid::Uuid::new_v4().simple(),
+        key_safe(&request.name)
+    );
+    let body = tokio_util::io::ReaderStream::new(file).boxed();
+    let info = blob
+        .put(&key, body)
+        .await
+        .map_err(|err| format!("it could not be stored: {err}"))?;
+    Ok(JobArtifact {
+        name: request.name.clone(),
+        blob_key: key,
+        size_bytes: info.size,
+    })
+}
+
+/// The name as a blob key segment: letters, digits, `.`, `-` and `_`; anything else is `_`.
+fn key_safe(name: &str) -> String {
+    let safe: String = name
+        .chars()
+        .take(100)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let trimmed = safe.trim_start_matches('.');
+    if trimmed.is_empty() {
+        "artifact".into()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_become_safe_key_segments() {
+        assert_eq!(key_safe("report.html"), "report.html");
+        assert_eq!(key_safe("../../etc/passwd"), "_.._etc_passwd");
+        assert_eq!(key_safe("a b/c"), "a_b_c");
+        assert_eq!(key_safe(".."), "artifact");
+        assert_eq!(key_safe(""), "artifact");
+    }
+}
