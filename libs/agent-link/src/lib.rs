@@ -35,6 +35,6 @@ pub use connection::{
 pub use error::{CloseReason, IdentityError, LinkError};
 pub use hello::{Role, SubscriptionId};
 pub use identity::{AgentIdentity, Identity, Thumbprint, WorkerIdentity};
-pub use link::{AgentLink, LinkOptions, Listener, WorkerLink};
+pub use link::{AgentLink, LinkOptions, Listener, WorkerLink, discover_thumbprint};
 pub use messages::{Progress, RemoteError, RemoteErrorKind, Request, Response};
 pub use tls::TrustedThumbprints;

@@ -137,12 +137,7 @@ impl Endpoint {
     ) -> Result<Established, LinkError> {
         let timeout = self.options.handshake_timeout;
         let attempt = async {
-            let tcp = TcpStream::connect(address)
-                .await
-                .map_err(|source| LinkError::Connect {
-                    address: address.to_owned(),
-                    source,
-                })?;
+            let tcp = connect_tcp(address).await?;
             let peer_address = tcp.peer_addr().map_err(|source| LinkError::Connect {
                 address: address.to_owned(),
                 source,
@@ -503,6 +498,47 @@ impl std::fmt::Debug for WorkerLink {
             .field("thumbprint", &self.endpoint.own_thumbprint)
             .finish_non_exhaustive()
     }
+}
+
+/// A TCP connection to `address`, or why not.
+async fn connect_tcp(address: &str) -> Result<TcpStream, LinkError> {
+    TcpStream::connect(address)
+        .await
+        .map_err(|source| LinkError::Connect {
+            address: address.to_owned(),
+            source,
+        })
+}
+
+/// Octopus's "discover": connects to a listening agent at `address` only to learn its
+/// certificate's thumbprint, which an operator then pins. Nothing but a TLS handshake that this
+/// side abandons reaches the agent; no certificate of ours is shown.
+pub async fn discover_thumbprint(
+    address: &str,
+    timeout: Duration,
+) -> Result<Thumbprint, LinkError> {
+    let seen = Arc::new(std::sync::Mutex::new(None));
+    let config = tls::discovery_config(seen.clone())
+        .map_err(|err| LinkError::Tls(std::io::Error::other(err)))?;
+    let attempt = async {
+        let tcp = connect_tcp(address).await?;
+        // The handshake fails by design once the certificate is seen; any other failure
+        // (nothing listening with TLS there) leaves `seen` empty.
+        let outcome = TlsConnector::from(config)
+            .connect(tls::server_name(), tcp)
+            .await;
+        let thumbprint = seen.lock().ok().and_then(|mut seen| seen.take());
+        match (thumbprint, outcome) {
+            (Some(thumbprint), _) => Ok(thumbprint),
+            (None, Err(err)) => Err(LinkError::Tls(err)),
+            (None, Ok(_)) => Err(LinkError::Tls(std::io::Error::other(
+                "the peer completed a handshake without presenting a certificate",
+            ))),
+        }
+    };
+    tokio::time::timeout(timeout, attempt)
+        .await
+        .map_err(|_| LinkError::HandshakeTimeout(timeout))?
 }
 
 /// The agent's end of the link: it always answers requests.

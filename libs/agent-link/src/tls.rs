@@ -105,11 +105,22 @@ struct Pins {
     algorithms: WebPkiSupportedAlgorithms,
     /// "agent" or "worker": the kind of peer being verified, for the log line.
     peer_kind: &'static str,
+    /// Discovery: every certificate is recorded here and refused without a warning, ending the
+    /// handshake as soon as the peer has shown it.
+    seen: Option<Arc<std::sync::Mutex<Option<Thumbprint>>>>,
 }
 
 impl Pins {
     fn check(&self, end_entity: &CertificateDer<'_>) -> Result<(), rustls::Error> {
         let thumbprint = Thumbprint::of_certificate(end_entity);
+        if let Some(seen) = &self.seen {
+            if let Ok(mut seen) = seen.lock() {
+                *seen = Some(thumbprint);
+            }
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Other(
+                OtherError(Arc::new(UntrustedCertificate { thumbprint })),
+            )));
+        }
         if self.trusted.contains(&thumbprint) {
             return Ok(());
         }
@@ -212,6 +223,28 @@ impl ClientCertVerifier for PinnedClientVerifier {
     }
 }
 
+/// A client config that presents no certificate and records the server's thumbprint into
+/// `seen` (see [`crate::link::discover_thumbprint`]).
+pub(crate) fn discovery_config(
+    seen: Arc<std::sync::Mutex<Option<Thumbprint>>>,
+) -> Result<Arc<ClientConfig>, rustls::Error> {
+    let provider = Arc::new(provider());
+    let verifier = PinnedServerVerifier(Pins {
+        trusted: TrustedThumbprints::new(),
+        algorithms: provider.signature_verification_algorithms,
+        peer_kind: "agent",
+        seen: Some(seen),
+    });
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(VERSIONS)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.enable_sni = false;
+    config.resumption = rustls::client::Resumption::disabled();
+    Ok(Arc::new(config))
+}
+
 /// Both ends are Cuttle, so only TLS 1.3: the client certificate travels encrypted (agent
 /// identities are not visible on the wire) and rustls is built without TLS 1.2 to keep the
 /// agent small.
@@ -230,6 +263,7 @@ pub fn client_config(
         trusted,
         algorithms: provider.signature_verification_algorithms,
         peer_kind,
+        seen: None,
     });
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?
@@ -260,6 +294,7 @@ pub fn server_config(
         trusted,
         algorithms: provider.signature_verification_algorithms,
         peer_kind,
+        seen: None,
     });
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(VERSIONS)?

@@ -36,10 +36,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{prefix}/machines"),
             get(list_machines::<Target>).post(create_machine::<Target>),
         )
-        .route(
-            &format!("{prefix}/machines/discover"),
-            get(discover_not_available),
-        )
+        .route(&format!("{prefix}/machines/discover"), get(discover))
         .route(
             &format!("{prefix}/machines/{{id}}"),
             get(resources::get_one::<Target>)
@@ -58,6 +55,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{prefix}/workers"),
             get(list_machines::<WorkerMachine>).post(create_machine::<WorkerMachine>),
         )
+        .route(&format!("{prefix}/workers/discover"), get(discover))
         .route(
             &format!("{prefix}/workers/all"),
             get(resources::all::<WorkerMachine>),
@@ -106,8 +104,72 @@ async fn global_certificate(
     })
 }
 
-async fn discover_not_available() -> ApiError {
-    ApiError::not_implemented("Discovering a listening agent (machines/discover)")
+/// How long discovery waits for an agent's TLS handshake.
+const DISCOVER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `GET .../machines/discover?host=web-01&port=10933&type=TentaclePassive`: connects to the
+/// listening agent there only far enough to read its certificate, and answers a new machine
+/// with its endpoint filled in (`Uri`, `Thumbprint`), ready to be completed and posted.
+async fn discover(scope: SpaceScope, params: Params) -> ApiResult<Json<Machine>> {
+    let host = params
+        .get("host")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid_field("host", "the host name or address of the agent is required")
+        })?;
+    if host.contains(|c: char| c.is_whitespace() || matches!(c, '/' | '?' | '#' | '@')) {
+        return Err(ApiError::invalid_field(
+            "host",
+            format!("'{host}' is not a host name or address"),
+        ));
+    }
+    let port: u16 = match params.get("port").map(str::trim).filter(|p| !p.is_empty()) {
+        None => 10933,
+        Some(text) => text.parse().ok().filter(|p| *p > 0).ok_or_else(|| {
+            ApiError::invalid_field("port", format!("'{text}' is not a port number"))
+        })?,
+    };
+    let style = params.get("type").unwrap_or("TentaclePassive");
+    if !style.eq_ignore_ascii_case("TentaclePassive") {
+        return Err(ApiError::invalid_field(
+            "type",
+            format!(
+                "'{style}' cannot be discovered: discovery reads a listening agent's certificate (TentaclePassive); a polling agent registers itself"
+            ),
+        ));
+    }
+    // An IPv6 literal needs brackets in an address and a URI.
+    let bracketed = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    let address = format!("{bracketed}:{port}");
+    let thumbprint = cuttle_agent_link::discover_thumbprint(&address, DISCOVER_TIMEOUT)
+        .await
+        .map_err(|err| {
+            ApiError::bad_request(
+                format!("No agent could be discovered at {address}: {err}."),
+                vec![format!(
+                    "host: nothing answered as an agent at {address} ({err})"
+                )],
+            )
+        })?;
+    let uri = format!("https://{bracketed}:{port}/");
+    Ok(Json(Machine {
+        name: host.to_owned(),
+        space_id: scope.id.to_string(),
+        thumbprint: thumbprint.to_string(),
+        uri: uri.clone(),
+        endpoint: cuttle_wire::resources::Endpoint {
+            communication_style: "TentaclePassive".into(),
+            uri,
+            thumbprint: thumbprint.to_string(),
+            ..Default::default()
+        },
+        ..Machine::default()
+    }))
 }
 
 /// A deployment target, stored as kind `Machine`.

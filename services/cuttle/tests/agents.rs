@@ -33,6 +33,7 @@ both_modes!(
     a_rolling_window_of_one_runs_targets_in_turn_and_stops_at_the_first_failure,
     the_machine_policy_interval_runs_health_checks_on_its_own,
     a_polling_agent_that_is_gone_becomes_unavailable_and_healthy_when_back,
+    discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -772,6 +773,80 @@ async fn a_polling_agent_that_is_gone_becomes_unavailable_and_healthy_when_back(
     );
     let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
     assert_eq!(machine["HealthStatus"], "Healthy", "{machine}");
+    agent.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+async fn discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let env = test_environment(&app).await;
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = running_agent(&app, home.path(), "Test", "web", "web-01").await;
+    let machine = &app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0];
+    let uri = machine["Endpoint"]["Uri"].as_str().unwrap().to_owned();
+    let port = uri
+        .trim_end_matches('/')
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let found = app
+        .client
+        .get(&format!(
+            "/api/Spaces-1/machines/discover?host=127.0.0.1&port={port}&type=TentaclePassive"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(
+        found["Endpoint"]["Thumbprint"], machine["Endpoint"]["Thumbprint"],
+        "{found}"
+    );
+    assert_eq!(found["Endpoint"]["Uri"], uri.as_str(), "{found}");
+    assert_eq!(found["Endpoint"]["CommunicationStyle"], "TentaclePassive");
+    assert!(
+        found["Id"].as_str().unwrap_or_default().is_empty(),
+        "{found}"
+    );
+    // The same for workers.
+    let as_worker = app
+        .client
+        .get(&format!(
+            "/api/Spaces-1/workers/discover?host=127.0.0.1&port={port}"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(as_worker["Thumbprint"], machine["Endpoint"]["Thumbprint"]);
+
+    // Nothing there, a polling style, a bad host: 400s that say why.
+    let nothing = app
+        .client
+        .get(&format!(
+            "/api/Spaces-1/machines/discover?host=127.0.0.1&port={}",
+            common::free_port()
+        ))
+        .await
+        .expect(400);
+    assert!(
+        nothing.to_string().contains("No agent could be discovered"),
+        "{nothing}"
+    );
+    let polling = app
+        .client
+        .get("/api/Spaces-1/machines/discover?host=127.0.0.1&type=TentacleActive")
+        .await
+        .expect(400);
+    assert!(polling.to_string().contains("type"), "{polling}");
+    app.client
+        .get("/api/Spaces-1/machines/discover?host=a/b")
+        .await
+        .expect(400);
+
+    // Discovery left the agent serving the server as before.
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the agent stopped answering after discovery"
+    );
     agent.terminate(Duration::from_secs(10)).await;
     app.stop().await;
 }
