@@ -26,6 +26,9 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Smallest part size S3 accepts for every part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// Parts of one upload in flight at once by default.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 4;
+
 /// Largest part size S3 accepts.
 const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
 
@@ -52,6 +55,9 @@ pub struct S3Config {
     pub force_path_style: bool,
     /// Multipart part size in bytes (default 8 MiB, at least 5 MiB per S3 rules).
     pub part_size: usize,
+    /// Parts of one multipart upload sent at once (default 4); memory held is at most this
+    /// many parts plus the one being read.
+    pub upload_concurrency: usize,
 }
 
 impl S3Config {
@@ -66,6 +72,7 @@ impl S3Config {
             secret_access_key: None,
             force_path_style: false,
             part_size: DEFAULT_PART_SIZE,
+            upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
         }
     }
 }
@@ -84,6 +91,7 @@ impl std::fmt::Debug for S3Config {
             )
             .field("force_path_style", &self.force_path_style)
             .field("part_size", &self.part_size)
+            .field("upload_concurrency", &self.upload_concurrency)
             .finish()
     }
 }
@@ -94,6 +102,7 @@ pub struct S3BlobStore {
     client: Client,
     bucket: String,
     part_size: usize,
+    upload_concurrency: usize,
 }
 
 impl S3BlobStore {
@@ -138,6 +147,7 @@ impl S3BlobStore {
             client: Client::from_conf(s3_config),
             bucket: config.bucket,
             part_size: config.part_size,
+            upload_concurrency: config.upload_concurrency.max(1),
         };
         store.ensure_bucket(&config.region).await?;
         Ok(store)
@@ -195,29 +205,67 @@ impl S3BlobStore {
         })
     }
 
-    /// Uploads the parts of a multipart upload; the caller completes or aborts it.
+    /// Uploads the parts of a multipart upload, up to `upload_concurrency` at once while the
+    /// body is still being read; the caller completes or aborts it. Parts come back in order.
     async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        buffer: BytesMut,
+        body_ended: bool,
+        body: &mut ByteStream,
+    ) -> Result<(Vec<CompletedPart>, u64), BlobError> {
+        let mut in_flight = tokio::task::JoinSet::new();
+        let result = self
+            .send_parts(key, upload_id, buffer, body_ended, body, &mut in_flight)
+            .await;
+        if result.is_err() {
+            // Let parts already sent settle before the caller aborts the upload, so none lands
+            // after the abort and leaves an upload behind.
+            while in_flight.join_next().await.is_some() {}
+        }
+        result
+    }
+
+    async fn send_parts(
         &self,
         key: &str,
         upload_id: &str,
         mut buffer: BytesMut,
         mut body_ended: bool,
         body: &mut ByteStream,
+        in_flight: &mut PartUploads,
     ) -> Result<(Vec<CompletedPart>, u64), BlobError> {
-        let mut parts = Vec::new();
+        let mut done: Vec<(usize, CompletedPart)> = Vec::new();
+        let mut next_index = 0usize;
         let mut size: u64 = 0;
         loop {
             // Send full parts while more data follows, so that the last part is never empty.
-            while buffer.len() > self.part_size {
-                let part = buffer.split_to(self.part_size).freeze();
+            while buffer.len() > self.part_size || body_ended {
+                let last = buffer.len() <= self.part_size;
+                let part = if last {
+                    buffer.split().freeze()
+                } else {
+                    buffer.split_to(self.part_size).freeze()
+                };
                 size += part.len() as u64;
-                parts.push(self.upload_part(key, upload_id, parts.len(), part).await?);
-            }
-            if body_ended {
-                let part = buffer.split().freeze();
-                size += part.len() as u64;
-                parts.push(self.upload_part(key, upload_id, parts.len(), part).await?);
-                return Ok((parts, size));
+                let store = self.clone();
+                let (key, upload_id, index) = (key.to_owned(), upload_id.to_owned(), next_index);
+                next_index += 1;
+                in_flight.spawn(async move {
+                    let part = store.upload_part(&key, &upload_id, index, part).await?;
+                    Ok((index, part))
+                });
+                while in_flight.len() >= self.upload_concurrency.max(1) {
+                    collect_part(in_flight, &mut done).await?;
+                }
+                if last {
+                    while !in_flight.is_empty() {
+                        collect_part(in_flight, &mut done).await?;
+                    }
+                    done.sort_by_key(|(index, _)| *index);
+                    return Ok((done.into_iter().map(|(_, part)| part).collect(), size));
+                }
             }
             body_ended = fill_buffer(body, &mut buffer, self.part_size).await?;
         }
@@ -385,6 +433,28 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str)
 
 /// Reads body chunks into `buffer` until it holds more than `part_size` bytes or the body ends.
 /// Returns true when the body has ended.
+/// Part uploads in flight, each answering its index and the completed part.
+type PartUploads = tokio::task::JoinSet<Result<(usize, CompletedPart), BlobError>>;
+
+/// Waits for one part upload to end; a failed or panicked part fails the whole upload (the
+/// caller aborts it, and dropping the set stops the parts still in flight).
+async fn collect_part(
+    in_flight: &mut PartUploads,
+    done: &mut Vec<(usize, CompletedPart)>,
+) -> Result<(), BlobError> {
+    match in_flight.join_next().await {
+        Some(Ok(Ok(part))) => {
+            done.push(part);
+            Ok(())
+        }
+        Some(Ok(Err(error))) => Err(error),
+        Some(Err(error)) => Err(BlobError::Backend(format!(
+            "a part upload stopped: {error}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 async fn fill_buffer(
     body: &mut ByteStream,
     buffer: &mut BytesMut,

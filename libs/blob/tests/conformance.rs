@@ -533,6 +533,7 @@ fn s3_config(bucket: &str) -> S3Config {
         force_path_style: true,
         // The smallest part S3 allows, so that the 12 MiB story needs several parts.
         part_size: MIN_PART_SIZE,
+        upload_concurrency: 3,
     }
 }
 

@@ -199,6 +199,8 @@ pub struct BlobConfig {
     pub secret_access_key: Option<Secret>,
     /// Path-style addressing (needed by most self-hosted S3 servers).
     pub force_path_style: bool,
+    /// Parts of one multipart upload sent at once.
+    pub upload_concurrency: usize,
 }
 
 impl Default for BlobConfig {
@@ -212,6 +214,7 @@ impl Default for BlobConfig {
             access_key_id: None,
             secret_access_key: None,
             force_path_style: true,
+            upload_concurrency: cuttle_blob::DEFAULT_UPLOAD_CONCURRENCY,
         }
     }
 }
@@ -468,6 +471,7 @@ pub async fn connect_blob(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>>
                     .map(|s| s.expose().to_owned()),
                 force_path_style: blob.force_path_style,
                 part_size: cuttle_blob::DEFAULT_PART_SIZE,
+                upload_concurrency: blob.upload_concurrency,
             };
             Arc::new(
                 S3BlobStore::connect(s3)
