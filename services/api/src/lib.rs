@@ -17,6 +17,7 @@ pub mod packages;
 pub mod projects;
 pub mod release_packages;
 pub mod releases;
+pub mod reseal;
 pub mod resources;
 pub mod root;
 pub mod spaces;

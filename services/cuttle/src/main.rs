@@ -68,11 +68,23 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Master key maintenance for sensitive values.
+    Secrets {
+        #[command(subcommand)]
+        command: SecretsCommand,
+    },
     /// Builds deployment packages and pushes them to a server's built-in feed.
     Package {
         #[command(subcommand)]
         command: PackageCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum SecretsCommand {
+    /// Seals every stored sensitive value again under `secrets.master_key`, so that the keys in
+    /// `secrets.retired_keys` can be dropped (the last step of a key rotation).
+    Reseal,
 }
 
 #[derive(Subcommand)]
@@ -134,7 +146,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Orchestrator { .. } => "cuttle-orchestrator",
         Command::PackageFeed { .. } => "cuttle-package-feed",
         Command::Worker { .. } => "cuttle-worker",
-        Command::Migrate | Command::Admin { .. } | Command::Package { .. } => "cuttle",
+        Command::Migrate
+        | Command::Admin { .. }
+        | Command::Secrets { .. }
+        | Command::Package { .. } => "cuttle",
     };
     let _telemetry = cuttle_telemetry::init(service, &config.telemetry)?;
     raise_open_file_limit();
@@ -206,6 +221,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             println!("{key}");
+            Ok(())
+        }
+        Command::Secrets {
+            command: SecretsCommand::Reseal,
+        } => {
+            let keyring = cuttle_platform::secrets::keyring(&config)?.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no master key: set secrets.master_key (CUTTLE_SECRETS__MASTER_KEY)"
+                )
+            })?;
+            let store = cuttle_platform::connect_store(&config).await?;
+            store.migrate().await?;
+            let done = cuttle_api::reseal::reseal_all(&store, &keyring).await?;
+            println!(
+                "{} sensitive values in {} variable sets and snapshots now use master key {}",
+                done.values,
+                done.documents,
+                keyring.key_id()
+            );
             Ok(())
         }
         // Returned from above, before the configuration is loaded.

@@ -942,7 +942,6 @@ async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
     let app = InProcess::start(mode).await;
     // Octopus routes Cuttle does not serve yet answer 501 naming the feature.
     for path in [
-        "/api/Spaces-1/machines/discover?host=localhost&port=10933",
         "/api/Spaces-1/machines/Machines-1/connection",
         "/api/teams",
         "/api/Spaces-1/tenants",
