@@ -170,6 +170,10 @@ pub enum JobWork {
         /// named after the reference next to the script.
         #[serde(default)]
         packages: Vec<JobPackage>,
+        /// Files of the extracted packages to rewrite with the job's variables before the
+        /// script runs (paths relative to the script's directory).
+        #[serde(default)]
+        file_substitution: FileSubstitution,
     },
     /// A script file inside the step's primary package (`Octopus.Script` with `ScriptSource`
     /// Package).

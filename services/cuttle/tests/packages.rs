@@ -25,6 +25,7 @@ both_modes!(
     build_information_is_pushed_once_and_shows_on_its_package,
     a_release_pins_package_versions_and_a_deployment_runs_the_package_conventions,
     a_deployed_package_gets_its_files_substituted_and_json_settings_replaced,
+    an_inline_script_gets_its_referenced_packages_files_substituted,
     package_selection_mistakes_are_refused_naming_the_field,
     a_script_step_runs_a_script_from_inside_its_package_with_referenced_packages,
     a_failing_deploy_script_fails_the_step_after_running_deploy_failed,
@@ -1379,5 +1380,42 @@ async fn retention_keeps_the_latest_versions_and_every_version_a_release_uses(mo
     let (task, log) = deploy(client, "Web", "0.0.1", "Staging").await;
     assert_eq!(task["State"], "Success", "{log}");
     position(&log, "deploy reads 1.0.0");
+    app.stop().await;
+}
+
+async fn an_inline_script_gets_its_referenced_packages_files_substituted(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let package = zip_bytes(&[
+        ("app.conf", b"region=#{Region}\n"),
+        ("settings.json", br#"{"Region":"none"}"#),
+    ]);
+    push(client, "Spaces-1", "Acme.Settings.2.0.0.zip", package)
+        .await
+        .expect(201);
+    let project = package_project(
+        client,
+        "Staging",
+        "Inline",
+        "Octopus.Script",
+        json!({"Octopus.Action.RunOnServer": "true",
+               "Octopus.Action.Script.ScriptSource": "Inline",
+               "Octopus.Action.Script.Syntax": "Bash",
+               "Octopus.Action.Script.ScriptBody": "cat Settings/app.conf\ncat Settings/settings.json",
+               "Octopus.Action.EnabledFeatures":
+                   "Octopus.Features.SubstituteInFiles,Octopus.Features.JsonConfigurationVariables",
+               "Octopus.Action.SubstituteInFiles.TargetFiles": "Settings/*.conf",
+               "Octopus.Action.Package.JsonConfigurationVariablesTargets": "Settings/settings.json"}),
+        &[("Settings", "Acme.Settings")],
+    )
+    .await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut set = client.get(&path).await.expect(200);
+    set["Variables"] = json!([{"Name": "Region", "Value": "eu-west"}]);
+    client.put(&path, set).await.expect(200);
+    let (task, log) = release_and_deploy(client, "Inline", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "region=eu-west");
+    position(&log, "\"Region\": \"eu-west\"");
     app.stop().await;
 }

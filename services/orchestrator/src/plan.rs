@@ -324,6 +324,7 @@ fn plan_action(
                 syntax,
                 body,
                 packages: all_packages(None)?,
+                file_substitution: file_substitution(action),
             })
         }
         "Octopus.TentaclePackage" => {
@@ -892,6 +893,7 @@ mod tests {
                 syntax: ScriptSyntax::Bash,
                 body: "echo a".into(),
                 packages: Vec::new(),
+                file_substitution: FileSubstitution::default(),
             }
         );
     }

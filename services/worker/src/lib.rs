@@ -379,6 +379,7 @@ impl Worker {
                     syntax,
                     body,
                     packages,
+                    ..
                 },
                 Some(target),
             ) if packages.is_empty() => (
@@ -464,8 +465,10 @@ impl Worker {
                 syntax,
                 body,
                 packages,
+                file_substitution,
             } => (
-                jobs.inline_script(*syntax, body, packages).await,
+                jobs.inline_script(*syntax, body, packages, file_substitution)
+                    .await,
                 no_outputs(),
             ),
             JobWork::PackageScript {

@@ -212,11 +212,16 @@ impl PackageJobs<'_> {
         syntax: ScriptSyntax,
         body: &str,
         packages: &[JobPackage],
+        files: &FileSubstitution,
     ) -> Ended {
         if let Err(reason) = make_dir(self.job_dir).await {
             return script::failed(reason);
         }
         if let Err(reason) = self.stage_referenced(packages, self.job_dir).await {
+            return script::failed(reason);
+        }
+        if let Err(reason) = conventions::apply(files, self.job_dir, self.variables, self.log).await
+        {
             return script::failed(reason);
         }
         let body = self.variables.inline_script(syntax, body);
