@@ -585,12 +585,24 @@ fn exit_code_of(status: std::io::Result<std::process::ExitStatus>, canceled: boo
     }
 }
 
+/// Writes `contents` to `path` with `mode`. The file is created owner-only and opened up to
+/// `mode` only once written, so a script (which holds variable values, secrets too) is never
+/// readable by others, not even for an instant.
 async fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    use tokio::io::AsyncWriteExt;
     if let Some(parent) = path.parent() {
         tokio::fs::create_dir_all(parent).await?;
     }
-    tokio::fs::write(path, contents).await?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await?;
+    file.write_all(contents).await?;
+    file.flush().await?;
     tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await
 }
 
