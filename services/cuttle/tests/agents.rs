@@ -34,6 +34,7 @@ both_modes!(
     the_machine_policy_interval_runs_health_checks_on_its_own,
     a_polling_agent_that_is_gone_becomes_unavailable_and_healthy_when_back,
     discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working,
+    a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -217,22 +218,17 @@ fn start_agent(name: &str, home: &Path) -> Proc {
 
 /// Registers a listening agent for `role` in `env` and starts it; returns the running agent.
 async fn running_agent(app: &InProcess, home: &Path, env: &str, role: &str, name: &str) -> Proc {
+    listening_agent(app, home, name, &["--environment", env, "--role", role]).await
+}
+
+/// Registers a listening agent placed by `placement` (environment and role, or worker pool)
+/// and starts it; returns it once it accepts connections.
+async fn listening_agent(app: &InProcess, home: &Path, name: &str, placement: &[&str]) -> Proc {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let output = register(
-        app,
-        home,
-        &[
-            "--environment",
-            env,
-            "--role",
-            role,
-            "--name",
-            name,
-            "--listen",
-            &listen,
-        ],
-    );
+    let mut args = placement.to_vec();
+    args.extend(["--name", name, "--listen", &listen]);
+    let output = register(app, home, &args);
     assert!(
         output.status.success(),
         "register failed: {}",
@@ -847,6 +843,69 @@ async fn discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working(mod
         becomes_healthy(&app, &env).await,
         "the agent stopped answering after discovery"
     );
+    agent.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// Deploys a new release of "Builds" to Test, checks it succeeded, returns its raw log.
+async fn deploy_builds(client: &cuttle_testkit::Client) -> String {
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Builds", "Test").await;
+    let done = client.wait_for_task(&task, Duration::from_secs(60)).await;
+    assert_eq!(done["State"], "Success", "{done}");
+    let raw = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+        .await
+        .expect(200);
+    raw.as_str().unwrap_or_default().to_owned()
+}
+
+async fn a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    // Without worker agents, a step that runs on a worker runs on Cuttle's own worker.
+    cuttle_testkit::flow::project_with_script(
+        client,
+        "Spaces-1",
+        "Test",
+        "Builds",
+        "echo \"building in $PWD\"",
+    )
+    .await;
+    let raw = deploy_builds(client).await;
+    assert!(!raw.contains("build-agent"), "{raw}");
+
+    // An agent registered in the default worker pool takes it from then on.
+    let home = tempfile::tempdir().unwrap();
+    let mut agent = listening_agent(
+        &app,
+        home.path(),
+        "build-agent",
+        &["--worker-pool", "Default Worker Pool"],
+    )
+    .await;
+    let raw = deploy_builds(client).await;
+    assert!(raw.contains("build-agent"), "{raw}");
+    // The script ran in the agent's home, not in the server's work directory.
+    let home_text = home.path().display().to_string();
+    assert!(
+        raw.lines()
+            .any(|line| line.contains("building in") && line.contains(&home_text)),
+        "{raw}"
+    );
+
+    // A disabled worker agent takes nothing.
+    let workers = client.get("/api/Spaces-1/workers").await.expect(200);
+    let mut worker = workers["Items"][0].clone();
+    worker["IsDisabled"] = json!(true);
+    client
+        .put(
+            &format!("/api/Spaces-1/workers/{}", worker["Id"].as_str().unwrap()),
+            worker,
+        )
+        .await
+        .expect(200);
+    let raw = deploy_builds(client).await;
+    assert!(!raw.contains(&home_text), "{raw}");
     agent.terminate(Duration::from_secs(10)).await;
     app.stop().await;
 }

@@ -556,6 +556,9 @@ impl Orchestrator {
             ]
             .map(|(name, value)| (name.to_owned(), value)),
         );
+        let (worker_agents, default_worker_pool) = worker_agents(conn, space)
+            .await
+            .map_err(|err| format!("The workers could not be read: {err}"))?;
         plan(
             &process,
             &PlanInputs {
@@ -566,6 +569,8 @@ impl Orchestrator {
                 allow_no_targets: policy("AllowDeploymentsToNoTargets"),
                 variables: &variables,
                 system: &system,
+                worker_agents: &worker_agents,
+                default_worker_pool: default_worker_pool.as_deref(),
             },
         )
         .map_err(|e| e.0)
@@ -1016,6 +1021,34 @@ fn runs(task: &Task, job: &Job, failed: bool) -> bool {
             "Failure" => failed,
             _ => !failed,
         }
+}
+
+/// The space's agents registered as workers that may take steps (enabled, and not found
+/// Unhealthy or Unavailable), and its default worker pool's id.
+async fn worker_agents(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+) -> anyhow::Result<(Vec<Machine>, Option<String>)> {
+    let everything = documents::ListQuery::everything();
+    let (docs, _) = documents::list(conn, space, "Worker", &everything).await?;
+    let mut workers = Vec::new();
+    for doc in &docs {
+        let worker: Machine = documents::decode(doc)?;
+        if !worker.is_disabled
+            && !matches!(worker.health_status.as_str(), "Unhealthy" | "Unavailable")
+        {
+            workers.push(worker);
+        }
+    }
+    let (pools, _) = documents::list(conn, space, "WorkerPool", &everything).await?;
+    let mut default_pool = None;
+    for doc in &pools {
+        let pool: cuttle_wire::resources::WorkerPool = documents::decode(doc)?;
+        if pool.is_default {
+            default_pool = Some(pool.id);
+        }
+    }
+    Ok((workers, default_pool))
 }
 
 /// Lists a file a job published on its task (`Artifacts-N`, owned by the task).

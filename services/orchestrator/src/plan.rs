@@ -29,6 +29,45 @@ pub struct PlanInputs<'a> {
     pub variables: &'a [Variable],
     /// Octopus's system variables of this deployment (`Octopus.Environment.Name`, ...).
     pub system: &'a BTreeMap<String, String>,
+    /// Agents registered as workers (enabled, not known to be down), for steps that run on a
+    /// worker; with none in a step's pool, Cuttle's own workers run it.
+    pub worker_agents: &'a [Machine],
+    /// The space's default worker pool, for steps that name none.
+    pub default_worker_pool: Option<&'a str>,
+}
+
+/// The worker agent a step that runs on a worker goes to: one of the agents in the action's
+/// pool (`Octopus.Action.WorkerPoolId`, else the space's default pool), the same one for every
+/// attempt of one deployment and spread over the pool across deployments. `None` (Cuttle's own
+/// workers run it) when the pool has no agents, or when the work needs packages, which agents
+/// cannot receive yet.
+fn worker_for<'m>(action: &Action, work: &JobWork, inputs: &PlanInputs<'m>) -> Option<&'m Machine> {
+    let scripts_only = matches!(work, JobWork::Script { packages, .. } if packages.is_empty());
+    if !scripts_only {
+        return None;
+    }
+    let pool = action
+        .properties
+        .get("Octopus.Action.WorkerPoolId")
+        .map(|p| p.trim())
+        .filter(|p| !p.is_empty())
+        .or(inputs.default_worker_pool)?;
+    let mut candidates: Vec<&Machine> = inputs
+        .worker_agents
+        .iter()
+        .filter(|worker| worker.worker_pool_ids.iter().any(|id| id == pool))
+        .collect();
+    if candidates.is_empty() {
+        return None;
+    }
+    candidates.sort_by(|a, b| a.name.cmp(&b.name));
+    // FNV-1a of the deployment and action: stable within a deployment, varied across them.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in inputs.deployment.id.bytes().chain(action.id.bytes()) {
+        hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let index = usize::try_from(hash % candidates.len() as u64).unwrap_or(0);
+    candidates.get(index).copied()
 }
 
 /// A planned deployment: its jobs, and what the task log should say about steps left out.
@@ -367,41 +406,52 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
             .filter(|a| applies(a, inputs.deployment))
         {
             let work = plan_action(step, action, inputs)?;
-            let (targets, parallel_window) = match target_roles(step, action) {
-                None => (vec![None], None),
-                Some(roles) => {
-                    let on_targets = targets_for(&roles, inputs.targets);
-                    if on_targets.is_empty() {
-                        let why = format!(
-                            "Step '{}' runs on deployment targets with the role(s) '{}', but there are no enabled deployment targets with those roles in this environment",
-                            step.name,
-                            roles.join(", ")
-                        );
-                        if inputs.allow_no_targets {
-                            notes.push(format!(
+            // (the machine variables are scoped to, where the job runs)
+            let (targets, parallel_window): (Vec<(Option<&Machine>, Option<JobTarget>)>, _) =
+                match target_roles(step, action) {
+                    None => (
+                        vec![(None, worker_for(action, &work, inputs).map(job_target))],
+                        None,
+                    ),
+                    Some(roles) => {
+                        let on_targets = targets_for(&roles, inputs.targets);
+                        if on_targets.is_empty() {
+                            let why = format!(
+                                "Step '{}' runs on deployment targets with the role(s) '{}', but there are no enabled deployment targets with those roles in this environment",
+                                step.name,
+                                roles.join(", ")
+                            );
+                            if inputs.allow_no_targets {
+                                notes.push(format!(
                                 "{why}; the project allows deployments to no targets, so the step is skipped."
                             ));
-                            continue;
+                                continue;
+                            }
+                            return Err(PlanError(format!("{why}.")));
                         }
-                        return Err(PlanError(format!("{why}.")));
+                        let needs_packages = match &work {
+                            JobWork::Script { packages, .. } => !packages.is_empty(),
+                            JobWork::PackageScript { .. } | JobWork::DeployPackage { .. } => true,
+                            JobWork::HealthCheck => false,
+                        };
+                        if needs_packages {
+                            return Err(PlanError(format!(
+                                "Step '{}' needs packages on deployment targets, which is not available in this version of Cuttle yet; run it on a worker (Octopus.Action.RunOnServer) or without target roles.",
+                                step.name
+                            )));
+                        }
+                        let window = max_parallelism(step, action)?;
+                        (
+                            on_targets
+                                .into_iter()
+                                .map(|machine| (Some(machine), Some(job_target(machine))))
+                                .collect(),
+                            Some(window),
+                        )
                     }
-                    let needs_packages = match &work {
-                        JobWork::Script { packages, .. } => !packages.is_empty(),
-                        JobWork::PackageScript { .. } | JobWork::DeployPackage { .. } => true,
-                        JobWork::HealthCheck => false,
-                    };
-                    if needs_packages {
-                        return Err(PlanError(format!(
-                            "Step '{}' needs packages on deployment targets, which is not available in this version of Cuttle yet; run it on a worker (Octopus.Action.RunOnServer) or without target roles.",
-                            step.name
-                        )));
-                    }
-                    let window = max_parallelism(step, action)?;
-                    (on_targets.into_iter().map(Some).collect(), Some(window))
-                }
-            };
+                };
             // One job per target; the orchestrator runs them side by side within the window.
-            for machine in targets {
+            for (machine, target) in targets {
                 let variables = variables::job_variables(
                     inputs.variables,
                     inputs.system,
@@ -420,7 +470,7 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                     action_name: action.name.clone(),
                     condition: condition.to_owned(),
                     work: work.clone(),
-                    target: machine.map(job_target),
+                    target,
                     variables,
                     parallel_window,
                 });
@@ -434,6 +484,70 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
 mod tests {
     use super::*;
     use std::collections::BTreeMap;
+
+    #[test]
+    fn worker_steps_go_to_an_agent_of_their_pool_and_only_scripts_without_packages() {
+        let agent = |name: &str, pool: &str| Machine {
+            id: format!("Workers-{name}"),
+            name: name.into(),
+            worker_pool_ids: vec![pool.into()],
+            ..Machine::default()
+        };
+        let agents = [agent("a", "WorkerPools-1"), agent("b", "WorkerPools-2")];
+        let deployment = Deployment {
+            id: "Deployments-1".into(),
+            ..Deployment::default()
+        };
+        let inputs = PlanInputs {
+            deployment: &deployment,
+            environment_name: "Test",
+            packages: &ResolvedPackages::new(),
+            targets: &[],
+            allow_no_targets: false,
+            variables: &[],
+            system: &BTreeMap::new(),
+            worker_agents: &agents,
+            default_worker_pool: Some("WorkerPools-1"),
+        };
+        let script = JobWork::Script {
+            syntax: ScriptSyntax::Bash,
+            body: "echo".into(),
+            packages: Vec::new(),
+            file_substitution: FileSubstitution::default(),
+        };
+        let action = |pool: Option<&str>| Action {
+            id: "a1".into(),
+            properties: pool
+                .map(|p| BTreeMap::from([("Octopus.Action.WorkerPoolId".to_owned(), p.to_owned())]))
+                .unwrap_or_default(),
+            ..Action::default()
+        };
+        let chosen = |action: &Action, work: &JobWork| {
+            worker_for(action, work, &inputs).map(|m| m.name.clone())
+        };
+        assert_eq!(chosen(&action(None), &script).as_deref(), Some("a"));
+        assert_eq!(
+            chosen(&action(Some("WorkerPools-2")), &script).as_deref(),
+            Some("b")
+        );
+        assert_eq!(chosen(&action(Some("WorkerPools-9")), &script), None);
+        let with_packages = JobWork::Script {
+            packages: vec![JobPackage {
+                reference_name: "Tools".into(),
+                package_id: "Tools".into(),
+                version: "1.0.0".into(),
+                extension: ".zip".into(),
+                sha256: String::new(),
+                size_bytes: 0,
+                blob_key: String::new(),
+                extract: true,
+            }],
+            syntax: ScriptSyntax::Bash,
+            body: "echo".into(),
+            file_substitution: FileSubstitution::default(),
+        };
+        assert_eq!(chosen(&action(None), &with_packages), None);
+    }
 
     fn script_step(name: &str, props: &[(&str, &str)]) -> Step {
         let properties: BTreeMap<String, String> = props
@@ -468,6 +582,8 @@ mod tests {
                 allow_no_targets: false,
                 variables: &[],
                 system: &BTreeMap::new(),
+                worker_agents: &[],
+                default_worker_pool: None,
             },
         )
         .map(|plan| plan.jobs)
@@ -488,6 +604,8 @@ mod tests {
                 allow_no_targets: false,
                 variables: &[],
                 system: &BTreeMap::new(),
+                worker_agents: &[],
+                default_worker_pool: None,
             },
         )
         .map(|plan| plan.jobs)
@@ -749,6 +867,8 @@ mod tests {
                 allow_no_targets: false,
                 variables: &[],
                 system: &BTreeMap::new(),
+                worker_agents: &[],
+                default_worker_pool: None,
             },
         )
         .unwrap()
@@ -805,6 +925,8 @@ mod tests {
                 allow_no_targets,
                 variables: &[],
                 system: &BTreeMap::new(),
+                worker_agents: &[],
+                default_worker_pool: None,
             },
         )
     }
