@@ -86,9 +86,10 @@ async fn create(
     Ok((axum::http::StatusCode::CREATED, Json(present(&run.task))))
 }
 
-/// `{"Name": "Health", "Arguments": {"EnvironmentId"?: ..., "MachineIds"?: [...]}}`: queues a
-/// health check of those deployment targets (all of the space's without arguments); the
-/// orchestrator runs one check per machine and records each machine's health.
+/// `{"Name": "Health", "Arguments": {"EnvironmentId"?: ..., "WorkerPoolId"?: ...,
+/// "MachineIds"?: [...]}}`: queues a health check of those deployment targets and worker agents
+/// (all of the space's without arguments); the orchestrator runs one check per machine and
+/// records each machine's health.
 async fn queue_health_check(
     state: &AppState,
     scope: &SpaceScope,
@@ -101,6 +102,16 @@ async fn queue_health_check(
             return Err(ApiError::invalid_field(
                 "Arguments.EnvironmentId",
                 "must be an environment id",
+            ));
+        }
+    };
+    let worker_pool_id = match body.arguments.get("WorkerPoolId") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(id)) => Some(id.clone()),
+        Some(_) => {
+            return Err(ApiError::invalid_field(
+                "Arguments.WorkerPoolId",
+                "must be a worker pool id",
             ));
         }
     };
@@ -125,14 +136,29 @@ async fn queue_health_check(
         ),
         None => None,
     };
+    if let Some(id) = &worker_pool_id
+        && cuttle_store::documents::get(&txn, &scope.id, "WorkerPool", id)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "Arguments.WorkerPoolId",
+            format!("worker pool '{id}' was not found in this space"),
+        ));
+    }
     for (index, id) in machine_ids.iter().enumerate() {
-        if cuttle_store::documents::get(&txn, &scope.id, "Machine", id)
+        let (kind, noun) = if id.starts_with("Workers-") {
+            ("Worker", "worker")
+        } else {
+            ("Machine", "deployment target")
+        };
+        if cuttle_store::documents::get(&txn, &scope.id, kind, id)
             .await?
             .is_none()
         {
             return Err(ApiError::invalid_field(
                 &format!("Arguments.MachineIds[{index}]"),
-                format!("deployment target '{id}' was not found in this space"),
+                format!("{noun} '{id}' was not found in this space"),
             ));
         }
     }
@@ -147,6 +173,7 @@ async fn queue_health_check(
         });
     let arguments = serde_json::json!({
         "EnvironmentId": environment_id,
+        "WorkerPoolId": worker_pool_id,
         "MachineIds": machine_ids,
     });
     let task = tasks::insert_task(

@@ -883,6 +883,29 @@ async fn a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool(mode:
         &["--worker-pool", "Default Worker Pool"],
     )
     .await;
+    // A health check of the pool reaches the worker agent and records it Healthy.
+    let pool = &client.get("/api/Spaces-1/workerpools").await.expect(200)["Items"][0];
+    let queued = client
+        .post(
+            "/api/Spaces-1/tasks",
+            json!({"Name": "Health", "Arguments": {"WorkerPoolId": pool["Id"]}}),
+        )
+        .await
+        .expect(201);
+    let checked = client
+        .wait_for_task(queued["Id"].as_str().unwrap(), Duration::from_secs(60))
+        .await;
+    assert_eq!(checked["State"], "Success", "{checked}");
+    let worker = &client.get("/api/Spaces-1/workers").await.expect(200)["Items"][0];
+    assert_eq!(worker["HealthStatus"], "Healthy", "{worker}");
+    client
+        .post(
+            "/api/Spaces-1/tasks",
+            json!({"Name": "Health", "Arguments": {"WorkerPoolId": "WorkerPools-999"}}),
+        )
+        .await
+        .expect(400);
+
     let raw = deploy_builds(client).await;
     assert!(raw.contains("build-agent"), "{raw}");
     // The script ran in the agent's home, not in the server's work directory.

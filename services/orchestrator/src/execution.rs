@@ -89,8 +89,9 @@ async fn resolve_packages(
 /// The name of health-check tasks.
 pub const HEALTH_TASK: &str = "Health";
 
-/// A `Health` task's jobs: one check per enabled target it names (`MachineIds`) or of its
-/// environment (`EnvironmentId`), or of the whole space.
+/// A `Health` task's jobs: one check per enabled target or worker agent it names
+/// (`MachineIds`), of its environment (`EnvironmentId`, targets only), of its worker pool
+/// (`WorkerPoolId`, workers only), or of the whole space.
 async fn health_plan(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
@@ -101,17 +102,38 @@ async fn health_plan(
     #[serde(rename_all = "PascalCase", default)]
     struct Arguments {
         environment_id: Option<String>,
+        worker_pool_id: Option<String>,
         machine_ids: Vec<String>,
     }
     let arguments: Arguments = serde_json::from_str(&task.arguments).unwrap_or_default();
-    let machines = enabled_targets(conn, space, |machine| {
-        (arguments.machine_ids.is_empty() || arguments.machine_ids.contains(&machine.id))
-            && arguments
-                .environment_id
-                .as_ref()
-                .is_none_or(|env| machine.environment_ids.contains(env))
-    })
-    .await?;
+    let named = |machine: &Machine| {
+        arguments.machine_ids.is_empty() || arguments.machine_ids.contains(&machine.id)
+    };
+    let mut machines = Vec::new();
+    if arguments.worker_pool_id.is_none() {
+        machines.extend(
+            enabled_targets(conn, space, |machine| {
+                named(machine)
+                    && arguments
+                        .environment_id
+                        .as_ref()
+                        .is_none_or(|env| machine.environment_ids.contains(env))
+            })
+            .await?,
+        );
+    }
+    if arguments.environment_id.is_none() {
+        machines.extend(
+            enabled_machines(conn, space, WORKER_KIND, |worker| {
+                named(worker)
+                    && arguments
+                        .worker_pool_id
+                        .as_ref()
+                        .is_none_or(|pool| worker.worker_pool_ids.contains(pool))
+            })
+            .await?,
+        );
+    }
     let mut jobs = Vec::new();
     for machine in machines {
         jobs.push(PlannedJob {
@@ -147,7 +169,8 @@ async fn record_health(
     let Some(target) = message.target else {
         return Ok(());
     };
-    let Some(doc) = documents::get(conn, space, "Machine", &target.machine_id).await? else {
+    let kind = machine_kind(&target.machine_id);
+    let Some(doc) = documents::get(conn, space, kind, &target.machine_id).await? else {
         // Deleted while being checked.
         return Ok(());
     };
@@ -175,7 +198,7 @@ async fn record_health(
     documents::replace(
         conn,
         space,
-        "Machine",
+        kind,
         &doc.id,
         documents::Replacement {
             name: doc.name.clone(),
@@ -190,14 +213,37 @@ async fn record_health(
     Ok(())
 }
 
+/// Document kind of deployment targets (`Machines-N`).
+const TARGET_KIND: &str = "Machine";
+/// Document kind of workers (`Workers-N`).
+const WORKER_KIND: &str = "Worker";
+
+/// The document kind of a machine id: `Workers-N` are workers, the rest deployment targets.
+fn machine_kind(id: &str) -> &'static str {
+    if id.starts_with("Workers-") {
+        WORKER_KIND
+    } else {
+        TARGET_KIND
+    }
+}
+
 /// The enabled deployment targets of the space that `keep` accepts.
 pub(crate) async fn enabled_targets(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     keep: impl Fn(&Machine) -> bool,
 ) -> anyhow::Result<Vec<Machine>> {
-    let (docs, _) =
-        documents::list(conn, space, "Machine", &documents::ListQuery::everything()).await?;
+    enabled_machines(conn, space, TARGET_KIND, keep).await
+}
+
+/// The enabled machines of one kind (targets or workers) that `keep` accepts.
+pub(crate) async fn enabled_machines(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    kind: &str,
+    keep: impl Fn(&Machine) -> bool,
+) -> anyhow::Result<Vec<Machine>> {
+    let (docs, _) = documents::list(conn, space, kind, &documents::ListQuery::everything()).await?;
     let mut targets = Vec::new();
     for doc in &docs {
         let machine: Machine = documents::decode(doc)?;
@@ -1029,17 +1075,11 @@ async fn worker_agents(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
 ) -> anyhow::Result<(Vec<Machine>, Option<String>)> {
+    let workers = enabled_machines(conn, space, WORKER_KIND, |worker| {
+        !matches!(worker.health_status.as_str(), "Unhealthy" | "Unavailable")
+    })
+    .await?;
     let everything = documents::ListQuery::everything();
-    let (docs, _) = documents::list(conn, space, "Worker", &everything).await?;
-    let mut workers = Vec::new();
-    for doc in &docs {
-        let worker: Machine = documents::decode(doc)?;
-        if !worker.is_disabled
-            && !matches!(worker.health_status.as_str(), "Unhealthy" | "Unavailable")
-        {
-            workers.push(worker);
-        }
-    }
     let (pools, _) = documents::list(conn, space, "WorkerPool", &everything).await?;
     let mut default_pool = None;
     for doc in &pools {

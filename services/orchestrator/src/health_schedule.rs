@@ -1,12 +1,13 @@
 //! Periodic health checks: every machine policy's `MachineHealthCheckPolicy.HealthCheckInterval`
-//! queues a `Health` task for the enabled deployment targets under that policy, as Octopus does.
+//! queues a `Health` task for the enabled deployment targets and worker agents under that
+//! policy, as Octopus does.
 //!
 //! Replicas agree through the cache: a check is queued only by whoever sets the policy's
 //! `health-due:` key, which expires after one interval. The first time a policy with machines is
 //! seen, its clock starts instead, so a server that just started does not check everything at once.
 
 use crate::Orchestrator;
-use crate::execution::{HEALTH_TASK, enabled_targets};
+use crate::execution::{HEALTH_TASK, enabled_machines, enabled_targets};
 use chrono::Utc;
 use cuttle_contracts::OrchestratorCommand;
 use cuttle_domain::SpaceId;
@@ -62,7 +63,9 @@ impl Orchestrator {
                     continue;
                 }
                 if machines.is_none() {
-                    machines = Some(enabled_targets(conn, &space, |_| true).await?);
+                    let mut all = enabled_targets(conn, &space, |_| true).await?;
+                    all.extend(enabled_machines(conn, &space, "Worker", |_| true).await?);
+                    machines = Some(all);
                 }
                 let machines = machines.as_deref().unwrap_or_default();
                 let ids: Vec<String> = machines
