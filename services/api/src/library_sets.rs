@@ -8,7 +8,7 @@ use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Params, PathParams, SpaceScope};
 use crate::links::{links, space_prefix};
-use crate::projects::{VARIABLES_KIND, insert_owned};
+use crate::projects::insert_variable_set;
 use crate::resources::{self, Resource, resource_accessors};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -17,7 +17,7 @@ use axum::{Json, Router};
 use cuttle_domain::SpaceId;
 use cuttle_store::documents::{self, ListQuery};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
-use cuttle_wire::resources::{LibraryVariableSet, Project, VariableSet};
+use cuttle_wire::resources::{LibraryVariableSet, Project};
 use cuttle_wire::{Collection, Links};
 
 /// The only content type Cuttle has: script modules are not built.
@@ -124,22 +124,7 @@ async fn create_set(
 ) -> ApiResult<(StatusCode, Json<LibraryVariableSet>)> {
     let txn = state.store.conn().begin().await?;
     let created = resources::insert(&txn, &scope.id, set).await?;
-    let variables = VariableSet {
-        id: created.variable_set_id.clone(),
-        owner_id: created.id.clone(),
-        space_id: scope.id.to_string(),
-        version: 1,
-        ..VariableSet::default()
-    };
-    insert_owned(
-        &txn,
-        &scope.id,
-        VARIABLES_KIND,
-        &created.id,
-        &variables.id,
-        documents::encode(&variables),
-    )
-    .await?;
+    insert_variable_set(&txn, &scope.id, &created.id, &created.variable_set_id).await?;
     txn.commit().await?;
     Ok((StatusCode::CREATED, Json(created)))
 }

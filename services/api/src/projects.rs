@@ -317,22 +317,7 @@ async fn create_project(
         documents::encode(&process),
     )
     .await?;
-    let variables = VariableSet {
-        id: project.variable_set_id.clone(),
-        owner_id: project.id.clone(),
-        space_id: scope.id.to_string(),
-        version: 1,
-        ..VariableSet::default()
-    };
-    insert_owned(
-        &txn,
-        &scope.id,
-        VARIABLES_KIND,
-        &project.id,
-        &variables.id,
-        documents::encode(&variables),
-    )
-    .await?;
+    insert_variable_set(&txn, &scope.id, &project.id, &project.variable_set_id).await?;
     let channel = Channel {
         name: "Default".into(),
         description: String::new(),
@@ -343,6 +328,32 @@ async fn create_project(
     resources::insert(&txn, &scope.id, channel).await?;
     txn.commit().await?;
     Ok((StatusCode::CREATED, Json(project)))
+}
+
+/// Creates the empty variable set `set_id` that `owner` (a project or library set) owns.
+pub async fn insert_variable_set(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    owner: &str,
+    set_id: &str,
+) -> ApiResult<()> {
+    let variables = VariableSet {
+        id: set_id.to_owned(),
+        owner_id: owner.to_owned(),
+        space_id: space.to_string(),
+        version: 1,
+        ..VariableSet::default()
+    };
+    insert_owned(
+        conn,
+        space,
+        VARIABLES_KIND,
+        owner,
+        set_id,
+        documents::encode(&variables),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Inserts a document owned by `parent` (a process, variable set or snapshot).

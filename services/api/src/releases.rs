@@ -247,6 +247,17 @@ async fn snapshot_variables(
     })
 }
 
+/// The release document `id` of this space, or a 404.
+async fn require_release(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    id: &str,
+) -> ApiResult<Document> {
+    documents::get(conn, space, RELEASE_KIND, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))
+}
+
 /// `POST /api/{space}/releases/{id}/snapshot-variables`: the release takes fresh snapshots of
 /// its project's variables and included library variable sets. Deployments made before keep the
 /// variables they ran with.
@@ -257,9 +268,7 @@ async fn snapshot_release_variables(
 ) -> ApiResult<Json<Release>> {
     let id = path.get("id")?;
     let txn = state.store.conn().begin().await?;
-    let doc = documents::get(&txn, &scope.id, RELEASE_KIND, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
+    let doc = require_release(&txn, &scope.id, id).await?;
     let saved = resnapshot(&txn, &scope.id, &doc).await?;
     let presented = present_release(&saved, &scope.id)?;
     txn.commit().await?;
@@ -679,9 +688,7 @@ async fn get_release(
     path: PathParams,
 ) -> ApiResult<Json<Release>> {
     let id = path.get("id")?;
-    let doc = documents::get(state.store.conn(), &scope.id, RELEASE_KIND, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
+    let doc = require_release(state.store.conn(), &scope.id, id).await?;
     Ok(Json(present_release(&doc, &scope.id)?))
 }
 
@@ -695,9 +702,7 @@ async fn update_release(
 ) -> ApiResult<Json<Release>> {
     let id = path.get("id")?;
     let txn = state.store.conn().begin().await?;
-    let doc = documents::get(&txn, &scope.id, RELEASE_KIND, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
+    let doc = require_release(&txn, &scope.id, id).await?;
     let mut release: Release = documents::decode(&doc)?;
     let version = body.version.trim();
     if !version.is_empty() {
@@ -766,9 +771,7 @@ async fn delete_release(
 ) -> ApiResult<StatusCode> {
     let id = path.get("id")?;
     let txn = state.store.conn().begin().await?;
-    let doc = documents::get(&txn, &scope.id, RELEASE_KIND, id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("release '{id}'")))?;
+    let doc = require_release(&txn, &scope.id, id).await?;
     let release: Release = documents::decode(&doc)?;
     documents::delete_children(&txn, &scope.id, &doc.id).await?;
     for (kind, snapshot) in [

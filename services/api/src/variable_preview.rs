@@ -146,7 +146,8 @@ async fn preview(
     };
 
     // The project's variables first, then each included library's: the project wins ties.
-    let mut variables: Vec<(Variable, String)> = Vec::new();
+    let mut variables: Vec<Variable> = Vec::new();
+    let mut sources: Vec<String> = Vec::new();
     let mut sets = vec![(project.variable_set_id.clone(), "Project".to_owned())];
     for id in &project.included_library_variable_set_ids {
         if let Some((_, library)) =
@@ -163,16 +164,16 @@ async fn preview(
             continue;
         };
         let set: VariableSet = documents::decode(&doc)?;
-        variables.extend(set.variables.into_iter().map(|v| (v, source.clone())));
+        sources.extend(std::iter::repeat_n(source, set.variables.len()));
+        variables.extend(set.variables);
     }
-    let plain: Vec<Variable> = variables.iter().map(|(v, _)| v.clone()).collect();
     let scope_of = cuttle_variables::Scope {
         environment_id: environment.as_ref().map(|e| e.id.as_str()).unwrap_or(""),
         channel_id: &channel.id,
         action_id: action.as_ref().map(|(_, id, _)| id.as_str()).unwrap_or(""),
         machine: machine.as_ref(),
     };
-    let chosen = cuttle_variables::resolve(&plain, &scope_of);
+    let chosen = cuttle_variables::resolve(&variables, &scope_of);
 
     let space_name = documents::get(conn, space, documents::SPACE_KIND, space.as_str())
         .await?
@@ -241,8 +242,9 @@ async fn preview(
     for variable in chosen {
         let source = variables
             .iter()
-            .find(|(v, _)| v.id == variable.id)
-            .map(|(_, source)| source.clone())
+            .position(|v| std::ptr::eq(v, variable))
+            .and_then(|index| sources.get(index))
+            .cloned()
             .unwrap_or_default();
         let value = if variable.is_sensitive {
             MASK.to_owned()
