@@ -9,6 +9,7 @@ mod m20261123_000001_foundation;
 mod m20261123_000002_packages;
 mod m20261123_000003_job_outputs;
 mod m20261123_000004_job_windows;
+mod m20261124_000005_organisations;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_packages::Migration),
             Box::new(m20261123_000003_job_outputs::Migration),
             Box::new(m20261123_000004_job_windows::Migration),
+            Box::new(m20261124_000005_organisations::Migration),
         ]
     }
 }

@@ -240,6 +240,8 @@ fn user(id: &str, active: bool) -> users::User {
         is_service: false,
         is_active: active,
         created_at: instant(0),
+        organisation_id: None,
+        password_hash: None,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod dates;
 pub mod normalize;
 pub mod packages;
 pub mod resources;
+pub mod security;
 pub mod tasks;
 
 pub use normalize::{NormalizeError, from_request_json};

@@ -615,6 +615,17 @@ pub fn field_samples() -> Vec<Value> {
         serde_json::to_value(Deployment::default()),
         serde_json::to_value(Feed::default()),
         serde_json::to_value(User::default()),
+        serde_json::to_value(crate::security::Team {
+            external_security_groups: vec![crate::security::ExternalSecurityGroup::default()],
+            ..crate::security::Team::default()
+        }),
+        serde_json::to_value(crate::security::UserRole::default()),
+        serde_json::to_value(crate::security::ScopedUserRole::default()),
+        serde_json::to_value(crate::security::ApiKey {
+            api_key: Some(String::new()),
+            ..crate::security::ApiKey::default()
+        }),
+        serde_json::to_value(crate::security::UserCreate::default()),
         serde_json::to_value(crate::commands::CreateReleaseCommand::default()),
         serde_json::to_value(crate::commands::CreateDeploymentCommand::default()),
         serde_json::to_value(crate::commands::CreateDeploymentClassic::default()),

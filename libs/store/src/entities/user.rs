@@ -14,6 +14,10 @@ pub struct Model {
     pub is_service: bool,
     pub is_active: bool,
     pub created_at: DateTimeUtc,
+    /// The organisation the user belongs to (null only before bootstrap adopts old rows).
+    pub organisation_id: Option<String>,
+    /// argon2id PHC string; null for service accounts and SSO-only users.
+    pub password_hash: Option<String>,
 }
 
 /// No relations.
