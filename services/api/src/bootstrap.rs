@@ -1,16 +1,24 @@
-//! First start: the installation id, the `Default` space (`Spaces-1`) and the administrator with
-//! an API key. Idempotent: later starts find everything in place and change nothing.
+//! First start: the installation id, the first organisation, its `Default` space (`Spaces-1`)
+//! and its administrator with an API key. Idempotent: later starts find everything in place and
+//! change nothing, except that users and spaces from before organisations existed are given to
+//! the first organisation.
 
 use crate::error::ApiError;
 use crate::extract::hash_api_key;
 use chrono::Utc;
 use cuttle_store::users::{self, User};
-use cuttle_store::{Store, TransactionTrait, documents, settings};
+use cuttle_store::{Store, TransactionTrait, documents, organisations, settings};
 use cuttle_wire::resources::Space;
 use rand::Rng;
 
 /// Username of the first administrator.
 pub const ADMIN_USERNAME: &str = "admin";
+
+/// Name of the organisation created at first start.
+pub const FIRST_ORGANISATION_NAME: &str = "Default Organisation";
+
+/// Slug of the organisation created at first start.
+pub const FIRST_ORGANISATION_SLUG: &str = "default";
 
 /// What bootstrap did.
 #[derive(Debug, Clone)]
@@ -39,6 +47,18 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
     let installation_id =
         settings::get_or_init(&txn, "installation_id", &uuid::Uuid::new_v4().to_string()).await?;
     let default_space = cuttle_domain::SpaceId::default_space();
+    let organisation = match organisations::first_organisation(&txn).await? {
+        Some(organisation) => organisation,
+        None => {
+            organisations::insert_organisation(
+                &txn,
+                FIRST_ORGANISATION_NAME,
+                FIRST_ORGANISATION_SLUG,
+            )
+            .await?
+        }
+    };
+    users::adopt_users(&txn, &organisation.id).await?;
     let admin = match users::find_user_by_name(&txn, ADMIN_USERNAME).await? {
         Some(user) => user,
         None => {
@@ -52,6 +72,8 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
                     is_service: false,
                     is_active: true,
                     created_at: Utc::now(),
+                    organisation_id: Some(organisation.id.clone()),
+                    password_hash: None,
                 },
             )
             .await?
@@ -78,7 +100,8 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
             ],
             ..Space::default()
         };
-        let created = crate::spaces::insert_space(&txn, space, Some(&admin.id)).await?;
+        let created =
+            crate::spaces::insert_space(&txn, space, &organisation.id, Some(&admin.id)).await?;
         if created.id != default_space.as_str() {
             return Err(ApiError::internal(format!(
                 "the default space was created as {} instead of Spaces-1; the database already had spaces",
@@ -86,6 +109,14 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
             )));
         }
     }
+    // Spaces from before organisations existed belong to the first one (an owned space keeps
+    // its owner).
+    let (spaces, _) = documents::list_spaces(&txn, &documents::ListQuery::everything()).await?;
+    for space in spaces {
+        organisations::set_space_owner(&txn, &space.id, &organisation.id).await?;
+    }
+    crate::authz::ensure_builtin_teams(&txn, &organisation.id, std::slice::from_ref(&admin.id))
+        .await?;
     // A fixed key (CUTTLE_ADMIN_API_KEY) is made valid whenever it is not yet; otherwise the
     // admin gets a generated key only once: a restart never mints a second one.
     let new_admin_api_key = match fixed_admin_key {

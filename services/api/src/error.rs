@@ -60,6 +60,15 @@ impl ApiError {
         }
     }
 
+    /// 403 naming the permission the caller lacks, in Octopus's words.
+    pub fn forbidden(permission: cuttle_authz::Permission) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: cuttle_authz::missing_permission_message(permission),
+            errors: Vec::new(),
+        }
+    }
+
     /// 400 for an option Octopus accepts but Cuttle does not implement yet: refused, never
     /// silently ignored.
     pub fn unavailable(what: &str) -> Self {

@@ -128,6 +128,10 @@ impl<S: Send + Sync> FromRequestParts<S> for PathParams {
 pub struct Principal {
     /// The user.
     pub user: User,
+    /// The user's organisation: nothing of another organisation is ever visible.
+    pub organisation_id: String,
+    /// What the user may do (from their teams' scoped user roles).
+    pub grants: std::sync::Arc<cuttle_authz::Grants>,
 }
 
 /// SHA-256 of an API key, as stored.
@@ -169,9 +173,40 @@ impl FromRequestParts<AppState> for Principal {
         let user = users::user_for_key_hash(state.store.conn(), &hash_api_key(&key))
             .await?
             .ok_or_else(ApiError::unauthorized)?;
-        let principal = Principal { user };
+        let Some(organisation_id) = user.organisation_id.clone() else {
+            // Bootstrap gives every user an organisation; a row without one is unusable.
+            tracing::warn!(user.id = %user.id, "a user without an organisation presented an API key");
+            return Err(ApiError::unauthorized());
+        };
+        let grants =
+            crate::authz::grants_for(state.store.conn(), &organisation_id, &user.id).await?;
+        let principal = Principal {
+            user,
+            organisation_id,
+            grants: std::sync::Arc::new(grants),
+        };
         parts.extensions.insert(principal.clone());
         Ok(principal)
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    /// The caller when they present a valid key; `None` for anonymous callers and bad keys
+    /// (for the public root document, which only adds their default space's links).
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        if presented_key(parts).is_none() {
+            return Ok(None);
+        }
+        match <Principal as FromRequestParts<AppState>>::from_request_parts(parts, state).await {
+            Ok(principal) => Ok(Some(principal)),
+            Err(err) if err.status() == axum::http::StatusCode::UNAUTHORIZED => Ok(None),
+            Err(err) => Err(err),
+        }
     }
 }
 
@@ -185,26 +220,32 @@ pub struct SpaceScope {
     pub space: Space,
 }
 
-/// Finds a space by id, slug or exact name.
+/// Finds a space by id, slug or exact name among the spaces of the principal's organisation
+/// that the principal can see: any other space is `None`, as if it did not exist.
 pub async fn resolve_space(
     state: &AppState,
+    principal: &Principal,
     identifier: &str,
 ) -> Result<Option<SpaceScope>, ApiError> {
     let conn = state.store.conn();
     let doc = match SpaceId::parse(identifier) {
         Ok(id) => documents::get(conn, &id, crate::spaces::KIND, id.as_str()).await?,
-        Err(_) => crate::spaces::find_by_slug_or_name(state, identifier).await?,
+        Err(_) => crate::spaces::find_by_slug_or_name(state, principal, identifier).await?,
     };
-    match doc {
-        Some(doc) => {
-            let space: Space = documents::decode(&doc)?;
-            Ok(Some(SpaceScope {
-                id: SpaceId::parse(&doc.id).map_err(ApiError::internal)?,
-                space,
-            }))
-        }
-        None => Ok(None),
+    let Some(doc) = doc else {
+        return Ok(None);
+    };
+    let owner = cuttle_store::organisations::space_owner(conn, &doc.id).await?;
+    if owner.as_deref() != Some(principal.organisation_id.as_str())
+        || !principal.grants.can_see_space(&doc.id)
+    {
+        return Ok(None);
     }
+    let space: Space = documents::decode(&doc)?;
+    Ok(Some(SpaceScope {
+        id: SpaceId::parse(&doc.id).map_err(ApiError::internal)?,
+        space,
+    }))
 }
 
 impl FromRequestParts<AppState> for SpaceScope {
@@ -214,19 +255,28 @@ impl FromRequestParts<AppState> for SpaceScope {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        if let Some(scope) = parts.extensions.get::<SpaceScope>() {
+            return Ok(scope.clone());
+        }
         // Authenticate first: an anonymous caller must not learn which spaces exist.
-        Principal::from_request_parts(parts, state).await?;
+        let principal = Principal::from_request_parts(parts, state).await?;
         let params = PathParams::from_request_parts(parts, state)
             .await
             .unwrap_or_default();
-        match params.0.get("space_id") {
-            Some(identifier) => resolve_space(state, identifier)
+        let scope = match params.0.get("space_id") {
+            Some(identifier) => resolve_space(state, &principal, identifier)
                 .await?
-                .ok_or_else(|| ApiError::not_found(format!("space '{identifier}'"))),
-            None => crate::spaces::default_space(state).await?.ok_or_else(|| {
-                ApiError::not_found("the default space (no space is marked IsDefault)")
-            }),
-        }
+                .ok_or_else(|| ApiError::not_found(format!("space '{identifier}'")))?,
+            None => crate::spaces::default_space(state, &principal)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "the default space (your organisation has no space marked IsDefault that you can see)",
+                    )
+                })?,
+        };
+        parts.extensions.insert(scope.clone());
+        Ok(scope)
     }
 }
 

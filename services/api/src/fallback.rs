@@ -22,10 +22,6 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("runbook-runs", "Runbook runs"),
     ("runbooksnapshots", "Runbook snapshots"),
     ("runbookprocesses", "Runbook processes"),
-    ("teams", "Teams"),
-    ("userroles", "User roles"),
-    ("scopeduserroles", "Scoped user roles"),
-    ("permissions", "Permissions"),
     ("events", "Audit events"),
     ("interruptions", "Manual interventions"),
     ("certificates", "Certificates"),
@@ -46,10 +42,6 @@ pub async fn fallback(method: Method, uri: Uri) -> ApiError {
             {
                 return ApiError::not_implemented(feature);
             }
-        }
-        // `/api/users/...` beyond `me` is user management, not built yet.
-        if path.starts_with("/api/users/") {
-            return ApiError::not_implemented("User management");
         }
     }
     ApiError::not_found(format!("no route matches {method} {path}"))

@@ -6,6 +6,7 @@
 //! has its own module and `routes()`.
 
 pub mod artifacts;
+pub mod authz;
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
@@ -13,6 +14,7 @@ pub mod fallback;
 pub mod library_sets;
 pub mod links;
 pub mod machines;
+pub mod organisations;
 pub mod packages;
 pub mod projects;
 pub mod release_packages;
@@ -22,6 +24,8 @@ pub mod resources;
 pub mod root;
 pub mod spaces;
 pub mod tasks;
+pub mod teams;
+pub mod users;
 pub mod variable_preview;
 
 use axum::Router;
@@ -66,10 +70,17 @@ pub fn router(state: AppState) -> Router {
         .merge(spaces::routes())
         .merge(tasks::global_routes())
         .merge(machines::global_routes())
+        .merge(teams::routes())
+        .merge(users::routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))
         .fallback(fallback::fallback)
+        // Every matched route passes its permission rule before its handler runs (authz.rs).
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authz::authorize,
+        ))
         .with_state(state)
         // JSON bodies are read whole: 64 MiB is far above any real resource (processes with long
         // scripts, variable sets) and bounds the memory one request can take. Package uploads

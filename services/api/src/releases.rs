@@ -479,6 +479,7 @@ async fn project_for_command(
 async fn create_release_command(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     JsonBody(command): JsonBody<CreateReleaseCommand>,
 ) -> ApiResult<(StatusCode, Json<CreateReleaseResponse>)> {
     if command.project_name.trim().is_empty() {
@@ -490,6 +491,12 @@ async fn create_release_command(
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) =
         project_for_command(&txn, &scope, "ProjectName", &command.project_name).await?;
+    crate::authz::require_on_project(
+        &principal,
+        cuttle_authz::Permission::ReleaseCreate,
+        &scope.id,
+        &project,
+    )?;
     let release = insert_release(
         &txn,
         &scope.id,
@@ -523,6 +530,7 @@ async fn create_release_command(
 async fn create_release_classic(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     JsonBody(body): JsonBody<CreateReleaseClassic>,
 ) -> ApiResult<(StatusCode, Json<Release>)> {
     let txn = state.store.conn().begin().await?;
@@ -534,6 +542,12 @@ async fn create_release_classic(
                 format!("project '{}' was not found", body.project_id),
             )
         })?;
+    crate::authz::require_on_project(
+        &principal,
+        cuttle_authz::Permission::ReleaseCreate,
+        &scope.id,
+        &project,
+    )?;
     let release = insert_release(
         &txn,
         &scope.id,
@@ -1098,6 +1112,19 @@ async fn insert_deployment(
     let release: Release = documents::decode(&request.release_doc)?;
     let environment: Environment = documents::decode(&request.environment_doc)?;
     let (project_doc, project) = require_project(conn, &space.id, &release.project_id).await?;
+    // Before anything else is looked at: a team scoped to Test learns nothing about
+    // Production's lifecycle rules.
+    crate::authz::require(
+        principal,
+        cuttle_authz::Permission::DeploymentCreate,
+        &cuttle_authz::Target {
+            space: Some(space.id.as_str()),
+            project: Some(&project.id),
+            project_group: Some(&project.project_group_id),
+            environment: Some(&environment.id),
+            tenant: None,
+        },
+    )?;
     let channel: Option<Channel> =
         match documents::get(conn, &space.id, Channel::KIND, &release.channel_id).await? {
             Some(doc) => Some(documents::decode(&doc)?),

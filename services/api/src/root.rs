@@ -23,8 +23,14 @@ pub fn routes() -> Router<AppState> {
         .route("/api/users/me", get(me))
 }
 
-async fn root(State(state): State<AppState>) -> ApiResult<Json<Value>> {
-    let default_space = crate::spaces::default_space(&state).await?;
+async fn root(
+    State(state): State<AppState>,
+    principal: Option<Principal>,
+) -> ApiResult<Json<Value>> {
+    let default_space = match &principal {
+        Some(principal) => crate::spaces::default_space(&state, principal).await?,
+        None => None,
+    };
     let mut links = json!({
         "Self": "/api",
         "CurrentUser": "/api/users/me",

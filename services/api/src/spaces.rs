@@ -41,17 +41,52 @@ fn space_links(space: &Space) -> Links {
     ])
 }
 
-fn present(doc: &Document) -> ApiResult<Space> {
+/// The wire form of a stored space.
+pub fn present(doc: &Document) -> ApiResult<Space> {
     let mut space: Space = documents::decode(doc)?;
     space.links = space_links(&space);
     Ok(space)
 }
 
-/// The space marked `IsDefault`.
-pub async fn default_space(state: &AppState) -> ApiResult<Option<SpaceScope>> {
-    let query = ListQuery::everything();
-    let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
-    for doc in docs {
+/// The spaces of an organisation (all of them, whoever asks).
+pub async fn organisation_spaces(
+    conn: &impl ConnectionTrait,
+    organisation_id: &str,
+    query: &ListQuery,
+) -> ApiResult<Vec<Document>> {
+    let owned: std::collections::HashSet<String> =
+        cuttle_store::organisations::spaces_of(conn, organisation_id)
+            .await?
+            .into_iter()
+            .collect();
+    let query = ListQuery {
+        skip: 0,
+        take: u64::from(u32::MAX),
+        ..query.clone()
+    };
+    let (docs, _) = documents::list_spaces(conn, &query).await?;
+    Ok(docs.into_iter().filter(|d| owned.contains(&d.id)).collect())
+}
+
+/// The spaces of the principal's organisation that the principal can see.
+async fn visible_spaces(
+    state: &AppState,
+    principal: &Principal,
+    query: &ListQuery,
+) -> ApiResult<Vec<Document>> {
+    let docs = organisation_spaces(state.store.conn(), &principal.organisation_id, query).await?;
+    Ok(docs
+        .into_iter()
+        .filter(|d| principal.grants.can_see_space(&d.id))
+        .collect())
+}
+
+/// The principal's organisation's space marked `IsDefault`, when they can see it.
+pub async fn default_space(
+    state: &AppState,
+    principal: &Principal,
+) -> ApiResult<Option<SpaceScope>> {
+    for doc in visible_spaces(state, principal, &ListQuery::everything()).await? {
         let space: Space = documents::decode(&doc)?;
         if space.is_default {
             let id = SpaceId::parse(&space.id).map_err(ApiError::internal)?;
@@ -61,14 +96,13 @@ pub async fn default_space(state: &AppState) -> ApiResult<Option<SpaceScope>> {
     Ok(None)
 }
 
-/// Finds a space by slug or exact (case-insensitive) name.
+/// Finds a space of the principal's organisation by slug or exact (case-insensitive) name.
 pub async fn find_by_slug_or_name(
     state: &AppState,
+    principal: &Principal,
     identifier: &str,
 ) -> ApiResult<Option<Document>> {
-    let query = ListQuery::everything();
-    let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
-    for doc in docs {
+    for doc in visible_spaces(state, principal, &ListQuery::everything()).await? {
         let space: Space = documents::decode(&doc)?;
         if space.slug.eq_ignore_ascii_case(identifier)
             || space.name.eq_ignore_ascii_case(identifier)
@@ -81,12 +115,18 @@ pub async fn find_by_slug_or_name(
 
 async fn list(
     State(state): State<AppState>,
-    _: Principal,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<Collection<Space>>> {
     let query = resources::list_query(&params)?;
-    let (docs, total) = documents::list_spaces(state.store.conn(), &query).await?;
-    let items = docs.iter().map(present).collect::<ApiResult<Vec<_>>>()?;
+    let docs = visible_spaces(&state, &principal, &query).await?;
+    let total = docs.len() as u64;
+    let items = docs
+        .iter()
+        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
+        .map(present)
+        .collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Collection::page(
         "Space",
         items,
@@ -98,33 +138,36 @@ async fn list(
     )))
 }
 
-async fn all(State(state): State<AppState>, _: Principal) -> ApiResult<Json<Vec<Space>>> {
-    let query = ListQuery::everything();
-    let (docs, _) = documents::list_spaces(state.store.conn(), &query).await?;
+async fn all(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Vec<Space>>> {
+    let docs = visible_spaces(&state, &principal, &ListQuery::everything()).await?;
     Ok(Json(docs.iter().map(present).collect::<ApiResult<_>>()?))
 }
 
-async fn load(state: &AppState, identifier: &str) -> ApiResult<SpaceScope> {
-    resolve_space(state, identifier)
+async fn load(state: &AppState, principal: &Principal, identifier: &str) -> ApiResult<SpaceScope> {
+    resolve_space(state, principal, identifier)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("space '{identifier}'")))
 }
 
 async fn get_one(
     State(state): State<AppState>,
-    _: Principal,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<Space>> {
-    let scope = load(&state, path.get("id")?).await?;
+    let scope = load(&state, &principal, path.get("id")?).await?;
     let mut space = scope.space;
     space.links = space_links(&space);
     Ok(Json(space))
 }
 
-/// Creates a space and its defaults in the caller's transaction. Used by the API and bootstrap.
+/// Creates a space of `organisation_id` and its defaults (project group, lifecycle, built-in
+/// feed, machine policy, and its space managers team) in the caller's transaction. Used by the
+/// API, signup and bootstrap. `owner` (the creating user) manages the space when the body names
+/// no managers.
 pub async fn insert_space(
     conn: &impl ConnectionTrait,
     mut space: Space,
+    organisation_id: &str,
     owner: Option<&str>,
 ) -> ApiResult<Space> {
     let name = require_name(&space.name, "space")?;
@@ -160,7 +203,9 @@ pub async fn insert_space(
         "",
     )
     .await?;
-    ensure_unique_space(conn, &space).await?;
+    cuttle_store::organisations::set_space_owner(conn, id.as_str(), organisation_id).await?;
+    ensure_unique_space(conn, organisation_id, &space).await?;
+    save_space_managers(conn, organisation_id, &space).await?;
     resources::insert(
         conn,
         &id,
@@ -213,10 +258,83 @@ pub async fn insert_space(
     Ok(space)
 }
 
-/// Space names and slugs are unique installation-wide (checked inside the transaction).
-async fn ensure_unique_space(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
-    let query = ListQuery::everything();
-    let (docs, _) = documents::list_spaces(conn, &query).await?;
+/// The id of a space's own managers team.
+pub fn space_managers_team_id(space_id: &str) -> String {
+    format!("teams-spacemanagers-{space_id}")
+}
+
+/// Creates or updates the space's managers team (members `SpaceManagersTeamMembers`) with the
+/// Space manager role in the space.
+async fn save_space_managers(
+    conn: &impl ConnectionTrait,
+    organisation_id: &str,
+    space: &Space,
+) -> ApiResult<()> {
+    use crate::authz::{SCOPED_ROLE_KIND, TEAM_KIND};
+    use cuttle_store::organisations;
+    use cuttle_wire::security::{ScopedUserRole, Team};
+    let team_id = space_managers_team_id(&space.id);
+    let team = Team {
+        id: team_id.clone(),
+        name: format!("Space Managers ({})", space.id),
+        description: format!("Members manage the space '{}'.", space.name),
+        member_user_ids: space.space_managers_team_members.clone(),
+        space_id: Some(space.id.clone()),
+        can_be_deleted: false,
+        can_be_renamed: false,
+        can_change_members: true,
+        can_change_roles: false,
+        ..Team::default()
+    };
+    let existed = organisations::replace_document(
+        conn,
+        organisation_id,
+        TEAM_KIND,
+        &team_id,
+        &team.name,
+        &team,
+        "",
+    )
+    .await?;
+    if !existed {
+        organisations::insert_document(
+            conn,
+            organisation_id,
+            TEAM_KIND,
+            &team_id,
+            &team.name,
+            &team,
+            "",
+        )
+        .await?;
+        let binding = ScopedUserRole {
+            id: cuttle_store::next_id(conn, "ScopedUserRoles").await?,
+            team_id: team_id.clone(),
+            user_role_id: "userroles-spacemanager".into(),
+            space_id: Some(space.id.clone()),
+            ..ScopedUserRole::default()
+        };
+        organisations::insert_document(
+            conn,
+            organisation_id,
+            SCOPED_ROLE_KIND,
+            &binding.id,
+            &binding.id,
+            &binding,
+            "",
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Space names and slugs are unique within an organisation (checked inside the transaction).
+async fn ensure_unique_space(
+    conn: &impl ConnectionTrait,
+    organisation_id: &str,
+    space: &Space,
+) -> ApiResult<()> {
+    let docs = organisation_spaces(conn, organisation_id, &ListQuery::everything()).await?;
     for doc in docs.iter().filter(|d| d.id != space.id) {
         let other: Space = documents::decode(doc)?;
         if other.name.eq_ignore_ascii_case(&space.name) {
@@ -254,20 +372,24 @@ async fn create(
             is_default: false,
             ..space
         },
+        &principal.organisation_id,
         Some(&principal.user.id),
     )
     .await?;
     if make_default {
-        created = set_default(&txn, created).await?;
+        created = set_default(&txn, &principal.organisation_id, created).await?;
     }
     txn.commit().await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
-/// Makes `space` the only default space.
-async fn set_default(conn: &impl ConnectionTrait, mut space: Space) -> ApiResult<Space> {
-    let query = ListQuery::everything();
-    let (docs, _) = documents::list_spaces(conn, &query).await?;
+/// Makes `space` its organisation's only default space.
+async fn set_default(
+    conn: &impl ConnectionTrait,
+    organisation_id: &str,
+    mut space: Space,
+) -> ApiResult<Space> {
+    let docs = organisation_spaces(conn, organisation_id, &ListQuery::everything()).await?;
     for doc in docs.iter().filter(|d| d.id != space.id) {
         let mut other: Space = documents::decode(doc)?;
         if other.is_default {
@@ -304,11 +426,19 @@ async fn save(conn: &impl ConnectionTrait, space: &Space) -> ApiResult<()> {
 
 async fn update(
     State(state): State<AppState>,
-    _: Principal,
+    principal: Principal,
     path: PathParams,
     JsonBody(body): JsonBody<Space>,
 ) -> ApiResult<Json<Space>> {
-    let current = load(&state, path.get("id")?).await?.space;
+    let current = load(&state, &principal, path.get("id")?).await?.space;
+    crate::authz::require(
+        &principal,
+        cuttle_authz::Permission::SpaceEdit,
+        &cuttle_authz::Target {
+            space: Some(&current.id),
+            ..Default::default()
+        },
+    )?;
     let name = require_name(&body.name, "space")?;
     let slug = if body.slug.trim().is_empty() {
         current.slug.clone()
@@ -336,14 +466,16 @@ async fn update(
         last_modified_on: Some(Utc::now()),
         links: Links::new(),
     };
+    let organisation = principal.organisation_id.as_str();
     let txn = state.store.conn().begin().await?;
-    ensure_unique_space(&txn, &space).await?;
+    ensure_unique_space(&txn, organisation, &space).await?;
     let mut space = if space.is_default && !current.is_default {
-        set_default(&txn, space).await?
+        set_default(&txn, organisation, space).await?
     } else {
         space
     };
     save(&txn, &space).await?;
+    save_space_managers(&txn, organisation, &space).await?;
     txn.commit().await?;
     space.links = space_links(&space);
     Ok(Json(space))
@@ -351,10 +483,10 @@ async fn update(
 
 async fn delete(
     State(state): State<AppState>,
-    _: Principal,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<StatusCode> {
-    let scope = load(&state, path.get("id")?).await?;
+    let scope = load(&state, &principal, path.get("id")?).await?;
     if scope.space.is_default {
         return Err(ApiError::bad_request(
             "The default space cannot be deleted.",
@@ -373,6 +505,8 @@ async fn delete(
     let txn = state.store.conn().begin().await?;
     cuttle_store::tasks::delete_space_tasks(&txn, &scope.id).await?;
     documents::delete_space(&txn, &scope.id).await?;
+    crate::teams::delete_space_teams(&txn, &principal.organisation_id, scope.id.as_str()).await?;
+    cuttle_store::organisations::delete_space_owner(&txn, scope.id.as_str()).await?;
     let package_files = cuttle_store::packages::delete_space(&txn, &scope.id).await?;
     txn.commit().await?;
     // The rows are gone, so nothing can reach these files any more; a failure leaves an orphan.
@@ -411,13 +545,13 @@ pub fn space_home_links(space_id: &str) -> Value {
 /// space goes to the fallback (a 501 for Octopus features not built yet, like `/api/teams`).
 async fn space_home(
     State(state): State<AppState>,
-    _: Principal,
+    principal: Principal,
     path: PathParams,
     method: axum::http::Method,
     uri: axum::http::Uri,
 ) -> ApiResult<Json<Value>> {
     let identifier = path.get("space_id")?;
-    let Some(scope) = resolve_space(&state, identifier).await? else {
+    let Some(scope) = resolve_space(&state, &principal, identifier).await? else {
         return Err(crate::fallback::fallback(method, uri).await);
     };
     Ok(Json(json!({

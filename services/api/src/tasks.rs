@@ -254,16 +254,16 @@ pub fn present(task: &Task) -> ServerTask {
     }
 }
 
-/// The space of a task route; `None` on `/api/tasks`, which spans spaces. The principal is
-/// taken so that no task route can be reached unauthenticated.
+/// The space of a task route; `None` on `/api/tasks`, which spans the spaces the principal
+/// can see.
 async fn scoped(
     state: &AppState,
     path: &PathParams,
-    _principal: &Principal,
+    principal: &Principal,
 ) -> ApiResult<Option<SpaceId>> {
     match path.optional("space_id") {
         Some(identifier) => Ok(Some(
-            crate::extract::resolve_space(state, identifier)
+            crate::extract::resolve_space(state, principal, identifier)
                 .await?
                 .ok_or_else(|| ApiError::not_found(format!("space '{identifier}'")))?
                 .id,
@@ -291,11 +291,24 @@ async fn list(
             ApiError::invalid_field("states", format!("'{name}' is not a task state"))
         })?);
     }
-    let mut space_ids = space.map(|s| vec![s.to_string()]);
-    let spaces_filter = params.list("spaces");
-    if !spaces_filter.is_empty() {
-        space_ids = Some(spaces_filter);
-    }
+    // Across spaces, only those of the caller's organisation where they may view tasks.
+    let space_ids = match space {
+        Some(space) => vec![space.to_string()],
+        None => {
+            let wanted = params.list("spaces");
+            cuttle_store::organisations::spaces_of(state.store.conn(), &principal.organisation_id)
+                .await?
+                .into_iter()
+                .filter(|s| wanted.is_empty() || wanted.contains(s))
+                .filter(|s| {
+                    principal
+                        .grants
+                        .allows_somewhere(cuttle_authz::Permission::TaskView, Some(s))
+                })
+                .collect()
+        }
+    };
+    let space_ids = Some(space_ids);
     let query = TaskQuery {
         space_ids,
         // The TypeScript client sends skip=i*300 with each batch of ids; with ids, skip is ignored.
@@ -326,12 +339,40 @@ async fn list(
     )))
 }
 
-async fn load(state: &AppState, path: &PathParams, principal: &Principal) -> ApiResult<Task> {
+/// A task the principal may act on with `permission`: in the route's space, or on
+/// `/api/tasks/{id}` in a space of their organisation they can see (else 404).
+async fn load(
+    state: &AppState,
+    path: &PathParams,
+    principal: &Principal,
+    permission: cuttle_authz::Permission,
+) -> ApiResult<Task> {
     let space = scoped(state, path, principal).await?;
     let id = path.get("id")?;
-    tasks::get_task(state.store.conn(), space.as_ref(), id)
+    let not_found = || ApiError::not_found(format!("task '{id}'"));
+    let task = tasks::get_task(state.store.conn(), space.as_ref(), id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("task '{id}'")))
+        .ok_or_else(not_found)?;
+    if space.is_none() {
+        let owner =
+            cuttle_store::organisations::space_owner(state.store.conn(), &task.space_id).await?;
+        if owner.as_deref() != Some(principal.organisation_id.as_str())
+            || !principal.grants.can_see_space(&task.space_id)
+        {
+            return Err(not_found());
+        }
+    }
+    crate::authz::require(
+        principal,
+        permission,
+        &cuttle_authz::Target {
+            space: Some(&task.space_id),
+            project: task.project_id.as_deref(),
+            environment: task.environment_id.as_deref(),
+            ..Default::default()
+        },
+    )?;
+    Ok(task)
 }
 
 async fn get_one(
@@ -339,7 +380,15 @@ async fn get_one(
     principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<ServerTask>> {
-    Ok(Json(present(&load(&state, &path, &principal).await?)))
+    Ok(Json(present(
+        &load(
+            &state,
+            &path,
+            &principal,
+            cuttle_authz::Permission::TaskView,
+        )
+        .await?,
+    )))
 }
 
 fn job_activity_status(job: &Job) -> ActivityStatus {
@@ -498,7 +547,13 @@ async fn details(
     path: PathParams,
     params: Params,
 ) -> ApiResult<Json<TaskDetails>> {
-    let task = load(&state, &path, &principal).await?;
+    let task = load(
+        &state,
+        &path,
+        &principal,
+        cuttle_authz::Permission::TaskView,
+    )
+    .await?;
     let verbose = params.flag("verbose")?.unwrap_or(false);
     let tail = match params.get("tail") {
         Some(_) => Some(params.number("tail", 0)? as usize),
@@ -582,7 +637,13 @@ async fn raw(
     principal: Principal,
     path: PathParams,
 ) -> ApiResult<impl IntoResponse> {
-    let task = load(&state, &path, &principal).await?;
+    let task = load(
+        &state,
+        &path,
+        &principal,
+        cuttle_authz::Permission::TaskView,
+    )
+    .await?;
     let conn = state.store.conn();
     let jobs = tasks::jobs_for_task(conn, &task.id).await?;
     let log = tasks::read_log(conn, &task.id).await?;
@@ -645,7 +706,13 @@ async fn cancel(
     principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<ServerTask>> {
-    let task = load(&state, &path, &principal).await?;
+    let task = load(
+        &state,
+        &path,
+        &principal,
+        cuttle_authz::Permission::TaskCancel,
+    )
+    .await?;
     let txn = state.store.conn().begin().await?;
     let mut task = tasks::lock_task(&txn, &task.id)
         .await?

@@ -95,6 +95,25 @@ enum AdminCommand {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Creates an organisation with its owner and `Default` space, and prints the owner's
+    /// first API key (what portal signup does, for operators).
+    NewOrganisation {
+        /// The organisation's name.
+        #[arg(long)]
+        name: String,
+        /// Its unique slug.
+        #[arg(long)]
+        slug: String,
+        /// The owner's username.
+        #[arg(long)]
+        owner: String,
+        /// The owner's email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// The server's data directory (embedded mode).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -221,6 +240,46 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await
             .map_err(|e| anyhow::anyhow!("{e:?}"))?;
             println!("{key}");
+            Ok(())
+        }
+        Command::Admin {
+            command:
+                AdminCommand::NewOrganisation {
+                    name,
+                    slug,
+                    owner,
+                    email,
+                    data_dir,
+                },
+        } => {
+            if let Some(dir) = data_dir {
+                config.server.data_dir = dir;
+            }
+            let store = cuttle_platform::connect_store(&config).await?;
+            store.migrate().await?;
+            // The first organisation comes from bootstrap; make sure it exists first.
+            cuttle_api::bootstrap::ensure(&store, None)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            let created = cuttle_api::organisations::create(
+                &store,
+                cuttle_api::organisations::Signup {
+                    name: &name,
+                    slug: &slug,
+                    username: &owner,
+                    email: email.as_deref(),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            eprintln!(
+                "organisation {} ({}) created with owner {} and space {}",
+                created.organisation.id,
+                created.organisation.slug,
+                created.owner.id,
+                created.space_id
+            );
+            println!("{}", created.api_key);
             Ok(())
         }
         Command::Secrets {

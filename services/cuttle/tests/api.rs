@@ -50,8 +50,20 @@ async fn root_document_is_public_and_declares_a_supported_version(mode: Mode) {
             "{version}"
         );
     }
+    // Anonymous callers have no organisation, so no default space: its links come with a key.
     let root = anonymous.get("/api").await.expect(200);
     insta::assert_json_snapshot!("root_document", root, {".InstallationId" => "[installation id]"});
+    assert!(root["Links"].get("Projects").is_none(), "{root}");
+    let root = app.client.get("/api").await.expect(200);
+    assert_eq!(
+        root["Links"]["Projects"]
+            .as_str()
+            .unwrap()
+            .split('{')
+            .next(),
+        Some("/api/Spaces-1/projects"),
+        "{root}"
+    );
     app.stop().await;
 }
 
@@ -943,7 +955,7 @@ async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
     // Octopus routes Cuttle does not serve yet answer 501 naming the feature.
     for path in [
         "/api/Spaces-1/machines/Machines-1/connection",
-        "/api/teams",
+        "/api/events",
         "/api/Spaces-1/tenants",
     ] {
         let refused = app.client.get(path).await.expect(501);

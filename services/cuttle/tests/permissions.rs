@@ -1,0 +1,618 @@
+//! Permissions and isolation end to end, in both modes: a team scoped to one environment deploys
+//! there and nowhere else; users, API keys, teams and roles are managed through Octopus's routes;
+//! and every route of `cuttle_api::authz::ROUTES` is called as principals of two organisations
+//! and of a scoped team, none of whom ever sees the other organisation's data.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap has failed; the panic says where"
+)]
+
+mod common;
+
+use common::InProcess;
+use cuttle_api::authz::{ROUTES, Rule};
+use cuttle_testkit::{Client, Mode, flow};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+both_modes!(
+    a_team_scoped_to_test_deploys_to_test_and_is_refused_production,
+    users_keys_teams_and_roles_are_managed_and_checked,
+    no_route_lets_one_organisation_see_another,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn id(value: &Value) -> String {
+    value["Id"].as_str().unwrap().to_owned()
+}
+
+/// A user of the admin's organisation with an API key; returns (user id, client).
+async fn user_with_key(admin: &Client, username: &str) -> (String, Client) {
+    let user = admin
+        .post(
+            "/api/users",
+            json!({"Username": username, "DisplayName": username, "EmailAddress": format!("{username}@example.com")}),
+        )
+        .await
+        .expect(201);
+    let user_id = id(&user);
+    let key = admin
+        .post(
+            &format!("/api/users/{user_id}/apikeys"),
+            json!({"Purpose": "tests"}),
+        )
+        .await
+        .expect(201);
+    let key = key["ApiKey"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("API-"), "{key}");
+    (user_id, Client::new(admin.base.clone(), key))
+}
+
+/// Team `name` in Spaces-1 with `members`, holding `role` restricted to `environments`.
+async fn scoped_team(
+    admin: &Client,
+    name: &str,
+    members: &[&str],
+    role: &str,
+    environments: &[&str],
+) -> (String, String) {
+    let team = admin
+        .post(
+            "/api/teams",
+            json!({"Name": name, "MemberUserIds": members, "SpaceId": "Spaces-1"}),
+        )
+        .await
+        .expect(201);
+    let binding = admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": id(&team), "UserRoleId": role, "SpaceId": "Spaces-1", "EnvironmentIds": environments}),
+        )
+        .await
+        .expect(201);
+    (id(&team), id(&binding))
+}
+
+async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let project =
+        flow::project_with_script(admin, "Spaces-1", "Test", "Web", "echo deployed").await;
+    let production = id(&admin
+        .post("/api/Spaces-1/environments", json!({"Name": "Production"}))
+        .await
+        .expect(201));
+    let test = id(&admin
+        .get("/api/Spaces-1/environments?name=Test")
+        .await
+        .expect(200)["Items"][0]);
+    let release = admin
+        .post(
+            "/api/Spaces-1/releases",
+            json!({"ProjectId": project, "Version": "1.0.0"}),
+        )
+        .await
+        .expect(201);
+    let (qa_user, qa) = user_with_key(admin, "qa").await;
+    scoped_team(
+        admin,
+        "QA",
+        &[&qa_user],
+        "userroles-projectdeployer",
+        &[&test],
+    )
+    .await;
+
+    // Test: allowed, and the deployment runs.
+    let deployed = qa
+        .post(
+            "/api/Spaces-1/deployments",
+            json!({"ReleaseId": id(&release), "EnvironmentId": test}),
+        )
+        .await
+        .expect(201);
+    let task = qa
+        .wait_for_task(deployed["TaskId"].as_str().unwrap(), WAIT)
+        .await;
+    assert_eq!(task["State"], "Success", "{task}");
+
+    // Production: 403 naming the permission, and no deployment is created.
+    let refused = qa
+        .post(
+            "/api/Spaces-1/deployments",
+            json!({"ReleaseId": id(&release), "EnvironmentId": production}),
+        )
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("Missing permission: DeploymentCreate"),
+        "{refused}"
+    );
+    let refused = qa
+        .post(
+            "/api/Spaces-1/deployments/create/untenanted/v1",
+            json!({"ProjectName": "Web", "ReleaseVersion": "1.0.0", "EnvironmentNames": ["Production"]}),
+        )
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("DeploymentCreate")
+    );
+    let deployments = admin.get("/api/Spaces-1/deployments").await.expect(200);
+    assert_eq!(deployments["TotalResults"], 1, "{deployments}");
+
+    // A project deployer views projects but does not create environments or spaces.
+    qa.get("/api/Spaces-1/projects").await.expect(200);
+    let refused = qa
+        .post("/api/Spaces-1/environments", json!({"Name": "Staging"}))
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("EnvironmentCreate")
+    );
+    qa.post("/api/spaces", json!({"Name": "Mine"}))
+        .await
+        .expect(403);
+
+    // What the user holds, as Octopus reports it.
+    let held = qa.get("/api/users/me/permissions").await.expect(200);
+    let scopes = held["SpacePermissions"]["DeploymentCreate"]
+        .as_array()
+        .unwrap();
+    assert_eq!(scopes.len(), 1, "{held}");
+    assert_eq!(scopes[0]["SpaceId"], "Spaces-1");
+    assert_eq!(scopes[0]["RestrictedToEnvironmentIds"], json!([test]));
+    assert!(
+        held["SpacePermissions"]["EnvironmentCreate"].is_null(),
+        "{held}"
+    );
+    assert!(
+        held["Teams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Name"] == "QA"),
+        "{held}"
+    );
+    app.stop().await;
+}
+
+async fn users_keys_teams_and_roles_are_managed_and_checked(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let (user_id, user) = user_with_key(admin, "dev").await;
+
+    // Keys: listed without the key itself, revocable by their owner, then refused.
+    let keys = user
+        .get(&format!("/api/users/{user_id}/apikeys"))
+        .await
+        .expect(200);
+    assert_eq!(keys["TotalResults"], 1, "{keys}");
+    assert!(keys["Items"][0].get("ApiKey").is_none(), "{keys}");
+    let second = user
+        .post(
+            &format!("/api/users/{user_id}/apikeys"),
+            json!({"Purpose": "second", "Expires": "2099-01-01T00:00:00Z"}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(second["Expires"], "2099-01-01T00:00:00Z", "{second}");
+    user.post(
+        &format!("/api/users/{user_id}/apikeys"),
+        json!({"Purpose": "past", "Expires": "2001-01-01T00:00:00Z"}),
+    )
+    .await
+    .expect(400);
+    let first = id(&keys["Items"][0]);
+    user.delete(&format!("/api/users/{user_id}/apikeys/{first}"))
+        .await
+        .expect(200);
+    user.get("/api/users/me").await.expect(401);
+    let user = Client::new(
+        admin.base.clone(),
+        second["ApiKey"].as_str().unwrap().to_owned(),
+    );
+    assert_eq!(id(&user.get("/api/users/me").await.expect(200)), user_id);
+
+    // Someone else's account takes UserView / UserEdit.
+    let refused = user.get("/api/users").await.expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("UserView")
+    );
+    user.get("/api/users/Users-1").await.expect(403);
+    user.delete(&format!("/api/users/{user_id}"))
+        .await
+        .expect(403);
+    // Bad input names the field.
+    let bad = admin
+        .post("/api/users", json!({"Username": "has space"}))
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("Username"), "{bad}");
+    let bad = admin
+        .post("/api/users", json!({"Username": "dev"}))
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("already in use"), "{bad}");
+
+    // Teams and scoped roles are validated.
+    let team = id(&admin
+        .post(
+            "/api/teams",
+            json!({"Name": "Devs", "MemberUserIds": [user_id]}),
+        )
+        .await
+        .expect(201));
+    let bad = admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": team, "UserRoleId": "userroles-nope", "SpaceId": "Spaces-1"}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("UserRoleId"), "{bad}");
+    let bad = admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": team, "UserRoleId": "userroles-projectviewer"}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("SpaceId"), "{bad}");
+    let bad = admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": team, "UserRoleId": "userroles-projectviewer", "SpaceId": "Spaces-1", "EnvironmentIds": ["Environments-999"]}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("EnvironmentIds"), "{bad}");
+    let bad = admin
+        .post(
+            "/api/teams",
+            json!({"Name": "Ghosts", "MemberUserIds": ["Users-999"]}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("MemberUserIds"), "{bad}");
+    // Before a role, the user sees no space; after a viewer role, they read but do not write.
+    user.get("/api/Spaces-1/projects").await.expect(404);
+    assert_eq!(user.get("/api/spaces").await.expect(200)["TotalResults"], 0);
+    admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": team, "UserRoleId": "userroles-projectviewer", "SpaceId": "Spaces-1"}),
+        )
+        .await
+        .expect(201);
+    user.get("/api/Spaces-1/projects").await.expect(200);
+    assert_eq!(user.get("/api/spaces").await.expect(200)["TotalResults"], 1);
+    let refused = user
+        .post("/api/Spaces-1/projectgroups", json!({"Name": "Mine"}))
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("ProjectGroupCreate")
+    );
+
+    // A custom role: known permissions only, then granted like a built-in one.
+    let bad = admin
+        .post(
+            "/api/userroles",
+            json!({"Name": "Bad", "GrantedSpacePermissions": ["NoSuchThing"]}),
+        )
+        .await
+        .expect(400);
+    assert!(bad.to_string().contains("GrantedSpacePermissions"), "{bad}");
+    let role = id(&admin
+        .post(
+            "/api/userroles",
+            json!({"Name": "Group maker", "GrantedSpacePermissions": ["ProjectGroupCreate", "ProjectGroupView"]}),
+        )
+        .await
+        .expect(201));
+    admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": team, "UserRoleId": role, "SpaceId": "Spaces-1"}),
+        )
+        .await
+        .expect(201);
+    user.post("/api/Spaces-1/projectgroups", json!({"Name": "Mine"}))
+        .await
+        .expect(201);
+    // In use, so not deletable; built-in roles never are.
+    admin
+        .delete(&format!("/api/userroles/{role}"))
+        .await
+        .expect(400);
+    admin
+        .delete("/api/userroles/userroles-systemadministrator")
+        .await
+        .expect(400);
+    let catalogue = admin.get("/api/permissions/all").await.expect(200);
+    assert!(
+        catalogue["DeploymentCreate"]["SupportedRestrictions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r == "Environments")
+    );
+
+    // Deleting the team takes its roles with it.
+    admin
+        .delete(&format!("/api/teams/{team}"))
+        .await
+        .expect(200);
+    user.get("/api/Spaces-1/projects").await.expect(404);
+    admin.delete("/api/teams/teams-everyone").await.expect(400);
+    app.stop().await;
+}
+
+/// Fills a route template's parameters with the identifiers of `ids`.
+fn concrete(template: &str, ids: &Ids) -> String {
+    let first = template.split('/').nth(1).unwrap_or_default();
+    let id = match first {
+        "users" => ids.user.as_str(),
+        "teams" => ids.team.as_str(),
+        "userroles" => ids.role.as_str(),
+        "scopeduserroles" => ids.binding.as_str(),
+        "spaces" => ids.space.as_str(),
+        "tasks" => ids.task.as_str(),
+        "projects" => ids.project.as_str(),
+        "environments" => ids.environment.as_str(),
+        "releases" => ids.release.as_str(),
+        "deployments" => ids.deployment.as_str(),
+        _ => "Things-1",
+    };
+    template
+        .replace("{space_id}", &ids.space)
+        .replace("{id}", id)
+        .replace("{key_id}", &ids.key)
+        .replace("{version}", "1.0.0")
+}
+
+/// One organisation's identifiers, as the other organisation would try them.
+struct Ids {
+    space: String,
+    user: String,
+    team: String,
+    role: String,
+    binding: String,
+    key: String,
+    task: String,
+    project: String,
+    environment: String,
+    release: String,
+    deployment: String,
+}
+
+/// Builds an organisation's world through `client` with names carrying `marker`.
+async fn world(client: &Client, space: &str, marker: &str) -> Ids {
+    let project = flow::project_with_script(
+        client,
+        space,
+        &format!("{marker}-env"),
+        &format!("{marker}-project"),
+        &format!("echo {marker}"),
+    )
+    .await;
+    let task = flow::release_and_deploy(
+        client,
+        space,
+        &format!("{marker}-project"),
+        &format!("{marker}-env"),
+    )
+    .await;
+    client.wait_for_task(&task, WAIT).await;
+    let deployment = client
+        .get(&format!("/api/{space}/deployments"))
+        .await
+        .expect(200)["Items"][0]
+        .clone();
+    let user = client
+        .post("/api/users", json!({"Username": format!("{marker}-user")}))
+        .await
+        .expect(201);
+    let key = client
+        .post(
+            &format!("/api/users/{}/apikeys", id(&user)),
+            json!({"Purpose": marker}),
+        )
+        .await
+        .expect(201);
+    let team = client
+        .post(
+            "/api/teams",
+            json!({"Name": format!("{marker}-team"), "MemberUserIds": [id(&user)], "SpaceId": space}),
+        )
+        .await
+        .expect(201);
+    let role = client
+        .post(
+            "/api/userroles",
+            json!({"Name": format!("{marker}-role"), "GrantedSpacePermissions": ["ProjectView"]}),
+        )
+        .await
+        .expect(201);
+    let binding = client
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": id(&team), "UserRoleId": id(&role), "SpaceId": space}),
+        )
+        .await
+        .expect(201);
+    Ids {
+        space: space.to_owned(),
+        user: id(&user),
+        team: id(&team),
+        role: id(&role),
+        binding: id(&binding),
+        key: id(&key),
+        task,
+        project,
+        environment: deployment["EnvironmentId"].as_str().unwrap().to_owned(),
+        release: deployment["ReleaseId"].as_str().unwrap().to_owned(),
+        deployment: id(&deployment),
+    }
+}
+
+/// Every (method, path) a route table entry is served at, filled with `ids`.
+fn calls(ids: &Ids) -> Vec<(reqwest::Method, String, Rule)> {
+    let mut out = Vec::new();
+    for (template, rules) in ROUTES {
+        for (method, rule) in *rules {
+            let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
+            let path = concrete(template, ids);
+            let mounts: Vec<String> = match rule {
+                Rule::Space(_) => vec![
+                    format!("/api/{}{path}", ids.space),
+                    format!("/api/spaces/{}{path}", ids.space),
+                    format!("/api{path}"),
+                ],
+                Rule::Tasks(_) => vec![format!("/api/{}{path}", ids.space), format!("/api{path}")],
+                _ => vec![format!("/api{path}")],
+            };
+            for mount in mounts {
+                out.push((method.clone(), mount, *rule));
+            }
+        }
+    }
+    out
+}
+
+async fn no_route_lets_one_organisation_see_another(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let alpha = &app.client;
+    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
+    let bravo_org = cuttle_api::organisations::create(
+        &store,
+        cuttle_api::organisations::Signup {
+            name: "Bravo Ltd",
+            slug: "bravo",
+            username: "bravo-owner",
+            email: Some("owner@bravo.example"),
+        },
+    )
+    .await
+    .unwrap();
+    let bravo = Client::new(alpha.base.clone(), bravo_org.api_key.clone());
+    let alpha_ids = world(alpha, "Spaces-1", "alpha").await;
+    let bravo_ids = world(&bravo, &bravo_org.space_id, "bravo").await;
+    // A scoped member of alpha: the viewer team of alpha's world.
+    let alpha_member = Client::new(
+        alpha.base.clone(),
+        alpha
+            .post(
+                &format!("/api/users/{}/apikeys", alpha_ids.user),
+                json!({"Purpose": "isolation"}),
+            )
+            .await
+            .expect(201)["ApiKey"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+    let anonymous = alpha.anonymous();
+
+    // Identifiers that exist nowhere: what the other organisation's must be indistinguishable from.
+    let ghost = Ids {
+        space: "Spaces-9999".into(),
+        user: "Users-9999".into(),
+        team: "Teams-9999".into(),
+        role: "UserRoles-9999".into(),
+        binding: "ScopedUserRoles-9999".into(),
+        key: "APIKeys-9999".into(),
+        task: "ServerTasks-9999".into(),
+        project: "Projects-9999".into(),
+        environment: "Environments-9999".into(),
+        release: "Releases-9999".into(),
+        deployment: "Deployments-9999".into(),
+    };
+    let ghost_calls = calls(&ghost);
+    let mut checked = 0usize;
+    for (caller, name, theirs, their_marker) in [
+        (&bravo, "bravo owner", &alpha_ids, "alpha"),
+        (alpha, "alpha owner", &bravo_ids, "bravo"),
+        (&alpha_member, "alpha scoped member", &bravo_ids, "bravo"),
+    ] {
+        for ((method, path, _), (_, ghost_path, _)) in calls(theirs).into_iter().zip(&ghost_calls) {
+            let reply = caller.send(method.clone(), &path, Some(json!({}))).await;
+            let ghostly = caller
+                .send(method.clone(), ghost_path, Some(json!({})))
+                .await;
+            checked += 1;
+            let body = reply.body.to_string();
+            assert!(
+                reply.status != 500,
+                "{name}: {method} {path} answered 500: {body}"
+            );
+            assert!(
+                !body.to_lowercase().contains(their_marker),
+                "{name}: {method} {path} leaked {their_marker}'s data: {body}"
+            );
+            for their_id in [
+                &theirs.user,
+                &theirs.team,
+                &theirs.role,
+                &theirs.binding,
+                &theirs.key,
+                &theirs.task,
+            ] {
+                assert!(
+                    !body.contains(&format!("\"{their_id}\"")),
+                    "{name}: {method} {path} showed {their_id}: {body}"
+                );
+            }
+            // The other organisation's things answer exactly as things that do not exist.
+            assert_eq!(
+                reply.status, ghostly.status,
+                "{name}: {method} {path} answered {} but {ghost_path} answered {}: {body}",
+                reply.status, ghostly.status
+            );
+            if path.contains(&format!("/{}/", theirs.space))
+                || path.ends_with(&format!("/{}", theirs.space))
+            {
+                assert!(
+                    reply.status == 404 || reply.status == 403 && ghostly.status == 403,
+                    "{name}: {method} {path}: {body}"
+                );
+            }
+        }
+        // Anonymous callers get 401 from every route but the root document.
+        for (method, path, rule) in calls(theirs) {
+            if rule == Rule::Public {
+                continue;
+            }
+            let reply = anonymous.send(method.clone(), &path, Some(json!({}))).await;
+            checked += 1;
+            assert_eq!(
+                reply.status, 401,
+                "anonymous: {method} {path}: {}",
+                reply.body
+            );
+        }
+    }
+    println!(
+        "isolation: {checked} calls ({} route methods)",
+        ROUTES.iter().map(|(_, r)| r.len()).sum::<usize>()
+    );
+    app.stop().await;
+}
