@@ -5,6 +5,7 @@
 
 mod agents;
 mod api;
+mod auth;
 mod deploy;
 mod launch;
 mod report;
@@ -68,6 +69,19 @@ enum Command {
         /// At which count to fan a script step out and run a health check (0: never).
         #[arg(long, default_value_t = 1000)]
         fan_out_at: usize,
+    },
+    /// Sign-in cost: password logins, and authenticating a request by API key, bearer access
+    /// token and session cookie.
+    Auth {
+        /// Which way Cuttle runs.
+        #[arg(long, value_enum)]
+        mode: ModeArg,
+        /// Logins to time.
+        #[arg(long, default_value_t = 30)]
+        logins: usize,
+        /// Requests to time per way of authenticating.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
     },
     /// Time from spawning `cuttle server` to its first 200, and idle memory.
     Startup {
@@ -173,6 +187,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Startup { startup } => {
             let section = run_startup(&cli, &machine, &binary, startup).await?;
             println!("## {}\n\n{}", section.title, section.body);
+        }
+        Command::Auth {
+            mode,
+            logins,
+            requests,
+        } => {
+            let options = auth::AuthOptions {
+                mode: (*mode).into(),
+                logins: *logins,
+                requests: *requests,
+                binary: binary.clone(),
+                log_level: cli.log_level.clone(),
+            };
+            let report = auth::measure(&options).await?;
+            let path = report::write_json(
+                &cli.results_dir,
+                &format!("auth-{}", report.mode),
+                &machine,
+                &report,
+            )?;
+            println!("{}", auth::markdown(&report));
+            eprintln!("wrote {}", path.display());
         }
         Command::Agents {
             mode,

@@ -10,6 +10,7 @@ mod m20261123_000002_packages;
 mod m20261123_000003_job_outputs;
 mod m20261123_000004_job_windows;
 mod m20261124_000005_organisations;
+mod m20261124_000006_sessions;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_job_outputs::Migration),
             Box::new(m20261123_000004_job_windows::Migration),
             Box::new(m20261124_000005_organisations::Migration),
+            Box::new(m20261124_000006_sessions::Migration),
         ]
     }
 }

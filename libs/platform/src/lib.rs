@@ -79,6 +79,39 @@ pub struct Config {
     pub feed: FeedConfig,
     /// The master key for sensitive values.
     pub secrets: SecretsConfig,
+    /// Sign-in: sessions and login throttling.
+    pub auth: AuthConfig,
+}
+
+/// Sign-in: session lifetimes and how hard logins are throttled.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of a session's access token (a signed JWT), in seconds.
+    pub access_token_secs: u64,
+    /// Lifetime of a session's refresh token (revocable, stored hashed), in seconds.
+    pub refresh_token_secs: u64,
+    /// Failed logins allowed per account in `login_window_secs` before 429.
+    pub login_attempts_per_account: u32,
+    /// Failed logins allowed per client address in `login_window_secs` before 429.
+    pub login_attempts_per_address: u32,
+    /// The throttling window, in seconds.
+    pub login_window_secs: u64,
+    /// Marks cookies `Secure`: set it when clients reach the api over HTTPS (a proxy in front).
+    pub secure_cookies: bool,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_token_secs: 900,
+            refresh_token_secs: 14 * 86_400,
+            login_attempts_per_account: 10,
+            login_attempts_per_address: 50,
+            login_window_secs: 300,
+            secure_cookies: false,
+        }
+    }
 }
 
 /// The master key that seals sensitive values (see [`secrets`]).

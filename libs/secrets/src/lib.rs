@@ -49,6 +49,8 @@ pub enum SecretError {
 struct MasterKey {
     id: String,
     key: LessSafeKey,
+    /// HMAC-SHA256 under the same bytes, for [`Keyring::derive_key`].
+    derivation: ring::hmac::Key,
 }
 
 impl MasterKey {
@@ -65,6 +67,7 @@ impl MasterKey {
         Ok(MasterKey {
             id,
             key: LessSafeKey::new(key),
+            derivation: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &bytes),
         })
     }
 }
@@ -111,6 +114,16 @@ impl Keyring {
             .fill(&mut bytes)
             .map_err(|_| SecretError::Random)?;
         Ok(STANDARD.encode(bytes))
+    }
+
+    /// A 32-byte key for one purpose (e.g. signing session tokens), derived from the current
+    /// master key with HMAC-SHA256 over the purpose's name: distinct purposes get unrelated
+    /// keys, and rotating the master key rotates them all.
+    pub fn derive_key(&self, purpose: &str) -> [u8; 32] {
+        let tag = ring::hmac::sign(&self.current.derivation, purpose.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&tag.as_ref()[..32]);
+        out
     }
 
     /// The id of the key that seals.
@@ -186,6 +199,15 @@ impl Keyring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derived_keys_differ_by_purpose_and_master_key() {
+        let one = Keyring::new(&Keyring::generate_key().expect("key"), []).expect("ring");
+        let two = Keyring::new(&Keyring::generate_key().expect("key"), []).expect("ring");
+        assert_eq!(one.derive_key("sessions"), one.derive_key("sessions"));
+        assert_ne!(one.derive_key("sessions"), one.derive_key("other"));
+        assert_ne!(one.derive_key("sessions"), two.derive_key("sessions"));
+    }
 
     fn key() -> String {
         Keyring::generate_key().expect("random")

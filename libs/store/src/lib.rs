@@ -9,6 +9,7 @@ pub mod entities;
 pub mod organisations;
 pub mod outbox;
 pub mod packages;
+pub mod sessions;
 pub mod settings;
 pub mod tasks;
 pub mod users;

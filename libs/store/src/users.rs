@@ -172,3 +172,21 @@ pub async fn delete_api_key(
         .await?;
     Ok(result.rows_affected > 0)
 }
+
+/// Sets (or clears) a user's password hash.
+pub async fn set_password_hash(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+    hash: Option<&str>,
+) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    user::Entity::update_many()
+        .col_expr(
+            user::Column::PasswordHash,
+            Expr::value(hash.map(str::to_owned)),
+        )
+        .filter(user::Column::Id.eq(user_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}

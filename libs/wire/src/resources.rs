@@ -572,6 +572,9 @@ pub struct User {
     pub is_requestor: bool,
     pub can_password_be_edited: bool,
     pub identities: Vec<Value>,
+    /// Write only: a new password.
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
     #[serde(skip_deserializing)]
     pub links: Links,
 }

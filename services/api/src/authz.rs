@@ -81,6 +81,10 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         ],
     ),
     ("/users/me", &[(Method::GET, SignedIn)]),
+    // Sign-in: the handlers authenticate by password or by the session's own cookies.
+    ("/users/login", &[(Method::POST, Public)]),
+    ("/users/logout", &[(Method::POST, Public)]),
+    ("/users/refresh", &[(Method::POST, Public)]),
     (
         "/users/{id}",
         &[

@@ -12,6 +12,8 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     errors: Vec<String>,
+    /// Seconds for `Retry-After` (429 only).
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -21,6 +23,7 @@ impl ApiError {
             status: StatusCode::BAD_REQUEST,
             message: message.into(),
             errors,
+            retry_after: None,
         }
     }
 
@@ -39,6 +42,7 @@ impl ApiError {
             status: StatusCode::NOT_FOUND,
             message: format!("The resource you requested was not found: {}", what.into()),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -48,6 +52,7 @@ impl ApiError {
             status: StatusCode::CONFLICT,
             message: message.into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -57,6 +62,7 @@ impl ApiError {
             status: StatusCode::UNAUTHORIZED,
             message: "You must be logged in to perform this action. Please provide a valid API key in the X-Octopus-ApiKey header.".into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -66,6 +72,37 @@ impl ApiError {
             status: StatusCode::FORBIDDEN,
             message: cuttle_authz::missing_permission_message(permission),
             errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 401 with a specific message (a failed sign-in).
+    pub fn unauthorized_with(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: message.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 403: a write made with a session cookie did not echo its CSRF token.
+    pub fn csrf() -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: "A write with a session cookie must send the Octopus-Csrf-Token cookie's value in the X-Octopus-Csrf-Token header.".into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 with `Retry-After`.
+    pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        ApiError {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            message: message.into(),
+            errors: Vec::new(),
+            retry_after: Some(retry_after_secs),
         }
     }
 
@@ -84,6 +121,7 @@ impl ApiError {
             status: StatusCode::NOT_IMPLEMENTED,
             message: format!("{what} is not available in this version of Cuttle yet."),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -94,6 +132,7 @@ impl ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             message: "The server could not complete the request because of an internal error. It has been logged.".into(),
             errors: Vec::new(),
+            retry_after: None,
         }
     }
 
@@ -121,7 +160,16 @@ impl From<cuttle_store::sea_orm_err::DbErr> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(ErrorBody::new(self.message, self.errors))).into_response()
+        let mut response =
+            (self.status, Json(ErrorBody::new(self.message, self.errors))).into_response();
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = axum::http::HeaderValue::from_str(&seconds.to_string())
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
+        response
     }
 }
 

@@ -151,7 +151,9 @@ fn presented_key(parts: &Parts) -> Option<String> {
     if let Some(key) = header("x-octopus-apikey") {
         return Some(key.to_owned());
     }
-    if let Some(bearer) = header("authorization").and_then(|v| v.strip_prefix("Bearer ")) {
+    if let Some(bearer) = header("authorization").and_then(|v| v.strip_prefix("Bearer "))
+        && bearer.trim().starts_with("API-")
+    {
         return Some(bearer.trim().to_owned());
     }
     Params::parse(parts.uri.query())
@@ -169,10 +171,15 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(principal) = parts.extensions.get::<Principal>() {
             return Ok(principal.clone());
         }
-        let key = presented_key(parts).ok_or_else(ApiError::unauthorized)?;
-        let user = users::user_for_key_hash(state.store.conn(), &hash_api_key(&key))
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+        let user = match presented_key(parts) {
+            Some(key) => users::user_for_key_hash(state.store.conn(), &hash_api_key(&key))
+                .await?
+                .ok_or_else(ApiError::unauthorized)?,
+            // Not an API key: a session (bearer token or cookie), or nobody.
+            None => crate::sessions::authenticate(state, parts)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?,
+        };
         let Some(organisation_id) = user.organisation_id.clone() else {
             // Bootstrap gives every user an organisation; a row without one is unusable.
             tracing::warn!(user.id = %user.id, "a user without an organisation presented an API key");
@@ -199,7 +206,13 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Principal {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Option<Self>, Self::Rejection> {
-        if presented_key(parts).is_none() {
+        if presented_key(parts).is_none()
+            && parts
+                .headers
+                .get(axum::http::header::AUTHORIZATION)
+                .is_none()
+            && crate::sessions::cookie(&parts.headers, crate::sessions::ACCESS_COOKIE).is_none()
+        {
             return Ok(None);
         }
         match <Principal as FromRequestParts<AppState>>::from_request_parts(parts, state).await {

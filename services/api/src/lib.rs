@@ -22,6 +22,7 @@ pub mod releases;
 pub mod reseal;
 pub mod resources;
 pub mod root;
+pub mod sessions;
 pub mod spaces;
 pub mod tasks;
 pub mod teams;
@@ -60,6 +61,8 @@ pub struct AppState {
     /// Seals sensitive variable values; `None` when no master key is configured, and then
     /// sensitive values are refused.
     pub keyring: Option<Arc<cuttle_secrets::Keyring>>,
+    /// Password sign-in and sessions.
+    pub auth: Arc<sessions::Auth>,
 }
 
 /// Every route of the api: `/api/...` plus health and metrics.
@@ -72,6 +75,7 @@ pub fn router(state: AppState) -> Router {
         .merge(machines::global_routes())
         .merge(teams::routes())
         .merge(users::routes())
+        .merge(sessions::routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))
@@ -140,7 +144,7 @@ pub async fn run(
         state.relay.clone(),
         cuttle_platform::wait_for(stop_rx.clone()),
     ));
-    let app = router(state);
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

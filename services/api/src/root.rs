@@ -83,8 +83,9 @@ pub fn present_user(user: &cuttle_store::users::User) -> User {
         is_active: user.is_active,
         is_service: user.is_service,
         is_requestor: false,
-        can_password_be_edited: false,
+        can_password_be_edited: !user.is_service,
         identities: Vec::new(),
+        password: None,
         links: links([
             ("Self", format!("/api/users/{}", user.id)),
             ("Spaces", format!("/api/users/{}/spaces", user.id)),

@@ -132,9 +132,19 @@ async fn create(
     JsonBody(body): JsonBody<UserCreate>,
 ) -> ApiResult<(StatusCode, Json<UserResource>)> {
     let username = check_username(&body.username)?;
-    if body.password.as_deref().is_some_and(|p| !p.is_empty()) {
-        return Err(ApiError::unavailable("Password sign-in (Password)"));
-    }
+    let password_hash = match body.password.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(_) if body.is_service => {
+            return Err(ApiError::invalid_field(
+                "Password",
+                "service accounts sign in with API keys only",
+            ));
+        }
+        Some(password) => {
+            crate::sessions::check_password(&password)?;
+            Some(crate::sessions::hash_password(password).await?)
+        }
+    };
     let display_name = match body.display_name.trim() {
         "" => username.clone(),
         name => name.to_owned(),
@@ -158,7 +168,7 @@ async fn create(
             is_active: body.is_active.unwrap_or(true),
             created_at: Utc::now(),
             organisation_id: Some(principal.organisation_id.clone()),
-            password_hash: None,
+            password_hash,
         },
     )
     .await?;
@@ -197,6 +207,20 @@ async fn update(
             "you cannot deactivate yourself",
         ));
     }
+    let new_password = match body.password.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(_) if current.is_service || body.is_service => {
+            return Err(ApiError::invalid_field(
+                "Password",
+                "service accounts sign in with API keys only",
+            ));
+        }
+        Some(password) => {
+            crate::sessions::check_password(&password)?;
+            Some(crate::sessions::hash_password(password).await?)
+        }
+    };
+    let deactivated = current.is_active && !body.is_active;
     let user = User {
         username,
         display_name: match body.display_name.trim() {
@@ -210,6 +234,13 @@ async fn update(
     };
     let txn = state.store.conn().begin().await?;
     let user = users::update_user(&txn, user).await?;
+    if let Some(hash) = &new_password {
+        users::set_password_hash(&txn, &user.id, Some(hash)).await?;
+    }
+    // A new password or a deactivation ends every session the user has.
+    if new_password.is_some() || deactivated {
+        cuttle_store::sessions::revoke_all(&txn, &user.id).await?;
+    }
     txn.commit().await?;
     Ok(Json(present_user(&user)))
 }
@@ -228,6 +259,7 @@ async fn delete(
     }
     let txn = state.store.conn().begin().await?;
     crate::teams::remove_member(&txn, &principal.organisation_id, &user.id).await?;
+    cuttle_store::sessions::revoke_all(&txn, &user.id).await?;
     users::delete_user(&txn, &user.id).await?;
     txn.commit().await?;
     Ok(StatusCode::OK)

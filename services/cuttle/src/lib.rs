@@ -62,6 +62,11 @@ fn api_state(
             backends.cache.clone(),
         ),
         keyring: backends.keyring.clone(),
+        auth: std::sync::Arc::new(cuttle_api::sessions::Auth::new(
+            config.auth.clone(),
+            backends.keyring.as_deref(),
+            &bootstrap.installation_id,
+        )),
     }
 }
 
@@ -198,16 +203,22 @@ pub async fn run_api(
     if let Some(key) = &bootstrap.new_admin_api_key {
         println!("Administrator API key (shown once): {key}");
     }
+    let keyring = cuttle_platform::secrets::keyring(&config)?;
     let state = AppState {
         agent_trust: cuttle_platform::agent_trust::Publisher::spawn(store.clone(), cache.clone()),
         store,
         cache,
         blob,
         relay: RelayWaker::new(),
-        installation_id: bootstrap.installation_id,
+        installation_id: bootstrap.installation_id.clone(),
         node_name: config.node_name(),
         server_thumbprint: server_identity(&config)?.thumbprint().to_string(),
-        keyring: cuttle_platform::secrets::keyring(&config)?,
+        auth: std::sync::Arc::new(cuttle_api::sessions::Auth::new(
+            config.auth.clone(),
+            keyring.as_deref(),
+            &bootstrap.installation_id,
+        )),
+        keyring,
     };
     tracing::info!(address = %listener.local_addr()?, "api started");
     cuttle_api::run(state, bus, listener, shutdown).await

@@ -9,6 +9,7 @@ pub mod organisation;
 pub mod outbox;
 pub mod package;
 pub mod server_task;
+pub mod session;
 pub mod setting;
 pub mod space_owner;
 pub mod task_job;
