@@ -126,25 +126,28 @@ fn check_email(email: Option<String>) -> ApiResult<Option<String>> {
     }
 }
 
+/// The argon2id hash of a new password, checked; service accounts may not have one.
+async fn password_hash(password: Option<String>, is_service: bool) -> ApiResult<Option<String>> {
+    match password.filter(|p| !p.is_empty()) {
+        None => Ok(None),
+        Some(_) if is_service => Err(ApiError::invalid_field(
+            "Password",
+            "service accounts sign in with API keys only",
+        )),
+        Some(password) => {
+            crate::sessions::check_password(&password)?;
+            Ok(Some(crate::sessions::hash_password(password).await?))
+        }
+    }
+}
+
 async fn create(
     State(state): State<AppState>,
     principal: Principal,
     JsonBody(body): JsonBody<UserCreate>,
 ) -> ApiResult<(StatusCode, Json<UserResource>)> {
     let username = check_username(&body.username)?;
-    let password_hash = match body.password.filter(|p| !p.is_empty()) {
-        None => None,
-        Some(_) if body.is_service => {
-            return Err(ApiError::invalid_field(
-                "Password",
-                "service accounts sign in with API keys only",
-            ));
-        }
-        Some(password) => {
-            crate::sessions::check_password(&password)?;
-            Some(crate::sessions::hash_password(password).await?)
-        }
-    };
+    let password_hash = password_hash(body.password, body.is_service).await?;
     let display_name = match body.display_name.trim() {
         "" => username.clone(),
         name => name.to_owned(),
@@ -207,19 +210,7 @@ async fn update(
             "you cannot deactivate yourself",
         ));
     }
-    let new_password = match body.password.filter(|p| !p.is_empty()) {
-        None => None,
-        Some(_) if current.is_service || body.is_service => {
-            return Err(ApiError::invalid_field(
-                "Password",
-                "service accounts sign in with API keys only",
-            ));
-        }
-        Some(password) => {
-            crate::sessions::check_password(&password)?;
-            Some(crate::sessions::hash_password(password).await?)
-        }
-    };
+    let new_password = password_hash(body.password, current.is_service || body.is_service).await?;
     let deactivated = current.is_active && !body.is_active;
     let user = User {
         username,
