@@ -65,6 +65,18 @@ use Rule::*;
 pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
     ("", &[(Method::GET, Public)]),
     ("/", &[(Method::GET, Public)]),
+    // The portal (`/app`, outside `/api`): its pages authenticate by the session cookie.
+    ("/app", &[(Method::GET, Public)]),
+    ("/app/", &[(Method::GET, Public)]),
+    (
+        "/app/signup",
+        &[(Method::GET, Public), (Method::POST, Public)],
+    ),
+    (
+        "/app/login",
+        &[(Method::GET, Public), (Method::POST, Public)],
+    ),
+    ("/app/logout", &[(Method::POST, Public)]),
     ("/capabilities", &[(Method::GET, SignedIn)]),
     (
         "/certificates/certificate-global",

@@ -136,6 +136,14 @@ impl ApiError {
         }
     }
 
+    /// The message and its details in one line, for HTML pages.
+    pub fn describe(&self) -> String {
+        std::iter::once(self.message.as_str())
+            .chain(self.errors.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
     /// The status, for tests and middleware.
     pub fn status(&self) -> StatusCode {
         self.status

@@ -16,6 +16,7 @@ pub mod links;
 pub mod machines;
 pub mod organisations;
 pub mod packages;
+pub mod portal;
 pub mod projects;
 pub mod release_packages;
 pub mod releases;
@@ -76,6 +77,7 @@ pub fn router(state: AppState) -> Router {
         .merge(teams::routes())
         .merge(users::routes())
         .merge(sessions::routes())
+        .merge(portal::routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))

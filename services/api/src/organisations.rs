@@ -34,6 +34,8 @@ pub struct Signup<'a> {
     pub username: &'a str,
     /// The owner's email address.
     pub email: Option<&'a str>,
+    /// The argon2id hash of the owner's password (portal signup), if any.
+    pub password_hash: Option<String>,
 }
 
 /// Checks a slug: 2 to 40 lower-case letters, digits and inner hyphens.
@@ -94,7 +96,7 @@ pub async fn create(store: &Store, signup: Signup<'_>) -> ApiResult<NewOrganisat
             is_active: true,
             created_at: Utc::now(),
             organisation_id: Some(organisation.id.clone()),
-            password_hash: None,
+            password_hash: signup.password_hash.clone(),
         },
     )
     .await?;

@@ -207,6 +207,19 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Revokes a session: its access tokens stop working at once.
+pub async fn end_session(state: &AppState, session_id: &str) -> ApiResult<()> {
+    let txn = state.store.conn().begin().await?;
+    sessions::revoke(&txn, session_id).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The verified claims of the request's access cookie, if any.
+pub fn cookie_claims(state: &AppState, headers: &HeaderMap) -> Option<Claims> {
+    state.auth.verify(cookie(headers, ACCESS_COOKIE)?)
+}
+
 /// Hashes a password with argon2id (off the async threads).
 pub async fn hash_password(password: String) -> ApiResult<String> {
     tokio::task::spawn_blocking(move || {
@@ -261,7 +274,8 @@ struct LoginCommand {
     remember_me: bool,
 }
 
-fn client_address(parts_extensions: &axum::http::Extensions) -> String {
+/// The client's address, for throttling.
+pub fn client_address(parts_extensions: &axum::http::Extensions) -> String {
     parts_extensions
         .get::<axum::extract::ConnectInfo<SocketAddr>>()
         .map(|info| info.0.ip().to_string())
@@ -296,9 +310,32 @@ async fn login(
     parts: Parts,
     JsonBody(body): JsonBody<LoginCommand>,
 ) -> ApiResult<Response> {
+    let user = check_password_login(
+        &state,
+        &client_address(&parts.extensions),
+        &body.username,
+        body.password,
+    )
+    .await?;
+    let cookies = start_session(&state, &user).await?;
+    Ok(with_cookies(
+        Json(present_user(&user)).into_response(),
+        cookies,
+    ))
+}
+
+/// Checks a username and password, throttled per account and per client address; the user
+/// when they match.
+pub async fn check_password_login(
+    state: &AppState,
+    address: &str,
+    username: &str,
+    password: String,
+) -> ApiResult<User> {
     let config = &state.auth.config;
     state.auth.keys()?;
-    let username = body.username.trim().to_lowercase();
+    let raw_username = username.trim();
+    let username = raw_username.to_lowercase();
     if username.is_empty() {
         return Err(ApiError::invalid_field(
             "Username",
@@ -312,19 +349,16 @@ async fn login(
             config.login_attempts_per_account,
         ),
         (
-            format!(
-                "login-failures:address:{}",
-                client_address(&parts.extensions)
-            ),
+            format!("login-failures:address:{address}"),
             config.login_attempts_per_address,
         ),
     ];
-    throttled(&state, &keys).await?;
-    let user = users::find_user_by_name(state.store.conn(), body.username.trim()).await?;
+    throttled(state, &keys).await?;
+    let user = users::find_user_by_name(state.store.conn(), raw_username).await?;
     let usable = user
         .as_ref()
         .filter(|u| u.is_active && !u.is_service && u.organisation_id.is_some());
-    let ok = verify_password(body.password, usable.and_then(|u| u.password_hash.clone())).await?;
+    let ok = verify_password(password, usable.and_then(|u| u.password_hash.clone())).await?;
     let Some(user) = usable.filter(|_| ok) else {
         for (key, _) in &keys {
             if let Err(err) = state.cache.increment(key, 1, window).await {
@@ -336,12 +370,7 @@ async fn login(
     if let Err(err) = state.cache.delete(&keys[0].0).await {
         tracing::warn!(error = %err, "could not reset the account's failed sign-ins");
     }
-    let user = user.clone();
-    let cookies = start_session(&state, &user).await?;
-    Ok(with_cookies(
-        Json(present_user(&user)).into_response(),
-        cookies,
-    ))
+    Ok(user.clone())
 }
 
 /// Starts a session for `user` and answers the cookies that carry it.
@@ -404,7 +433,8 @@ fn issue(
     ])
 }
 
-fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
+/// Adds `Set-Cookie` headers to a response.
+pub fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
     for cookie in cookies {
         match HeaderValue::from_str(&cookie) {
             Ok(value) => {
@@ -416,7 +446,8 @@ fn with_cookies(mut response: Response, cookies: Vec<String>) -> Response {
     response
 }
 
-fn cleared_cookies() -> Vec<String> {
+/// Cookies that end a session in the browser.
+pub fn cleared_cookies() -> Vec<String> {
     vec![
         format!("{ACCESS_COOKIE}=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0"),
         format!("{REFRESH_COOKIE}=; Path={REFRESH_PATH}; HttpOnly; SameSite=Strict; Max-Age=0"),
@@ -479,9 +510,7 @@ async fn logout(State(state): State<AppState>, parts: Parts) -> ApiResult<Respon
         },
     };
     if let Some(id) = session {
-        let txn = state.store.conn().begin().await?;
-        sessions::revoke(&txn, &id).await?;
-        txn.commit().await?;
+        end_session(&state, &id).await?;
     }
     Ok(with_cookies(
         StatusCode::OK.into_response(),

@@ -86,7 +86,7 @@ async fn list(
 }
 
 /// Usernames: 1 to 64 characters, no whitespace or control characters.
-fn check_username(username: &str) -> ApiResult<String> {
+pub fn check_username(username: &str) -> ApiResult<String> {
     let username = username.trim();
     if username.is_empty() {
         return Err(ApiError::invalid_field(
@@ -107,7 +107,8 @@ fn check_username(username: &str) -> ApiResult<String> {
     Ok(username.to_owned())
 }
 
-fn check_email(email: Option<String>) -> ApiResult<Option<String>> {
+/// Checks an optional email address's shape.
+pub fn check_email(email: Option<String>) -> ApiResult<Option<String>> {
     match email.map(|e| e.trim().to_owned()).filter(|e| !e.is_empty()) {
         None => Ok(None),
         Some(email) => {

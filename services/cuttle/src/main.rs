@@ -268,6 +268,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     slug: &slug,
                     username: &owner,
                     email: email.as_deref(),
+                    password_hash: None,
                 },
             )
             .await

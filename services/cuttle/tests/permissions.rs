@@ -479,6 +479,10 @@ fn calls(ids: &Ids) -> Vec<(reqwest::Method, String, Rule)> {
     let mut out = Vec::new();
     for (template, rules) in ROUTES {
         for (method, rule) in *rules {
+            // Public routes (the root document, sign-in, the portal) hold nobody's data.
+            if *rule == Rule::Public {
+                continue;
+            }
             let method = reqwest::Method::from_bytes(method.as_str().as_bytes()).unwrap();
             let path = concrete(template, ids);
             let mounts: Vec<String> = match rule {
@@ -509,6 +513,7 @@ async fn no_route_lets_one_organisation_see_another(mode: Mode) {
             slug: "bravo",
             username: "bravo-owner",
             email: Some("owner@bravo.example"),
+            password_hash: None,
         },
     )
     .await
