@@ -153,6 +153,9 @@ pub fn server_env(env: &TestEnv, log_level: &str) -> Vec<(String, String)> {
         env.dir.path().join("work").display().to_string(),
     ));
     vars.push(("CUTTLE_TELEMETRY__LOG_LEVEL".into(), log_level.to_owned()));
+    // The load generator is one organisation making thousands of requests a minute on purpose
+    // (registering 10,000 agents): the per-organisation rate limit would measure itself.
+    vars.push(("CUTTLE_LIMITS__REQUESTS_PER_MINUTE".into(), "0".into()));
     vars
 }
 

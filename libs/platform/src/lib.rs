@@ -81,6 +81,31 @@ pub struct Config {
     pub secrets: SecretsConfig,
     /// Sign-in: sessions and login throttling.
     pub auth: AuthConfig,
+    /// Per-organisation request rate and quotas.
+    pub limits: LimitsConfig,
+}
+
+/// What one organisation may use (0 = unlimited).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Authenticated API requests per organisation per minute; beyond it, 429 with
+    /// `Retry-After` until the minute ends. Counted in the cache, so replicas share it.
+    pub requests_per_minute: u32,
+    /// Spaces an organisation may have.
+    pub max_spaces: u32,
+    /// Users and service accounts an organisation may have.
+    pub max_users: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            requests_per_minute: 6_000,
+            max_spaces: 100,
+            max_users: 1_000,
+        }
+    }
 }
 
 /// Sign-in: session lifetimes and how hard logins are throttled.

@@ -612,9 +612,40 @@ pub async fn authorize(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    match check(&state, &mut parts, rule, spaced).await {
+    let checked = match check(&state, &mut parts, rule, spaced).await {
+        Ok(principal) => rate_limit(&state, &principal.organisation_id).await,
+        Err(err) => Err(err),
+    };
+    match checked {
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(err) => err.into_response(),
+    }
+}
+
+/// Counts an organisation's request against `limits.requests_per_minute`: 429 with
+/// `Retry-After` (the rest of the minute) beyond it. A cache failure lets the request through
+/// (a rate limit protects capacity; refusing everyone would be the outage it prevents).
+async fn rate_limit(state: &AppState, organisation_id: &str) -> ApiResult<()> {
+    let limit = state.limits.requests_per_minute;
+    if limit == 0 {
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp();
+    let key = format!("rate:{organisation_id}:{}", now.div_euclid(60));
+    match state
+        .cache
+        .increment(&key, 1, std::time::Duration::from_secs(61))
+        .await
+    {
+        Ok(count) if count > i64::from(limit) => Err(ApiError::too_many_requests(
+            format!("Your organisation has made more than {limit} requests this minute."),
+            u64::try_from(60 - now.rem_euclid(60)).unwrap_or(60),
+        )),
+        Ok(_) => Ok(()),
+        Err(err) => {
+            tracing::warn!(error = %err, "the request rate could not be counted; letting the request through");
+            Ok(())
+        }
     }
 }
 
@@ -623,13 +654,24 @@ async fn check(
     parts: &mut axum::http::request::Parts,
     rule: Rule,
     spaced: bool,
-) -> ApiResult<()> {
+) -> ApiResult<Principal> {
     let principal = Principal::from_request_parts(parts, state).await?;
+    check_rule(state, parts, &principal, rule, spaced).await?;
+    Ok(principal)
+}
+
+async fn check_rule(
+    state: &AppState,
+    parts: &mut axum::http::request::Parts,
+    principal: &Principal,
+    rule: Rule,
+    spaced: bool,
+) -> ApiResult<()> {
     match rule {
         Public | SignedIn => Ok(()),
-        System(permission) => require_system(&principal, permission),
-        Anywhere(permission) => require_anywhere(&principal, permission),
-        Tasks(permission) if !spaced => require_anywhere(&principal, permission),
+        System(permission) => require_system(principal, permission),
+        Anywhere(permission) => require_anywhere(principal, permission),
+        Tasks(permission) if !spaced => require_anywhere(principal, permission),
         Space(permission) | Tasks(permission) => {
             let scope = SpaceScope::from_request_parts(parts, state).await?;
             if principal

@@ -96,6 +96,16 @@ impl ApiError {
         }
     }
 
+    /// 403: the organisation has used all of a quota.
+    pub fn quota(message: impl Into<String>) -> Self {
+        ApiError {
+            status: StatusCode::FORBIDDEN,
+            message: message.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
     /// 429 with `Retry-After`.
     pub fn too_many_requests(message: impl Into<String>, retry_after_secs: u64) -> Self {
         ApiError {

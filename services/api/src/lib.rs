@@ -64,6 +64,8 @@ pub struct AppState {
     pub keyring: Option<Arc<cuttle_secrets::Keyring>>,
     /// Password sign-in and sessions.
     pub auth: Arc<sessions::Auth>,
+    /// Per-organisation request rate and quotas.
+    pub limits: cuttle_platform::LimitsConfig,
 }
 
 /// Every route of the api: `/api/...` plus health and metrics.

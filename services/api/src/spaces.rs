@@ -366,6 +366,17 @@ async fn create(
 ) -> ApiResult<(StatusCode, Json<Space>)> {
     let make_default = space.is_default;
     let txn = state.store.conn().begin().await?;
+    let quota = state.limits.max_spaces;
+    if quota > 0
+        && organisation_spaces(&txn, &principal.organisation_id, &ListQuery::everything())
+            .await?
+            .len()
+            >= quota as usize
+    {
+        return Err(ApiError::quota(format!(
+            "Your organisation has reached its limit of {quota} spaces."
+        )));
+    }
     let mut created = insert_space(
         &txn,
         Space {

@@ -155,6 +155,17 @@ async fn create(
     };
     let email = check_email(body.email_address)?;
     let txn = state.store.conn().begin().await?;
+    let quota = state.limits.max_users;
+    if quota > 0
+        && users::list_users(&txn, &principal.organisation_id)
+            .await?
+            .len()
+            >= quota as usize
+    {
+        return Err(ApiError::quota(format!(
+            "Your organisation has reached its limit of {quota} users."
+        )));
+    }
     if users::find_user_by_name(&txn, &username).await?.is_some() {
         return Err(ApiError::invalid_field(
             "Username",

@@ -67,6 +67,7 @@ fn api_state(
             backends.keyring.as_deref(),
             &bootstrap.installation_id,
         )),
+        limits: config.limits.clone(),
     }
 }
 
@@ -219,6 +220,7 @@ pub async fn run_api(
             &bootstrap.installation_id,
         )),
         keyring,
+        limits: config.limits.clone(),
     };
     tracing::info!(address = %listener.local_addr()?, "api started");
     cuttle_api::run(state, bus, listener, shutdown).await

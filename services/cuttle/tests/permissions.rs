@@ -20,6 +20,7 @@ both_modes!(
     a_team_scoped_to_test_deploys_to_test_and_is_refused_production,
     users_keys_teams_and_roles_are_managed_and_checked,
     no_route_lets_one_organisation_see_another,
+    organisations_are_rate_limited_and_held_to_quotas,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -619,5 +620,86 @@ async fn no_route_lets_one_organisation_see_another(mode: Mode) {
         "isolation: {checked} calls ({} route methods)",
         ROUTES.iter().map(|(_, r)| r.len()).sum::<usize>()
     );
+    app.stop().await;
+}
+
+async fn organisations_are_rate_limited_and_held_to_quotas(mode: Mode) {
+    let app = InProcess::start_with(mode, |config| {
+        config.limits.requests_per_minute = 30;
+        config.limits.max_spaces = 2;
+        config.limits.max_users = 2;
+    })
+    .await;
+    let alpha = &app.client;
+    // Quotas: the admin plus one user; the default space plus one.
+    alpha
+        .post("/api/users", json!({"Username": "second"}))
+        .await
+        .expect(201);
+    let refused = alpha
+        .post("/api/users", json!({"Username": "third"}))
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 users"),
+        "{refused}"
+    );
+    alpha
+        .post("/api/spaces", json!({"Name": "Second"}))
+        .await
+        .expect(201);
+    let refused = alpha
+        .post("/api/spaces", json!({"Name": "Third"}))
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("limit of 2 spaces"),
+        "{refused}"
+    );
+
+    // The request rate: at most 30 a minute, then 429 with Retry-After, for this organisation
+    // only.
+    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
+    let bravo = cuttle_api::organisations::create(
+        &store,
+        cuttle_api::organisations::Signup {
+            name: "Bravo",
+            slug: "bravo",
+            username: "bravo-owner",
+            email: None,
+            password_hash: None,
+        },
+    )
+    .await
+    .unwrap();
+    let bravo = Client::new(alpha.base.clone(), bravo.api_key);
+    let mut limited = None;
+    for _ in 0..70 {
+        let response = reqwest::Client::new()
+            .get(format!("{}/api/users/me", alpha.base))
+            .header("X-Octopus-ApiKey", &alpha.api_key)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), 200);
+    }
+    let limited = limited.expect("the 31st request in a minute is refused");
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    bravo.get("/api/users/me").await.expect(200);
     app.stop().await;
 }
