@@ -11,6 +11,7 @@ mod m20261123_000003_job_outputs;
 mod m20261123_000004_job_windows;
 mod m20261124_000005_organisations;
 mod m20261124_000006_sessions;
+mod m20261124_000007_external_identities;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000004_job_windows::Migration),
             Box::new(m20261124_000005_organisations::Migration),
             Box::new(m20261124_000006_sessions::Migration),
+            Box::new(m20261124_000007_external_identities::Migration),
         ]
     }
 }

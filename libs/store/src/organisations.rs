@@ -239,3 +239,16 @@ pub fn decode<T: DeserializeOwned>(doc: &OrgDocument) -> Result<T, StoreError> {
         reason: err.to_string(),
     })
 }
+
+/// Every organisation's documents of one kind (to find the organisation an email domain signs
+/// in to); each row names its organisation.
+pub async fn documents_of_kind(
+    conn: &impl ConnectionTrait,
+    kind: &str,
+) -> Result<Vec<OrgDocument>, StoreError> {
+    Ok(org_document::Entity::find()
+        .filter(org_document::Column::Kind.eq(kind))
+        .order_by_asc(org_document::Column::OrganisationId)
+        .all(conn)
+        .await?)
+}

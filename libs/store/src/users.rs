@@ -190,3 +190,14 @@ pub async fn set_password_hash(
         .await?;
     Ok(())
 }
+
+/// The user created by single sign-on for `<issuer>|<subject>`.
+pub async fn find_user_by_external_id(
+    conn: &impl ConnectionTrait,
+    external_id: &str,
+) -> Result<Option<User>, StoreError> {
+    Ok(user::Entity::find()
+        .filter(user::Column::ExternalId.eq(external_id))
+        .one(conn)
+        .await?)
+}

@@ -242,6 +242,7 @@ fn user(id: &str, active: bool) -> users::User {
         created_at: instant(0),
         organisation_id: None,
         password_hash: None,
+        external_id: None,
     }
 }
 

@@ -77,6 +77,15 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         &[(Method::GET, Public), (Method::POST, Public)],
     ),
     ("/app/logout", &[(Method::POST, Public)]),
+    ("/app/sso", &[(Method::GET, Public)]),
+    ("/app/sso/callback", &[(Method::GET, Public)]),
+    (
+        "/sso",
+        &[
+            (Method::GET, System(P::ConfigureServer)),
+            (Method::PUT, System(P::ConfigureServer)),
+        ],
+    ),
     ("/capabilities", &[(Method::GET, SignedIn)]),
     (
         "/certificates/certificate-global",

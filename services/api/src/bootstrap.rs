@@ -74,6 +74,7 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
                     created_at: Utc::now(),
                     organisation_id: Some(organisation.id.clone()),
                     password_hash: None,
+                    external_id: None,
                 },
             )
             .await?

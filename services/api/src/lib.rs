@@ -25,6 +25,7 @@ pub mod resources;
 pub mod root;
 pub mod sessions;
 pub mod spaces;
+pub mod sso;
 pub mod tasks;
 pub mod teams;
 pub mod users;
@@ -80,6 +81,7 @@ pub fn router(state: AppState) -> Router {
         .merge(users::routes())
         .merge(sessions::routes())
         .merge(portal::routes())
+        .merge(sso::routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))

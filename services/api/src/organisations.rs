@@ -97,6 +97,7 @@ pub async fn create(store: &Store, signup: Signup<'_>) -> ApiResult<NewOrganisat
             created_at: Utc::now(),
             organisation_id: Some(organisation.id.clone()),
             password_hash: signup.password_hash.clone(),
+            external_id: None,
         },
     )
     .await?;

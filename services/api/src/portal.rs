@@ -146,6 +146,15 @@ async fn login_form() -> Response {
     )
 }
 
+/// The sign-in page showing why a sign-in failed (also for single sign-on).
+pub fn login_page_with_error(status: StatusCode, error: &str) -> Response {
+    page(
+        status,
+        "login.html",
+        context! { username => "", error => error },
+    )
+}
+
 #[derive(Debug, Default, Deserialize)]
 struct LoginForm {
     #[serde(default)]

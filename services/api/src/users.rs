@@ -184,6 +184,7 @@ async fn create(
             created_at: Utc::now(),
             organisation_id: Some(principal.organisation_id.clone()),
             password_hash,
+            external_id: None,
         },
     )
     .await?;

@@ -18,6 +18,9 @@ pub struct Model {
     pub organisation_id: Option<String>,
     /// argon2id PHC string; null for service accounts and SSO-only users.
     pub password_hash: Option<String>,
+    /// `<issuer>|<subject>` of a user created by single sign-on.
+    #[sea_orm(unique)]
+    pub external_id: Option<String>,
 }
 
 /// No relations.
