@@ -12,6 +12,7 @@ mod m20261123_000004_job_windows;
 mod m20261124_000005_organisations;
 mod m20261124_000006_sessions;
 mod m20261124_000007_external_identities;
+mod m20261124_000008_events;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000005_organisations::Migration),
             Box::new(m20261124_000006_sessions::Migration),
             Box::new(m20261124_000007_external_identities::Migration),
+            Box::new(m20261124_000008_events::Migration),
         ]
     }
 }

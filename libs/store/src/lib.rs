@@ -6,6 +6,7 @@
 
 pub mod documents;
 pub mod entities;
+pub mod events;
 pub mod organisations;
 pub mod outbox;
 pub mod packages;

@@ -92,6 +92,11 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         &[(Method::GET, SignedIn)],
     ),
     ("/permissions/all", &[(Method::GET, SignedIn)]),
+    // The audit log: the handlers show the events of the spaces (and the system) where the
+    // caller holds EventView.
+    ("/events", &[(Method::GET, Anywhere(P::EventView))]),
+    ("/events/categories", &[(Method::GET, SignedIn)]),
+    ("/events/{id}", &[(Method::GET, Anywhere(P::EventView))]),
     // Users: a user may always read and manage themselves and their own keys; the handlers ask
     // for UserView / UserEdit when the user is someone else.
     (
@@ -621,14 +626,46 @@ pub async fn authorize(
         return next.run(request).await;
     }
     let (mut parts, body) = request.into_parts();
-    let checked = match check(&state, &mut parts, rule, spaced).await {
-        Ok(principal) => rate_limit(&state, &principal.organisation_id).await,
-        Err(err) => Err(err),
+    let principal = match check(&state, &mut parts, rule, spaced).await {
+        Ok(principal) => principal,
+        Err(err) => return err.into_response(),
     };
-    match checked {
-        Ok(()) => next.run(Request::from_parts(parts, body)).await,
-        Err(err) => err.into_response(),
+    if let Err(err) = rate_limit(&state, &principal.organisation_id).await {
+        return err.into_response();
     }
+    if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    // A write: recorded in the audit log once it has succeeded.
+    let actor = crate::events::Actor::of(&principal, &parts);
+    let space = parts.extensions.get::<SpaceScope>().cloned();
+    let ids = crate::extract::PathParams::from_request_parts(&mut parts, &state)
+        .await
+        .map(|p| p.ids())
+        .unwrap_or_default();
+    let method = parts.method.clone();
+    let path = parts.uri.path().to_owned();
+    let route = route.to_owned();
+    let (request, document) =
+        crate::events::capture_request(Request::from_parts(parts, body)).await;
+    let response = next.run(request).await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let (response, created) = crate::events::capture_response(response).await;
+    crate::events::record_write(
+        &state,
+        &actor,
+        space.as_ref(),
+        &method,
+        &route,
+        &path,
+        ids,
+        document,
+        created,
+    )
+    .await;
+    response
 }
 
 /// Counts an organisation's request against `limits.requests_per_minute`: 429 with

@@ -101,6 +101,14 @@ impl PathParams {
         self.0.get(name).map(String::as_str)
     }
 
+    /// Every path parameter's value but the space's (the ids a request names).
+    pub fn ids(&self) -> Vec<String> {
+        let mut ids: Vec<(&String, &String)> =
+            self.0.iter().filter(|(k, _)| *k != "space_id").collect();
+        ids.sort();
+        ids.into_iter().map(|(_, v)| v.clone()).collect()
+    }
+
     /// A path parameter the route is known to have.
     pub fn get(&self, name: &str) -> Result<&str, ApiError> {
         self.0

@@ -22,7 +22,6 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("runbook-runs", "Runbook runs"),
     ("runbooksnapshots", "Runbook snapshots"),
     ("runbookprocesses", "Runbook processes"),
-    ("events", "Audit events"),
     ("interruptions", "Manual interventions"),
     ("certificates", "Certificates"),
     ("accounts", "Accounts"),

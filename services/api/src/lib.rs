@@ -9,6 +9,7 @@ pub mod artifacts;
 pub mod authz;
 pub mod bootstrap;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod fallback;
 pub mod library_sets;
@@ -82,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .merge(sessions::routes())
         .merge(portal::routes())
         .merge(sso::routes())
+        .merge(events::routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))

@@ -359,6 +359,9 @@ pub async fn check_password_login(
         .as_ref()
         .filter(|u| u.is_active && !u.is_service && u.organisation_id.is_some());
     let ok = verify_password(password, usable.and_then(|u| u.password_hash.clone())).await?;
+    if let Some(known) = usable {
+        crate::events::record_login(state, known, "a password", address, ok).await;
+    }
     let Some(user) = usable.filter(|_| ok) else {
         for (key, _) in &keys {
             if let Err(err) = state.cache.increment(key, 1, window).await {

@@ -489,15 +489,46 @@ async fn finish(state: &AppState, params: &Params) -> Result<Vec<String>, Refusa
             "The provider returned no ID token.",
         )
     })?;
-    let verifier = client.id_token_verifier();
-    let claims = id_token
-        .claims(&verifier, &Nonce::new(pending.nonce.clone()))
-        .map_err(|e| {
-            refuse(
-                StatusCode::UNAUTHORIZED,
-                format!("The ID token was refused: {e}"),
-            )
-        })?;
+    let identity = checked_identity(
+        &client.id_token_verifier(),
+        id_token,
+        &Nonce::new(pending.nonce.clone()),
+        &settings,
+    )?;
+    let user = provision(state, &pending.organisation_id, &identity)
+        .await
+        .map_err(internal)?;
+    crate::events::record_login(state, &user, "OpenID Connect", "", true).await;
+    sessions::start_session(state, &user)
+        .await
+        .map_err(internal)
+}
+
+/// Who signed in, from a verified ID token.
+#[derive(Debug, Clone, PartialEq)]
+struct Identity {
+    email: String,
+    name: String,
+    /// `<issuer>|<subject>`.
+    subject: String,
+    groups: Vec<String>,
+}
+
+/// Verifies the ID token as the organisation's provider must have issued it for Cuttle
+/// (signature by the provider's keys, issuer, audience, expiry, nonce; through openidconnect),
+/// then the organisation's own rules: an email not marked unverified, in an allowed domain.
+fn checked_identity(
+    verifier: &openidconnect::core::CoreIdTokenVerifier<'_>,
+    id_token: &openidconnect::core::CoreIdToken,
+    nonce: &Nonce,
+    settings: &SsoSettings,
+) -> Result<Identity, Refusal> {
+    let claims = id_token.claims(verifier, nonce).map_err(|e| {
+        refuse(
+            StatusCode::UNAUTHORIZED,
+            format!("The ID token was refused: {e}"),
+        )
+    })?;
     let email = claims
         .email()
         .map(|e| e.as_str().to_lowercase())
@@ -523,27 +554,18 @@ async fn finish(state: &AppState, params: &Params) -> Result<Vec<String>, Refusa
             format!("Email addresses at '{domain}' may not sign in to this organisation."),
         ));
     }
-    // The token is verified: its payload can be read for the groups claim.
-    let groups = groups_claim(&id_token.to_string(), &settings.groups_claim);
     let name = claims
         .name()
         .and_then(|n| n.get(None))
         .map(|n| n.as_str().to_owned())
         .unwrap_or_else(|| email.clone());
-    let subject = format!("{}|{}", settings.issuer, claims.subject().as_str());
-    let user = provision(
-        state,
-        &pending.organisation_id,
-        &email,
-        &name,
-        &subject,
-        &groups,
-    )
-    .await
-    .map_err(internal)?;
-    sessions::start_session(state, &user)
-        .await
-        .map_err(internal)
+    Ok(Identity {
+        subject: format!("{}|{}", settings.issuer, claims.subject().as_str()),
+        // The token is verified: its payload can be read for the groups claim.
+        groups: groups_claim(&id_token.to_string(), &settings.groups_claim),
+        email,
+        name,
+    })
 }
 
 /// The string values of a claim of a (verified) JWT's payload.
@@ -575,11 +597,14 @@ fn groups_claim(jwt: &str, claim: &str) -> Vec<String> {
 async fn provision(
     state: &AppState,
     organisation_id: &str,
-    email: &str,
-    name: &str,
-    subject: &str,
-    groups: &[String],
+    identity: &Identity,
 ) -> ApiResult<User> {
+    let (email, name, subject, groups) = (
+        identity.email.as_str(),
+        identity.name.as_str(),
+        identity.subject.as_str(),
+        &identity.groups,
+    );
     let txn = state.store.conn().begin().await?;
     let user = match users::find_user_by_external_id(&txn, subject).await? {
         Some(user) if user.organisation_id.as_deref() == Some(organisation_id) => user,
@@ -645,4 +670,150 @@ async fn provision(
     }
     txn.commit().await?;
     Ok(user)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The ID-token refusals a real provider will not produce on demand: tokens signed here
+    //! with a test RSA key stand in for a hostile or broken provider.
+    #![allow(clippy::unwrap_used, reason = "tests")]
+
+    use super::*;
+    use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
+    use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_SHA256};
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use openidconnect::core::{CoreIdToken, CoreIdTokenVerifier, CoreJsonWebKeySet};
+    use std::str::FromStr;
+
+    const ISSUER: &str = "https://idp.example.com";
+    const CLIENT: &str = "cuttle";
+
+    struct Idp {
+        key: KeyPair,
+        jwks: CoreJsonWebKeySet,
+    }
+
+    fn idp() -> Idp {
+        let key = KeyPair::generate(KeySize::Rsa2048).unwrap();
+        let public: PublicKeyComponents<Vec<u8>> = key.public_key().into();
+        let jwks = serde_json::from_value(serde_json::json!({"keys": [{
+            "kty": "RSA", "use": "sig", "alg": "RS256", "kid": "test",
+            "n": URL_SAFE_NO_PAD.encode(&public.n),
+            "e": URL_SAFE_NO_PAD.encode(&public.e),
+        }]}))
+        .unwrap();
+        Idp { key, jwks }
+    }
+
+    impl Idp {
+        fn sign(&self, claims: serde_json::Value) -> CoreIdToken {
+            let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","kid":"test","typ":"JWT"}"#);
+            let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+            let input = format!("{header}.{payload}");
+            let mut signature = vec![0; self.key.public_modulus_len()];
+            self.key
+                .sign(
+                    &RSA_PKCS1_SHA256,
+                    &aws_lc_rs::rand::SystemRandom::new(),
+                    input.as_bytes(),
+                    &mut signature,
+                )
+                .unwrap();
+            CoreIdToken::from_str(&format!("{input}.{}", URL_SAFE_NO_PAD.encode(signature)))
+                .unwrap()
+        }
+
+        fn verifier(&self) -> CoreIdTokenVerifier<'static> {
+            CoreIdTokenVerifier::new_confidential_client(
+                ClientId::new(CLIENT.into()),
+                ClientSecret::new("secret".into()),
+                IssuerUrl::new(ISSUER.into()).unwrap(),
+                self.jwks.clone(),
+            )
+        }
+    }
+
+    fn claims(change: impl FnOnce(&mut serde_json::Value)) -> serde_json::Value {
+        let now = chrono::Utc::now().timestamp();
+        let mut claims = serde_json::json!({
+            "iss": ISSUER, "aud": CLIENT, "sub": "alice-1", "nonce": "the-nonce",
+            "iat": now, "exp": now + 300,
+            "email": "alice@example.com", "email_verified": true, "name": "Alice",
+            "groups": ["developers", "ops"],
+        });
+        change(&mut claims);
+        claims
+    }
+
+    fn settings() -> SsoSettings {
+        SsoSettings {
+            is_enabled: true,
+            issuer: ISSUER.into(),
+            client_id: CLIENT.into(),
+            allowed_email_domains: vec!["example.com".into()],
+            groups_claim: "groups".into(),
+            ..SsoSettings::default()
+        }
+    }
+
+    fn check(idp: &Idp, token: &CoreIdToken, nonce: &str) -> Result<Identity, Refusal> {
+        checked_identity(
+            &idp.verifier(),
+            token,
+            &Nonce::new(nonce.into()),
+            &settings(),
+        )
+    }
+
+    #[test]
+    fn a_valid_token_gives_the_identity_and_groups() {
+        let idp = idp();
+        let identity = check(&idp, &idp.sign(claims(|_| {})), "the-nonce").unwrap();
+        assert_eq!(identity.email, "alice@example.com");
+        assert_eq!(identity.subject, format!("{ISSUER}|alice-1"));
+        assert_eq!(identity.groups, vec!["developers", "ops"]);
+    }
+
+    #[test]
+    fn wrong_nonce_audience_issuer_expiry_and_signature_are_refused() {
+        let idp = idp();
+        let refused = |token: CoreIdToken, nonce: &str| {
+            let (status, message) = check(&idp, &token, nonce).unwrap_err();
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{message}");
+            message
+        };
+        refused(idp.sign(claims(|_| {})), "another-nonce");
+        refused(
+            idp.sign(claims(|c| c["aud"] = "someone-else".into())),
+            "the-nonce",
+        );
+        refused(
+            idp.sign(claims(|c| c["iss"] = "https://foreign.example.com".into())),
+            "the-nonce",
+        );
+        let past = chrono::Utc::now().timestamp() - 3_600;
+        refused(
+            idp.sign(claims(|c| {
+                c["iat"] = (past - 300).into();
+                c["exp"] = past.into();
+            })),
+            "the-nonce",
+        );
+        // Signed by a key that is not the provider's.
+        let other = super::tests::idp();
+        refused(other.sign(claims(|_| {})), "the-nonce");
+        refused(
+            idp.sign(claims(|c| c["email_verified"] = false.into())),
+            "the-nonce",
+        );
+    }
+
+    #[test]
+    fn other_email_domains_are_forbidden() {
+        let idp = idp();
+        let token = idp.sign(claims(|c| c["email"] = "mallory@elsewhere.example".into()));
+        let (status, _) = check(&idp, &token, "the-nonce").unwrap_err();
+        assert_eq!(status, StatusCode::FORBIDDEN);
+    }
 }

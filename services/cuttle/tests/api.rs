@@ -955,7 +955,7 @@ async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
     // Octopus routes Cuttle does not serve yet answer 501 naming the feature.
     for path in [
         "/api/Spaces-1/machines/Machines-1/connection",
-        "/api/events",
+        "/api/Spaces-1/runbooks",
         "/api/Spaces-1/tenants",
     ] {
         let refused = app.client.get(path).await.expect(501);

@@ -3,6 +3,7 @@
 pub mod api_key;
 pub mod build_information;
 pub mod document;
+pub mod event;
 pub mod id_counter;
 pub mod org_document;
 pub mod organisation;

@@ -1,0 +1,169 @@
+//! The audit log end to end, in both modes: every change through the API is an event with who,
+//! when, what and the differences, never with a secret in it; Octopus's filters select them;
+//! reading them takes EventView.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap has failed; the panic says where"
+)]
+
+mod common;
+
+use common::InProcess;
+use cuttle_testkit::{Client, Mode};
+use serde_json::{Value, json};
+
+both_modes!(changes_are_recorded_with_their_differences_and_without_secrets);
+
+const SECRET: &str = "audit-s3cret-value-77";
+
+fn id(value: &Value) -> String {
+    value["Id"].as_str().unwrap().to_owned()
+}
+
+async fn changes_are_recorded_with_their_differences_and_without_secrets(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let environment = admin
+        .post("/api/Spaces-1/environments", json!({"Name": "Audit Test"}))
+        .await
+        .expect(201);
+    let env_id = id(&environment);
+    let mut renamed = environment.clone();
+    renamed["Name"] = json!("Audit Production");
+    admin
+        .put(&format!("/api/Spaces-1/environments/{env_id}"), renamed)
+        .await
+        .expect(200);
+    admin
+        .delete(&format!("/api/Spaces-1/environments/{env_id}"))
+        .await
+        .expect(200);
+
+    let events = admin
+        .get(&format!("/api/events?regarding={env_id}"))
+        .await
+        .expect(200);
+    let items = events["Items"].as_array().unwrap();
+    let categories: Vec<&str> = items
+        .iter()
+        .map(|e| e["Category"].as_str().unwrap())
+        .collect();
+    assert_eq!(categories, ["Deleted", "Modified", "Created"], "{events}");
+    let modified = &items[1];
+    assert_eq!(modified["Username"], "admin");
+    assert_eq!(modified["IdentityEstablishedWith"], "API key");
+    assert_eq!(modified["SpaceId"], "Spaces-1");
+    assert!(
+        modified["RelatedDocumentIds"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(env_id))
+    );
+    let differences = modified["ChangeDetails"]["Differences"].as_array().unwrap();
+    assert!(
+        differences.contains(
+            &json!({"Path": "/Name", "Before": "Audit Test", "After": "Audit Production"})
+        ),
+        "{modified}"
+    );
+    assert!(
+        modified["Message"].as_str().unwrap().contains("modified"),
+        "{modified}"
+    );
+
+    // Secrets never reach the log: a sensitive variable, a password, an SSO client secret.
+    let project =
+        cuttle_testkit::flow::project_with_script(admin, "Spaces-1", "Dev", "Audited", "echo hi")
+            .await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut variables = admin.get(&path).await.expect(200);
+    variables["Variables"] = json!([{"Name": "Password", "Value": SECRET, "IsSensitive": true}]);
+    admin.put(&path, variables).await.expect(200);
+    admin
+        .post(
+            "/api/users",
+            json!({"Username": "audited", "Password": SECRET}),
+        )
+        .await
+        .expect(201);
+    let all = admin.get("/api/events?take=1000").await.expect(200);
+    assert!(
+        !all.to_string().contains(SECRET),
+        "a secret reached the audit log"
+    );
+    let stored = cuttle_testkit::stored_in_clear(app.config(), SECRET)
+        .await
+        .unwrap();
+    assert!(stored.is_empty(), "stored in clear: {stored:?}");
+
+    // Sign-ins are recorded too.
+    let login = reqwest::Client::new()
+        .post(format!("{}/api/users/login", admin.base))
+        .json(&json!({"Username": "audited", "Password": "not it at all"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 401);
+    let failed = admin
+        .get("/api/events?eventCategories=LoginFailed")
+        .await
+        .expect(200);
+    assert_eq!(failed["TotalResults"], 1, "{failed}");
+    assert_eq!(failed["Items"][0]["Username"], "audited");
+
+    // Filters: by user, by category, by date; an unknown date is a 400 naming it.
+    let by_admin = admin
+        .get("/api/events?users=Users-1&take=1000")
+        .await
+        .expect(200);
+    assert!(
+        by_admin["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["UserId"] == "Users-1")
+    );
+    let future = admin.get("/api/events?from=2999-01-01").await.expect(200);
+    assert_eq!(future["TotalResults"], 0);
+    let bad = admin.get("/api/events?from=yesterday").await.expect(400);
+    assert!(bad.to_string().contains("from"), "{bad}");
+    let one = admin
+        .get(&format!("/api/events/{}", id(modified)))
+        .await
+        .expect(200);
+    assert_eq!(one["Category"], "Modified");
+    let categories = admin.get("/api/events/categories").await.expect(200);
+    assert!(
+        categories
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["Id"] == "DeploymentQueued")
+    );
+
+    // Reading the log takes EventView.
+    let user = admin
+        .post("/api/users", json!({"Username": "reader"}))
+        .await
+        .expect(201);
+    let key = admin
+        .post(
+            &format!("/api/users/{}/apikeys", id(&user)),
+            json!({"Purpose": "t"}),
+        )
+        .await
+        .expect(201)["ApiKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let reader = Client::new(admin.base.clone(), key);
+    let refused = reader.get("/api/events").await.expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("EventView")
+    );
+    app.stop().await;
+}
