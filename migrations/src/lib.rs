@@ -13,6 +13,7 @@ mod m20261124_000005_organisations;
 mod m20261124_000006_sessions;
 mod m20261124_000007_external_identities;
 mod m20261124_000008_events;
+mod m20261124_000009_email_verification;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -29,6 +30,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000006_sessions::Migration),
             Box::new(m20261124_000007_external_identities::Migration),
             Box::new(m20261124_000008_events::Migration),
+            Box::new(m20261124_000009_email_verification::Migration),
         ]
     }
 }

@@ -83,6 +83,44 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Per-organisation request rate and quotas.
     pub limits: LimitsConfig,
+    /// Outgoing mail (invitations, address verification).
+    pub smtp: SmtpConfig,
+}
+
+/// How mail is sent. Without a host no mail is sent: invitations are refused with a reason and
+/// sign-up addresses are taken as verified.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// The SMTP server; unset turns mail off.
+    pub host: Option<String>,
+    /// Its port.
+    pub port: u16,
+    /// `starttls` (upgrade a plain connection), `tls` (TLS from the start) or `none`.
+    pub security: String,
+    /// The sender, e.g. `Cuttle <cuttle@example.com>`.
+    pub from: String,
+    /// Credentials, when the server wants them.
+    pub username: Option<String>,
+    /// The password of `username`.
+    pub password: Option<Secret>,
+    /// The address people reach the portal at, for the links in mail (e.g.
+    /// `https://deploy.example.com`); unset, the address of the request that caused the mail.
+    pub public_url: Option<String>,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            host: None,
+            port: 587,
+            security: "starttls".into(),
+            from: "Cuttle <cuttle@localhost>".into(),
+            username: None,
+            password: None,
+            public_url: None,
+        }
+    }
 }
 
 /// What one organisation may use (0 = unlimited).

@@ -201,3 +201,17 @@ pub async fn find_user_by_external_id(
         .one(conn)
         .await?)
 }
+
+/// Marks a user's email address as verified.
+pub async fn set_email_verified(
+    conn: &impl ConnectionTrait,
+    user_id: &str,
+) -> Result<(), StoreError> {
+    use sea_orm::sea_query::Expr;
+    user::Entity::update_many()
+        .col_expr(user::Column::EmailVerified, Expr::value(true))
+        .filter(user::Column::Id.eq(user_id))
+        .exec(conn)
+        .await?;
+    Ok(())
+}

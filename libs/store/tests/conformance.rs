@@ -243,6 +243,7 @@ fn user(id: &str, active: bool) -> users::User {
         organisation_id: None,
         password_hash: None,
         external_id: None,
+        email_verified: true,
     }
 }
 

@@ -77,6 +77,11 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         &[(Method::GET, Public), (Method::POST, Public)],
     ),
     ("/app/logout", &[(Method::POST, Public)]),
+    ("/app/verify", &[(Method::GET, Public)]),
+    (
+        "/app/join",
+        &[(Method::GET, Public), (Method::POST, Public)],
+    ),
     ("/app/sso", &[(Method::GET, Public)]),
     ("/app/sso/callback", &[(Method::GET, Public)]),
     (
@@ -107,6 +112,18 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         ],
     ),
     ("/users/me", &[(Method::GET, SignedIn)]),
+    ("/users/me/verification", &[(Method::POST, SignedIn)]),
+    (
+        "/invitations",
+        &[
+            (Method::GET, System(P::UserInvite)),
+            (Method::POST, System(P::UserInvite)),
+        ],
+    ),
+    (
+        "/invitations/{id}",
+        &[(Method::DELETE, System(P::UserInvite))],
+    ),
     // Sign-in: the handlers authenticate by password or by the session's own cookies.
     ("/users/login", &[(Method::POST, Public)]),
     ("/users/logout", &[(Method::POST, Public)]),
@@ -632,6 +649,17 @@ pub async fn authorize(
     };
     if let Err(err) = rate_limit(&state, &principal.organisation_id).await {
         return err.into_response();
+    }
+    // Until their address is verified, a user may only read themselves and ask for a new link.
+    if !principal.user.email_verified && !matches!(route, "/users/me" | "/users/me/verification") {
+        return ApiError::with_status(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "Verify your email address first: open the link sent to {} (POST /api/users/me/verification sends a new one).",
+                principal.user.email.as_deref().unwrap_or("your address")
+            ),
+        )
+        .into_response();
     }
     if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
         return next.run(Request::from_parts(parts, body)).await;

@@ -75,6 +75,7 @@ pub async fn ensure(store: &Store, fixed_admin_key: Option<&str>) -> Result<Boot
                     organisation_id: Some(organisation.id.clone()),
                     password_hash: None,
                     external_id: None,
+                    email_verified: true,
                 },
             )
             .await?

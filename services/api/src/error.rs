@@ -96,6 +96,16 @@ impl ApiError {
         }
     }
 
+    /// An error with a chosen status and message.
+    pub fn with_status(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
     /// 403: the organisation has used all of a quota.
     pub fn quota(message: impl Into<String>) -> Self {
         ApiError {

@@ -12,9 +12,11 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod fallback;
+pub mod invitations;
 pub mod library_sets;
 pub mod links;
 pub mod machines;
+pub mod mail;
 pub mod organisations;
 pub mod packages;
 pub mod portal;
@@ -68,6 +70,8 @@ pub struct AppState {
     pub auth: Arc<sessions::Auth>,
     /// Per-organisation request rate and quotas.
     pub limits: cuttle_platform::LimitsConfig,
+    /// Outgoing mail; `None` when `[smtp]` names no host.
+    pub mailer: Option<Arc<mail::Mailer>>,
 }
 
 /// Every route of the api: `/api/...` plus health and metrics.
@@ -84,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .merge(portal::routes())
         .merge(sso::routes())
         .merge(events::routes())
+        .merge(invitations::routes())
         .merge(space_scoped_routes("/api/{space_id}"))
         .merge(space_scoped_routes("/api/spaces/{space_id}"))
         .merge(space_scoped_routes("/api"))

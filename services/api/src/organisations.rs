@@ -36,6 +36,8 @@ pub struct Signup<'a> {
     pub email: Option<&'a str>,
     /// The argon2id hash of the owner's password (portal signup), if any.
     pub password_hash: Option<String>,
+    /// Whether the owner's email address counts as verified.
+    pub email_verified: bool,
 }
 
 /// Checks a slug: 2 to 40 lower-case letters, digits and inner hyphens.
@@ -98,6 +100,7 @@ pub async fn create(store: &Store, signup: Signup<'_>) -> ApiResult<NewOrganisat
             organisation_id: Some(organisation.id.clone()),
             password_hash: signup.password_hash.clone(),
             external_id: None,
+            email_verified: signup.email_verified,
         },
     )
     .await?;

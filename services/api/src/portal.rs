@@ -39,6 +39,7 @@ fn templates() -> &'static Environment<'static> {
                 "dashboard.html",
                 include_str!("../templates/dashboard.html"),
             ),
+            ("join.html", include_str!("../templates/join.html")),
         ] {
             if let Err(err) = env.add_template(name, source) {
                 // The templates are part of the binary: a broken one is a build mistake that
@@ -50,7 +51,8 @@ fn templates() -> &'static Environment<'static> {
     })
 }
 
-fn page(status: StatusCode, name: &str, values: minijinja::Value) -> Response {
+/// Renders a portal page.
+pub fn page(status: StatusCode, name: &str, values: minijinja::Value) -> Response {
     let rendered = templates()
         .get_template(name)
         .and_then(|template| template.render(values));
@@ -85,7 +87,7 @@ async fn signup_form() -> Response {
 
 /// Reads a urlencoded form (every field a string); a malformed one is a 400 page rather than
 /// axum's plain text.
-fn read_form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
+pub fn read_form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -96,7 +98,7 @@ fn read_form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, String> 
     serde_json::from_value(serde_json::Value::Object(map)).map_err(|err| err.to_string())
 }
 
-async fn signup(State(state): State<AppState>, body: Bytes) -> Response {
+async fn signup(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let form: SignupForm = match read_form(&body) {
         Ok(form) => form,
         Err(err) => {
@@ -107,7 +109,7 @@ async fn signup(State(state): State<AppState>, body: Bytes) -> Response {
             );
         }
     };
-    match create_organisation(&state, &form).await {
+    match create_organisation(&state, &headers, &form).await {
         Ok(cookies) => sessions::with_cookies(Redirect::to("/app").into_response(), cookies),
         Err(err) => page(
             err.status(),
@@ -117,7 +119,11 @@ async fn signup(State(state): State<AppState>, body: Bytes) -> Response {
     }
 }
 
-async fn create_organisation(state: &AppState, form: &SignupForm) -> ApiResult<Vec<String>> {
+async fn create_organisation(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &SignupForm,
+) -> ApiResult<Vec<String>> {
     let username = crate::users::check_username(&form.username)?;
     let email = crate::users::check_email(Some(form.email.clone()))?
         .ok_or_else(|| ApiError::invalid_field("EmailAddress", "an email address is required"))?;
@@ -131,9 +137,15 @@ async fn create_organisation(state: &AppState, form: &SignupForm) -> ApiResult<V
             username: &username,
             email: Some(&email),
             password_hash: Some(hash),
+            // With mail, the address is proven by a link; without, nothing could prove it.
+            email_verified: state.mailer.is_none(),
         },
     )
     .await?;
+    if let Err(err) = crate::invitations::start_verification(state, &created.owner, headers).await {
+        // The organisation exists; the owner can ask for a new link once signed in.
+        tracing::warn!(error = %err.describe(), "the verification mail could not be sent");
+    }
     tracing::info!(organisation = %created.organisation.id, owner = %created.owner.id, "an organisation signed up");
     sessions::start_session(state, &created.owner).await
 }
@@ -251,6 +263,7 @@ async fn render_dashboard(state: &AppState, parts: &Parts) -> ApiResult<Option<R
             user_id => user.id,
             spaces => minijinja::Value::from(minijinja::value::Serde(&spaces)),
             csrf => claims.csrf,
+            unverified => (!user.email_verified).then(|| user.email.clone()).flatten(),
         },
     )))
 }

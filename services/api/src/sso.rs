@@ -632,6 +632,7 @@ async fn provision(
                     organisation_id: Some(organisation_id.to_owned()),
                     password_hash: None,
                     external_id: Some(subject.to_owned()),
+                    email_verified: true,
                 },
             )
             .await?

@@ -185,6 +185,7 @@ async fn create(
             organisation_id: Some(principal.organisation_id.clone()),
             password_hash,
             external_id: None,
+            email_verified: true,
         },
     )
     .await?;

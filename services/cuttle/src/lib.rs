@@ -48,8 +48,8 @@ fn api_state(
     backends: &Backends,
     bootstrap: &Bootstrap,
     server_thumbprint: String,
-) -> AppState {
-    AppState {
+) -> anyhow::Result<AppState> {
+    Ok(AppState {
         store: backends.store.clone(),
         cache: backends.cache.clone(),
         blob: backends.blob.clone(),
@@ -68,7 +68,8 @@ fn api_state(
             &bootstrap.installation_id,
         )),
         limits: config.limits.clone(),
-    }
+        mailer: cuttle_api::mail::Mailer::from_config(&config.smtp)?.map(std::sync::Arc::new),
+    })
 }
 
 /// The certificate workers present to agents (created on first start), from
@@ -142,7 +143,7 @@ pub async fn serve_all(
         &backends,
         &bootstrap,
         identity.thumbprint().to_string(),
-    );
+    )?;
     let mut services = tokio::task::JoinSet::new();
     services.spawn(orchestrator.run(stopped()));
     services.spawn(worker.run(stopped()));
@@ -221,6 +222,7 @@ pub async fn run_api(
         )),
         keyring,
         limits: config.limits.clone(),
+        mailer: cuttle_api::mail::Mailer::from_config(&config.smtp)?.map(std::sync::Arc::new),
     };
     tracing::info!(address = %listener.local_addr()?, "api started");
     cuttle_api::run(state, bus, listener, shutdown).await

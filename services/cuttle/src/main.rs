@@ -269,6 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     username: &owner,
                     email: email.as_deref(),
                     password_hash: None,
+                    email_verified: true,
                 },
             )
             .await

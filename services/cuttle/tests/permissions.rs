@@ -515,6 +515,7 @@ async fn no_route_lets_one_organisation_see_another(mode: Mode) {
             username: "bravo-owner",
             email: Some("owner@bravo.example"),
             password_hash: None,
+            email_verified: true,
         },
     )
     .await
@@ -674,6 +675,7 @@ async fn organisations_are_rate_limited_and_held_to_quotas(mode: Mode) {
             username: "bravo-owner",
             email: None,
             password_hash: None,
+            email_verified: true,
         },
     )
     .await

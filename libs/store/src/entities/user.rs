@@ -21,6 +21,8 @@ pub struct Model {
     /// `<issuer>|<subject>` of a user created by single sign-on.
     #[sea_orm(unique)]
     pub external_id: Option<String>,
+    /// Whether the email address is proven (by a link sent to it, or by an SSO provider).
+    pub email_verified: bool,
 }
 
 /// No relations.
