@@ -3,13 +3,14 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, Params, PathParams, SpaceScope};
+use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
 use crate::links::{links, space_prefix};
 use crate::resources::{self, Resource, present, resource_accessors, resource_assign};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
+use cuttle_authz::Permission;
 use cuttle_domain::SpaceId;
 use cuttle_domain::ids::slugify;
 use cuttle_domain::script::ScriptSyntax;
@@ -213,24 +214,82 @@ pub async fn require_project(
         .ok_or_else(|| ApiError::not_found(format!("project '{key}'")))
 }
 
+/// Whether the principal may view every project of the space (no project restriction).
+fn sees_every_project(principal: &Principal, scope: &SpaceScope) -> bool {
+    principal.grants.allows(
+        Permission::ProjectView,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            ..Default::default()
+        },
+    )
+}
+
+/// Whether the principal may view this project (a team restricted to projects or project
+/// groups sees only those).
+fn sees_project(principal: &Principal, scope: &SpaceScope, doc: &Document) -> ApiResult<bool> {
+    let project: Project = documents::decode(doc)?;
+    Ok(principal.grants.allows(
+        Permission::ProjectView,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            project: Some(&project.id),
+            project_group: Some(&project.project_group_id),
+            ..Default::default()
+        },
+    ))
+}
+
 async fn list_projects(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<Collection<Project>>> {
     let query = resources::list_query(&params)?;
-    let (docs, total) =
-        documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
     let path = format!("{}/projects", space_prefix(scope.id.as_str()));
-    Ok(Json(resources::page(docs, total, &query, &scope.id, path)?))
+    if sees_every_project(&principal, &scope) {
+        let (docs, total) =
+            documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
+        return Ok(Json(resources::page(docs, total, &query, &scope.id, path)?));
+    }
+    // Restricted: filter everything, then page what is visible.
+    let everything = ListQuery {
+        skip: 0,
+        take: u64::from(u32::MAX),
+        ..query.clone()
+    };
+    let (docs, _) =
+        documents::list(state.store.conn(), &scope.id, Project::KIND, &everything).await?;
+    let mut visible = Vec::new();
+    for doc in docs {
+        if sees_project(&principal, &scope, &doc)? {
+            visible.push(doc);
+        }
+    }
+    let total = visible.len() as u64;
+    let page: Vec<Document> = visible
+        .into_iter()
+        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
+        .collect();
+    Ok(Json(resources::page(page, total, &query, &scope.id, path)?))
 }
 
 async fn all_projects(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
 ) -> ApiResult<Json<Vec<Project>>> {
     let query = ListQuery::everything();
     let (docs, _) = documents::list(state.store.conn(), &scope.id, Project::KIND, &query).await?;
+    let mut visible = Vec::new();
+    for doc in docs {
+        if sees_project(&principal, &scope, &doc)? {
+            visible.push(doc);
+        }
+    }
+    let docs = visible;
     Ok(Json(
         docs.iter()
             .map(|d| present::<Project>(d, &scope.id))
@@ -241,9 +300,17 @@ async fn all_projects(
 async fn get_project(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<Project>> {
     let (doc, _) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
+    // A project outside the caller's restriction is as absent as one that does not exist.
+    if !sees_project(&principal, &scope, &doc)? {
+        return Err(ApiError::not_found(format!(
+            "project '{}'",
+            path.get("id")?
+        )));
+    }
     Ok(Json(present(&doc, &scope.id)?))
 }
 
@@ -386,11 +453,22 @@ pub async fn insert_owned(
 async fn update_project(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     JsonBody(project): JsonBody<Project>,
 ) -> ApiResult<Json<Project>> {
     let txn = state.store.conn().begin().await?;
-    let (doc, _) = require_project(&txn, &scope.id, path.get("id")?).await?;
+    let (doc, current) = require_project(&txn, &scope.id, path.get("id")?).await?;
+    crate::authz::require_on_project(&principal, Permission::ProjectEdit, &scope.id, &current)?;
+    if project.project_group_id != current.project_group_id && !project.project_group_id.is_empty()
+    {
+        // Moving a project must not take it out of the caller's reach or into another's.
+        let moved = Project {
+            project_group_id: project.project_group_id.clone(),
+            ..current.clone()
+        };
+        crate::authz::require_on_project(&principal, Permission::ProjectEdit, &scope.id, &moved)?;
+    }
     check_references(&txn, &scope.id, &project).await?;
     let updated = resources::replace(&txn, &scope.id, &doc.id, project).await?;
     txn.commit().await?;
@@ -400,10 +478,12 @@ async fn update_project(
 async fn delete_project(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<StatusCode> {
     let txn = state.store.conn().begin().await?;
-    let (doc, _) = require_project(&txn, &scope.id, path.get("id")?).await?;
+    let (doc, project) = require_project(&txn, &scope.id, path.get("id")?).await?;
+    crate::authz::require_on_project(&principal, Permission::ProjectDelete, &scope.id, &project)?;
     // Releases own their deployments; the project owns everything else.
     let query = ListQuery {
         parent_id: Some(doc.id.clone()),
@@ -683,11 +763,13 @@ fn check_script_action(
 async fn update_process(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     JsonBody(mut process): JsonBody<DeploymentProcess>,
 ) -> ApiResult<Json<DeploymentProcess>> {
     let txn = state.store.conn().begin().await?;
     let (_, project) = require_project(&txn, &scope.id, path.get("id")?).await?;
+    crate::authz::require_on_project(&principal, Permission::ProcessEdit, &scope.id, &project)?;
     let (doc, current) = load_process(&txn, &scope.id, &project).await?;
     prepare_process(&mut process)?;
     process.id = current.id.clone();
@@ -921,10 +1003,12 @@ fn hide_sensitive(set: &mut VariableSet) {
 async fn update_project_variables(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     JsonBody(set): JsonBody<VariableSet>,
 ) -> ApiResult<Json<VariableSet>> {
     let (_, project) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
+    crate::authz::require_on_project(&principal, Permission::VariableEdit, &scope.id, &project)?;
     Ok(Json(
         save_variables(&state, &scope, &project.variable_set_id, set).await?,
     ))

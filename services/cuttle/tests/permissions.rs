@@ -21,6 +21,7 @@ both_modes!(
     users_keys_teams_and_roles_are_managed_and_checked,
     no_route_lets_one_organisation_see_another,
     organisations_are_rate_limited_and_held_to_quotas,
+    a_team_restricted_to_one_project_sees_and_changes_only_it,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -703,5 +704,57 @@ async fn organisations_are_rate_limited_and_held_to_quotas(mode: Mode) {
         .unwrap();
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     bravo.get("/api/users/me").await.expect(200);
+    app.stop().await;
+}
+
+async fn a_team_restricted_to_one_project_sees_and_changes_only_it(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let alpha = flow::project_with_script(admin, "Spaces-1", "Dev", "Alpha", "echo a").await;
+    let beta = flow::project_with_script(admin, "Spaces-1", "Dev", "Beta", "echo b").await;
+    let (dev_user, dev) = user_with_key(admin, "dev").await;
+    let team = admin
+        .post(
+            "/api/teams",
+            json!({"Name": "Alpha devs", "MemberUserIds": [dev_user], "SpaceId": "Spaces-1"}),
+        )
+        .await
+        .expect(201);
+    admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": id(&team), "UserRoleId": "userroles-projectcontributor", "SpaceId": "Spaces-1", "ProjectIds": [alpha]}),
+        )
+        .await
+        .expect(201);
+    let listed = dev.get("/api/Spaces-1/projects").await.expect(200);
+    assert_eq!(listed["TotalResults"], 1, "{listed}");
+    assert_eq!(listed["Items"][0]["Name"], "Alpha");
+    let all = dev.get("/api/Spaces-1/projects/all").await.expect(200);
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    dev.get(&format!("/api/Spaces-1/projects/{beta}"))
+        .await
+        .expect(404);
+    flow::set_script(&dev, "Spaces-1", &alpha, "echo changed").await;
+    let path = format!("/api/Spaces-1/projects/{beta}/deploymentprocesses");
+    let process = admin.get(&path).await.expect(200);
+    let refused = dev.put(&path, process).await.expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("ProcessEdit"),
+        "{refused}"
+    );
+    let variables = admin
+        .get(&format!("/api/Spaces-1/projects/{beta}/variables"))
+        .await
+        .expect(200);
+    dev.put(
+        &format!("/api/Spaces-1/projects/{beta}/variables"),
+        variables,
+    )
+    .await
+    .expect(403);
     app.stop().await;
 }
