@@ -3,7 +3,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{JsonBody, Params, PathParams, SpaceScope};
+use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
 use crate::links::{links, space_prefix};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -179,23 +179,65 @@ pub fn page<T: Resource>(
     ))
 }
 
+/// Whether the principal may see `doc`: environments are restrictable (a team scoped to Test
+/// sees Test), the other generic resources are seen whole by whoever passed the route's rule.
+fn visible(principal: &Principal, scope: &SpaceScope, kind: &str, id: Option<&str>) -> bool {
+    if kind != Environment::KIND {
+        return true;
+    }
+    principal.grants.allows(
+        cuttle_authz::Permission::EnvironmentView,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            environment: id,
+            ..Default::default()
+        },
+    )
+}
+
 async fn list<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<Collection<T>>> {
     let query = list_query(&params)?;
-    let (docs, total) = documents::list(state.store.conn(), &scope.id, T::KIND, &query).await?;
     let path = format!("{}/{}", space_prefix(scope.id.as_str()), T::COLLECTION);
-    Ok(Json(page(docs, total, &query, &scope.id, path)?))
+    if visible(&principal, &scope, T::KIND, None) {
+        let (docs, total) = documents::list(state.store.conn(), &scope.id, T::KIND, &query).await?;
+        return Ok(Json(page(docs, total, &query, &scope.id, path)?));
+    }
+    // Restricted: filter everything, then page what is visible.
+    let everything = ListQuery {
+        skip: 0,
+        take: u64::from(u32::MAX),
+        ..query.clone()
+    };
+    let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &everything).await?;
+    let visible: Vec<Document> = docs
+        .into_iter()
+        .filter(|d| visible(&principal, &scope, T::KIND, Some(&d.id)))
+        .collect();
+    let total = visible.len() as u64;
+    let shown: Vec<Document> = visible
+        .into_iter()
+        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
+        .collect();
+    Ok(Json(page(shown, total, &query, &scope.id, path)?))
 }
 
 pub(crate) async fn all<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
 ) -> ApiResult<Json<Vec<T>>> {
     let query = ListQuery::everything();
     let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &query).await?;
+    let docs: Vec<Document> = docs
+        .into_iter()
+        .filter(|d| visible(&principal, &scope, T::KIND, Some(&d.id)))
+        .collect();
     Ok(Json(
         docs.iter()
             .map(|doc| present::<T>(doc, &scope.id))
@@ -206,9 +248,13 @@ pub(crate) async fn all<T: Resource>(
 pub(crate) async fn get_one<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<T>> {
     let (doc, _) = load::<T>(state.store.conn(), &scope.id, path.get("id")?).await?;
+    if !visible(&principal, &scope, T::KIND, Some(&doc.id)) {
+        return Err(ApiError::not_found(format!("{} '{}'", T::KIND, doc.id)));
+    }
     Ok(Json(present(&doc, &scope.id)?))
 }
 

@@ -151,6 +151,13 @@ async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: M
     let deployments = admin.get("/api/Spaces-1/deployments").await.expect(200);
     assert_eq!(deployments["TotalResults"], 1, "{deployments}");
 
+    // The team sees only the environment it is scoped to.
+    let environments = qa.get("/api/Spaces-1/environments").await.expect(200);
+    assert_eq!(environments["TotalResults"], 1, "{environments}");
+    assert_eq!(environments["Items"][0]["Id"], test.as_str());
+    qa.get(&format!("/api/Spaces-1/environments/{production}"))
+        .await
+        .expect(404);
     // A project deployer views projects but does not create environments or spaces.
     qa.get("/api/Spaces-1/projects").await.expect(200);
     let refused = qa
