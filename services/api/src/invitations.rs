@@ -409,20 +409,8 @@ async fn accept(state: &AppState, form: &JoinForm) -> ApiResult<Vec<String>> {
         if let Some(doc) =
             organisations::get_document(&txn, &organisation, TEAM_KIND, team_id).await?
         {
-            let mut team: Team = organisations::decode(&doc)?;
-            if !team.member_user_ids.contains(&user.id) {
-                team.member_user_ids.push(user.id.clone());
-                organisations::replace_document(
-                    &txn,
-                    &organisation,
-                    TEAM_KIND,
-                    &team.id,
-                    &team.name,
-                    &team,
-                    "",
-                )
-                .await?;
-            }
+            let team: Team = organisations::decode(&doc)?;
+            crate::teams::set_membership(&txn, &organisation, team, &user.id, true).await?;
         }
     }
     organisations::delete_document(&txn, &organisation, TOKEN_KIND, &token.id).await?;

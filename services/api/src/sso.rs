@@ -642,7 +642,7 @@ async fn provision(
         return Err(ApiError::unauthorized_with("Your account is deactivated."));
     }
     for doc in organisations::list_documents(&txn, organisation_id, &[TEAM_KIND]).await? {
-        let mut team: Team = organisations::decode(&doc)?;
+        let team: Team = organisations::decode(&doc)?;
         if team.external_security_groups.is_empty() {
             continue;
         }
@@ -650,24 +650,7 @@ async fn provision(
             .external_security_groups
             .iter()
             .any(|g| groups.contains(&g.id));
-        let is_member = team.member_user_ids.contains(&user.id);
-        if belongs != is_member {
-            if belongs {
-                team.member_user_ids.push(user.id.clone());
-            } else {
-                team.member_user_ids.retain(|m| m != &user.id);
-            }
-            organisations::replace_document(
-                &txn,
-                organisation_id,
-                TEAM_KIND,
-                &team.id,
-                &team.name,
-                &team,
-                "",
-            )
-            .await?;
-        }
+        crate::teams::set_membership(&txn, organisation_id, team, &user.id, belongs).await?;
     }
     txn.commit().await?;
     Ok(user)

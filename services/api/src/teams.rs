@@ -388,6 +388,35 @@ pub async fn delete_space_teams(
     Ok(())
 }
 
+/// Makes `user_id` a member of `team` or not; saves the team only when that changes it.
+pub async fn set_membership(
+    conn: &impl ConnectionTrait,
+    organisation_id: &str,
+    mut team: Team,
+    user_id: &str,
+    member: bool,
+) -> ApiResult<()> {
+    if team.member_user_ids.iter().any(|m| m == user_id) == member {
+        return Ok(());
+    }
+    if member {
+        team.member_user_ids.push(user_id.to_owned());
+    } else {
+        team.member_user_ids.retain(|m| m != user_id);
+    }
+    organisations::replace_document(
+        conn,
+        organisation_id,
+        TEAM_KIND,
+        &team.id,
+        &team.name,
+        &team,
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
 /// Takes a deleted user out of every team.
 pub async fn remove_member(
     conn: &impl ConnectionTrait,
