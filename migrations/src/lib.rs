@@ -14,6 +14,7 @@ mod m20261124_000006_sessions;
 mod m20261124_000007_external_identities;
 mod m20261124_000008_events;
 mod m20261124_000009_email_verification;
+mod m20261124_000010_row_level_security;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000007_external_identities::Migration),
             Box::new(m20261124_000008_events::Migration),
             Box::new(m20261124_000009_email_verification::Migration),
+            Box::new(m20261124_000010_row_level_security::Migration),
         ]
     }
 }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod organisations;
 pub mod outbox;
 pub mod packages;
+pub mod rls;
 pub mod sessions;
 pub mod settings;
 pub mod tasks;
@@ -78,6 +79,32 @@ impl Store {
                 });
         } else {
             options.max_connections(16).min_connections(1);
+            // Every acquisition sets the role and visible spaces of the task taking the
+            // connection (row-level security, see `rls`).
+            options.map_sqlx_postgres_pool_opts(|pool| {
+                pool.after_connect(|conn, _meta| {
+                    Box::pin(async move {
+                        let sql = rls::session_sql();
+                        sea_orm::sqlx::Executor::execute(
+                            conn,
+                            sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql)),
+                        )
+                        .await?;
+                        Ok(())
+                    })
+                })
+                .before_acquire(|conn, _meta| {
+                    Box::pin(async move {
+                        let sql = rls::session_sql();
+                        sea_orm::sqlx::Executor::execute(
+                            conn,
+                            sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql)),
+                        )
+                        .await?;
+                        Ok(true)
+                    })
+                })
+            });
         }
         let db = Database::connect(options).await?;
         Ok(Store { db })

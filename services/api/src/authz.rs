@@ -661,8 +661,15 @@ pub async fn authorize(
         )
         .into_response();
     }
+    // Row-level security (PostgreSQL): the handler's queries see only rows of spaces the
+    // caller's organisation owns.
+    let organisation = principal.organisation_id.clone();
     if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
-        return next.run(Request::from_parts(parts, body)).await;
+        return cuttle_store::rls::scoped(
+            &organisation,
+            next.run(Request::from_parts(parts, body)),
+        )
+        .await;
     }
     // A write: recorded in the audit log once it has succeeded.
     let actor = crate::events::Actor::of(&principal, &parts);
@@ -676,7 +683,7 @@ pub async fn authorize(
     let route = route.to_owned();
     let (request, document) =
         crate::events::capture_request(Request::from_parts(parts, body)).await;
-    let response = next.run(request).await;
+    let response = cuttle_store::rls::scoped(&organisation, next.run(request)).await;
     if !response.status().is_success() {
         return response;
     }

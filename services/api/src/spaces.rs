@@ -187,6 +187,8 @@ pub async fn insert_space(
         space.space_managers_team_members = owner.map(|o| vec![o.to_owned()]).unwrap_or_default();
     }
     space.last_modified_on = Some(Utc::now());
+    // Owned first: with row-level security, rows of an unowned space cannot be written.
+    cuttle_store::organisations::set_space_owner(conn, id.as_str(), organisation_id).await?;
     documents::insert(
         conn,
         NewDocument {
@@ -203,7 +205,6 @@ pub async fn insert_space(
         "",
     )
     .await?;
-    cuttle_store::organisations::set_space_owner(conn, id.as_str(), organisation_id).await?;
     ensure_unique_space(conn, organisation_id, &space).await?;
     save_space_managers(conn, organisation_id, &space).await?;
     resources::insert(

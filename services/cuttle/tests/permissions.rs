@@ -765,3 +765,81 @@ async fn a_team_restricted_to_one_project_sees_and_changes_only_it(mode: Mode) {
     .expect(403);
     app.stop().await;
 }
+
+/// PostgreSQL's row-level security, the second lock: inside an organisation's scope (as the api
+/// runs every authenticated request), rows of another organisation's spaces cannot be read,
+/// changed or written, even by a query that names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_level_security_hides_other_organisations_rows_in_postgresql() {
+    use cuttle_store::documents;
+    use cuttle_store::rls::scoped;
+    let app = InProcess::start(Mode::Distributed).await;
+    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
+    let bravo = cuttle_api::organisations::create(
+        &store,
+        cuttle_api::organisations::Signup {
+            name: "Bravo",
+            slug: "bravo",
+            username: "bravo-owner",
+            email: None,
+            password_hash: None,
+            email_verified: true,
+        },
+    )
+    .await
+    .unwrap();
+    let alpha_space = cuttle_domain::SpaceId::parse("Spaces-1").unwrap();
+    let bravo_space = cuttle_domain::SpaceId::parse(&bravo.space_id).unwrap();
+    let get = |space: cuttle_domain::SpaceId| {
+        let store = store.clone();
+        async move {
+            documents::get(store.conn(), &space, "Space", space.as_str())
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    // Unscoped (background services): everything.
+    assert!(get(alpha_space.clone()).await);
+    assert!(get(bravo_space.clone()).await);
+    // Scoped to bravo: alpha's rows do not exist, bravo's do.
+    let bravo_org = bravo.organisation.id.clone();
+    assert!(!scoped(&bravo_org, get(alpha_space.clone())).await);
+    assert!(scoped(&bravo_org, get(bravo_space.clone())).await);
+    let (spaces, _) = scoped(&bravo_org, async {
+        documents::list_spaces(store.conn(), &documents::ListQuery::everything())
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(
+        spaces.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        [bravo.space_id.as_str()]
+    );
+    // Nor can bravo write into alpha's space, even naming it.
+    let written = scoped(&bravo_org, async {
+        documents::insert(
+            store.conn(),
+            documents::NewDocument {
+                id: "Environments-999".into(),
+                space_id: alpha_space.clone(),
+                kind: "Environment",
+                name: "Intruder".into(),
+                parent_id: None,
+                unique_key: None,
+                sort_order: 0,
+                data: serde_json::json!({"Name": "Intruder"}),
+            },
+            "",
+        )
+        .await
+    })
+    .await;
+    assert!(
+        written.is_err(),
+        "a row was written into another organisation's space"
+    );
+    // A space of no organisation is invisible to every organisation.
+    assert!(!scoped("Organisations-999", get(bravo_space)).await);
+    app.stop().await;
+}
