@@ -79,31 +79,13 @@ impl Store {
                 });
         } else {
             options.max_connections(16).min_connections(1);
-            // Every acquisition sets the role and visible spaces of the task taking the
-            // connection (row-level security, see `rls`).
+            // Every connection a task takes (new or from the pool) gets that task's role and
+            // organisation (row-level security, see `rls`).
             options.map_sqlx_postgres_pool_opts(|pool| {
-                pool.after_connect(|conn, _meta| {
-                    Box::pin(async move {
-                        let sql = rls::session_sql();
-                        sea_orm::sqlx::Executor::execute(
-                            conn,
-                            sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql)),
-                        )
-                        .await?;
-                        Ok(())
+                pool.after_connect(|conn, _meta| Box::pin(rls::prepare(conn)))
+                    .before_acquire(|conn, _meta| {
+                        Box::pin(async move { rls::prepare(conn).await.map(|()| true) })
                     })
-                })
-                .before_acquire(|conn, _meta| {
-                    Box::pin(async move {
-                        let sql = rls::session_sql();
-                        sea_orm::sqlx::Executor::execute(
-                            conn,
-                            sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql)),
-                        )
-                        .await?;
-                        Ok(true)
-                    })
-                })
             });
         }
         let db = Database::connect(options).await?;

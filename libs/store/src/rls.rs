@@ -40,6 +40,19 @@ pub(crate) fn session_sql() -> String {
     }
 }
 
+/// Sets the current task's role and organisation on a PostgreSQL connection.
+pub(crate) async fn prepare(
+    conn: &mut sea_orm::sqlx::PgConnection,
+) -> Result<(), sea_orm::sqlx::Error> {
+    let sql = session_sql();
+    sea_orm::sqlx::Executor::execute(
+        conn,
+        sea_orm::sqlx::raw_sql(sea_orm::sqlx::AssertSqlSafe(sql)),
+    )
+    .await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -375,6 +375,30 @@ async fn users_keys_teams_and_roles_are_managed_and_checked(mode: Mode) {
     app.stop().await;
 }
 
+/// A second organisation, "Bravo", made as signup makes one; and a store to reach it.
+async fn second_organisation(
+    app: &InProcess,
+) -> (
+    cuttle_store::Store,
+    cuttle_api::organisations::NewOrganisation,
+) {
+    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
+    let created = cuttle_api::organisations::create(
+        &store,
+        cuttle_api::organisations::Signup {
+            name: "Bravo",
+            slug: "bravo",
+            username: "bravo-owner",
+            email: None,
+            password_hash: None,
+            email_verified: true,
+        },
+    )
+    .await
+    .unwrap();
+    (store, created)
+}
+
 /// Fills a route template's parameters with the identifiers of `ids`.
 fn concrete(template: &str, ids: &Ids) -> String {
     let first = template.split('/').nth(1).unwrap_or_default();
@@ -674,20 +698,7 @@ async fn organisations_are_rate_limited_and_held_to_quotas(mode: Mode) {
 
     // The request rate: at most 30 a minute, then 429 with Retry-After, for this organisation
     // only.
-    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
-    let bravo = cuttle_api::organisations::create(
-        &store,
-        cuttle_api::organisations::Signup {
-            name: "Bravo",
-            slug: "bravo",
-            username: "bravo-owner",
-            email: None,
-            password_hash: None,
-            email_verified: true,
-        },
-    )
-    .await
-    .unwrap();
+    let (_, bravo) = second_organisation(&app).await;
     let bravo = Client::new(alpha.base.clone(), bravo.api_key);
     let mut limited = None;
     for _ in 0..70 {
@@ -774,20 +785,7 @@ async fn row_level_security_hides_other_organisations_rows_in_postgresql() {
     use cuttle_store::documents;
     use cuttle_store::rls::scoped;
     let app = InProcess::start(Mode::Distributed).await;
-    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
-    let bravo = cuttle_api::organisations::create(
-        &store,
-        cuttle_api::organisations::Signup {
-            name: "Bravo",
-            slug: "bravo",
-            username: "bravo-owner",
-            email: None,
-            password_hash: None,
-            email_verified: true,
-        },
-    )
-    .await
-    .unwrap();
+    let (store, bravo) = second_organisation(&app).await;
     let alpha_space = cuttle_domain::SpaceId::parse("Spaces-1").unwrap();
     let bravo_space = cuttle_domain::SpaceId::parse(&bravo.space_id).unwrap();
     let get = |space: cuttle_domain::SpaceId| {
