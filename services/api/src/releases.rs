@@ -571,11 +571,30 @@ async fn create_release_classic(
 async fn list_releases(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<Collection<Release>>> {
     let query = resources::list_query(&params)?;
-    let (docs, total) =
-        documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &query).await?;
+    let mut viewer = Viewer::new(&principal, &scope);
+    let (docs, total) = if viewer.sees_all(cuttle_authz::Permission::ReleaseView) {
+        documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &query).await?
+    } else {
+        let everything = ListQuery {
+            skip: 0,
+            take: u64::from(u32::MAX),
+            ..query.clone()
+        };
+        let (all, _) =
+            documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &everything).await?;
+        let visible = viewer.filter(state.store.conn(), all).await?;
+        let total = visible.len() as u64;
+        let page = visible
+            .into_iter()
+            .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.take).unwrap_or(usize::MAX))
+            .collect();
+        (page, total)
+    };
     release_page(
         docs,
         total,
@@ -583,6 +602,90 @@ async fn list_releases(
         &scope.id,
         format!("{}/releases", space_prefix(scope.id.as_str())),
     )
+}
+
+/// Who may see which releases and deployments: a team restricted to projects (or project
+/// groups) and environments sees only theirs. Project groups are looked up once per project.
+struct Viewer<'a> {
+    principal: &'a Principal,
+    scope: &'a SpaceScope,
+    groups: std::collections::HashMap<String, String>,
+}
+
+impl<'a> Viewer<'a> {
+    fn new(principal: &'a Principal, scope: &'a SpaceScope) -> Viewer<'a> {
+        Viewer {
+            principal,
+            scope,
+            groups: std::collections::HashMap::new(),
+        }
+    }
+
+    /// Whether the permission is held without any restriction (no filtering needed).
+    fn sees_all(&self, permission: cuttle_authz::Permission) -> bool {
+        self.principal.grants.allows(
+            permission,
+            &cuttle_authz::Target {
+                space: Some(self.scope.id.as_str()),
+                ..Default::default()
+            },
+        )
+    }
+
+    async fn may(
+        &mut self,
+        conn: &impl ConnectionTrait,
+        permission: cuttle_authz::Permission,
+        project_id: &str,
+        environment_id: Option<&str>,
+    ) -> ApiResult<bool> {
+        if !self.groups.contains_key(project_id) {
+            let group = match find_project(conn, &self.scope.id, project_id).await? {
+                Some((_, project)) => project.project_group_id,
+                None => String::new(),
+            };
+            self.groups.insert(project_id.to_owned(), group);
+        }
+        let group = self.groups.get(project_id).map(String::as_str);
+        Ok(self.principal.grants.allows(
+            permission,
+            &cuttle_authz::Target {
+                space: Some(self.scope.id.as_str()),
+                project: Some(project_id),
+                project_group: group,
+                environment: environment_id,
+                tenant: None,
+            },
+        ))
+    }
+
+    /// The documents (releases or deployments) the principal may view.
+    async fn filter(
+        &mut self,
+        conn: &impl ConnectionTrait,
+        docs: Vec<Document>,
+    ) -> ApiResult<Vec<Document>> {
+        let mut kept = Vec::new();
+        for doc in docs {
+            let value: serde_json::Value = serde_json::from_str(&doc.data).unwrap_or_default();
+            let project = value["ProjectId"].as_str().unwrap_or_default().to_owned();
+            let (permission, environment) = if doc.kind == DEPLOYMENT_KIND {
+                (
+                    cuttle_authz::Permission::DeploymentView,
+                    value["EnvironmentId"].as_str().map(str::to_owned),
+                )
+            } else {
+                (cuttle_authz::Permission::ReleaseView, None)
+            };
+            if self
+                .may(conn, permission, &project, environment.as_deref())
+                .await?
+            {
+                kept.push(doc);
+            }
+        }
+        Ok(kept)
+    }
 }
 
 /// One page of releases or deployments, newest first as Octopus lists them: the documents are
@@ -637,11 +740,18 @@ fn deployment_page(
 async fn project_releases(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     params: Params,
 ) -> ApiResult<Json<Collection<Release>>> {
     let conn = state.store.conn();
-    let (project_doc, _) = require_project(conn, &scope.id, path.get("id")?).await?;
+    let (project_doc, project) = require_project(conn, &scope.id, path.get("id")?).await?;
+    crate::authz::require_on_project(
+        &principal,
+        cuttle_authz::Permission::ReleaseView,
+        &scope.id,
+        &project,
+    )?;
     let mut query = resources::list_query(&params)?;
     query.parent_id = Some(project_doc.id.clone());
     query.partial_name = params.get("searchByVersion").map(str::to_owned);
@@ -677,10 +787,17 @@ async fn project_releases(
 async fn project_release_by_version(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<Release>> {
     let conn = state.store.conn();
     let (project_doc, project) = require_project(conn, &scope.id, path.get("id")?).await?;
+    crate::authz::require_on_project(
+        &principal,
+        cuttle_authz::Permission::ReleaseView,
+        &scope.id,
+        &project,
+    )?;
     let version = path.get("version")?;
     let doc = documents::find_by_name(
         conn,
@@ -699,10 +816,19 @@ async fn project_release_by_version(
 async fn get_release(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<Release>> {
     let id = path.get("id")?;
     let doc = require_release(state.store.conn(), &scope.id, id).await?;
+    let mut viewer = Viewer::new(&principal, &scope);
+    if viewer
+        .filter(state.store.conn(), vec![doc.clone()])
+        .await?
+        .is_empty()
+    {
+        return Err(ApiError::not_found(format!("release '{id}'")));
+    }
     Ok(Json(present_release(&doc, &scope.id)?))
 }
 
@@ -808,14 +934,33 @@ async fn delete_release(
 async fn release_deployments(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     params: Params,
 ) -> ApiResult<Json<Collection<Deployment>>> {
     let id = path.get("id")?;
     let mut query = resources::list_query(&params)?;
     query.parent_id = Some(id.to_owned());
-    let (docs, total) =
-        documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &query).await?;
+    let mut viewer = Viewer::new(&principal, &scope);
+    let (docs, total) = if viewer.sees_all(cuttle_authz::Permission::DeploymentView) {
+        documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &query).await?
+    } else {
+        let everything = ListQuery {
+            skip: 0,
+            take: u64::from(u32::MAX),
+            ..query.clone()
+        };
+        let (all, _) =
+            documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &everything).await?;
+        let visible = viewer.filter(state.store.conn(), all).await?;
+        let total = visible.len() as u64;
+        let page = visible
+            .into_iter()
+            .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
+            .take(usize::try_from(query.take).unwrap_or(usize::MAX))
+            .collect();
+        (page, total)
+    };
     deployment_page(
         docs,
         total,
@@ -831,9 +976,12 @@ async fn release_deployments(
 async fn list_deployments(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<Collection<Deployment>>> {
     let conn = state.store.conn();
+    let mut viewer = Viewer::new(&principal, &scope);
+    let restricted = !viewer.sees_all(cuttle_authz::Permission::DeploymentView);
     let (skip, take) = params.paging()?;
     let ids = params.list("ids");
     let projects = params.list("projects");
@@ -856,6 +1004,18 @@ async fn list_deployments(
             && (environments.is_empty() || environments.contains(&deployment.environment_id))
             && (channels.is_empty() || channels.contains(&deployment.channel_id));
         if !keep {
+            continue;
+        }
+        if restricted
+            && !viewer
+                .may(
+                    conn,
+                    cuttle_authz::Permission::DeploymentView,
+                    &deployment.project_id,
+                    Some(&deployment.environment_id),
+                )
+                .await?
+        {
             continue;
         }
         if !task_states.is_empty() {
@@ -896,12 +1056,22 @@ async fn list_deployments(
 async fn get_deployment(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<Deployment>> {
     let id = path.get("id")?;
+    let not_found = || ApiError::not_found(format!("deployment '{id}'"));
     let doc = documents::get(state.store.conn(), &scope.id, DEPLOYMENT_KIND, id)
         .await?
-        .ok_or_else(|| ApiError::not_found(format!("deployment '{id}'")))?;
+        .ok_or_else(not_found)?;
+    let mut viewer = Viewer::new(&principal, &scope);
+    if viewer
+        .filter(state.store.conn(), vec![doc.clone()])
+        .await?
+        .is_empty()
+    {
+        return Err(not_found());
+    }
     Ok(Json(present_deployment(&doc, &scope.id)?))
 }
 

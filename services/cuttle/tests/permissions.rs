@@ -150,6 +150,31 @@ async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: M
     );
     let deployments = admin.get("/api/Spaces-1/deployments").await.expect(200);
     assert_eq!(deployments["TotalResults"], 1, "{deployments}");
+    // The team does not see deployments to environments outside its scope.
+    let to_production = admin
+        .post(
+            "/api/Spaces-1/deployments",
+            json!({"ReleaseId": id(&release), "EnvironmentId": production}),
+        )
+        .await
+        .expect(201);
+    let seen = qa.get("/api/Spaces-1/deployments").await.expect(200);
+    assert_eq!(seen["TotalResults"], 1, "{seen}");
+    assert_eq!(seen["Items"][0]["EnvironmentId"], test.as_str());
+    qa.get(&format!("/api/Spaces-1/deployments/{}", id(&to_production)))
+        .await
+        .expect(404);
+    let of_release = qa
+        .get(&format!(
+            "/api/Spaces-1/releases/{}/deployments",
+            id(&release)
+        ))
+        .await
+        .expect(200);
+    assert_eq!(of_release["TotalResults"], 1, "{of_release}");
+    qa.get(&format!("/api/Spaces-1/releases/{}", id(&release)))
+        .await
+        .expect(200);
 
     // The team sees only the environment it is scoped to.
     let environments = qa.get("/api/Spaces-1/environments").await.expect(200);
