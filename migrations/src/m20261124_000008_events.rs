@@ -23,6 +23,7 @@ enum Events {
     Occurred,
     Message,
     RelatedDocumentIds,
+    DocumentId,
     Details,
 }
 
@@ -47,6 +48,7 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(Events::Occurred))
                     .col(text(Events::Message))
                     .col(text(Events::RelatedDocumentIds))
+                    .col(string_null(Events::DocumentId))
                     .col(text(Events::Details))
                     .to_owned(),
             )
@@ -57,6 +59,18 @@ impl MigrationTrait for Migration {
                     .name("ix_events_organisation_occurred")
                     .table(Events::Table)
                     .col(Events::OrganisationId)
+                    .col(Events::Occurred)
+                    .to_owned(),
+            )
+            .await?;
+        // A write's differences are taken from its document's previous event: found by index.
+        manager
+            .create_index(
+                Index::create()
+                    .name("ix_events_document")
+                    .table(Events::Table)
+                    .col(Events::OrganisationId)
+                    .col(Events::DocumentId)
                     .col(Events::Occurred)
                     .to_owned(),
             )

@@ -103,7 +103,7 @@ pub async fn get_event(
         .filter(|e| e.organisation_id == organisation_id))
 }
 
-/// The latest event naming `document_id` (whose details hold the document's last known state).
+/// The latest event about `document_id` (whose details hold the document's last known state).
 pub async fn latest_regarding(
     conn: &impl ConnectionTrait,
     organisation_id: &str,
@@ -111,7 +111,7 @@ pub async fn latest_regarding(
 ) -> Result<Option<Event>, StoreError> {
     Ok(event::Entity::find()
         .filter(event::Column::OrganisationId.eq(organisation_id))
-        .filter(event::Column::RelatedDocumentIds.contains(format!("\"{document_id}\"")))
+        .filter(event::Column::DocumentId.eq(document_id))
         .order_by_desc(event::Column::Occurred)
         .one(conn)
         .await?)

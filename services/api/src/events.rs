@@ -172,6 +172,7 @@ pub async fn record(
         ip_address: actor.ip_address.clone(),
         occurred: chrono::Utc::now(),
         message,
+        document_id: related.first().cloned(),
         related_document_ids: Value::from(related).to_string(),
         details: details.to_string(),
     };

@@ -254,25 +254,20 @@ async fn list_projects(
         return Ok(Json(resources::page(docs, total, &query, &scope.id, path)?));
     }
     // Restricted: filter everything, then page what is visible.
-    let everything = ListQuery {
-        skip: 0,
-        take: u64::from(u32::MAX),
-        ..query.clone()
-    };
-    let (docs, _) =
-        documents::list(state.store.conn(), &scope.id, Project::KIND, &everything).await?;
+    let (docs, _) = documents::list(
+        state.store.conn(),
+        &scope.id,
+        Project::KIND,
+        &resources::unpaged(&query),
+    )
+    .await?;
     let mut visible = Vec::new();
     for doc in docs {
         if sees_project(&principal, &scope, &doc)? {
             visible.push(doc);
         }
     }
-    let total = visible.len() as u64;
-    let page: Vec<Document> = visible
-        .into_iter()
-        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
-        .collect();
+    let (page, total) = resources::page_slice(visible, &query);
     Ok(Json(resources::page(page, total, &query, &scope.id, path)?))
 }
 

@@ -575,26 +575,14 @@ async fn list_releases(
     params: Params,
 ) -> ApiResult<Json<Collection<Release>>> {
     let query = resources::list_query(&params)?;
-    let mut viewer = Viewer::new(&principal, &scope);
-    let (docs, total) = if viewer.sees_all(cuttle_authz::Permission::ReleaseView) {
-        documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &query).await?
-    } else {
-        let everything = ListQuery {
-            skip: 0,
-            take: u64::from(u32::MAX),
-            ..query.clone()
-        };
-        let (all, _) =
-            documents::list(state.store.conn(), &scope.id, RELEASE_KIND, &everything).await?;
-        let visible = viewer.filter(state.store.conn(), all).await?;
-        let total = visible.len() as u64;
-        let page = visible
-            .into_iter()
-            .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
-            .take(usize::try_from(query.take).unwrap_or(usize::MAX))
-            .collect();
-        (page, total)
-    };
+    let (docs, total) = Viewer::new(&principal, &scope)
+        .list(
+            state.store.conn(),
+            RELEASE_KIND,
+            &query,
+            cuttle_authz::Permission::ReleaseView,
+        )
+        .await?;
     release_page(
         docs,
         total,
@@ -657,6 +645,24 @@ impl<'a> Viewer<'a> {
                 tenant: None,
             },
         ))
+    }
+
+    /// A page of `kind` (releases or deployments) as `query` asks, of those the principal may
+    /// view with `permission`, and their total: paged by the database when nothing is hidden.
+    async fn list(
+        &mut self,
+        conn: &impl ConnectionTrait,
+        kind: &str,
+        query: &ListQuery,
+        permission: cuttle_authz::Permission,
+    ) -> ApiResult<(Vec<Document>, u64)> {
+        if self.sees_all(permission) {
+            return Ok(documents::list(conn, &self.scope.id, kind, query).await?);
+        }
+        let (all, _) =
+            documents::list(conn, &self.scope.id, kind, &resources::unpaged(query)).await?;
+        let visible = self.filter(conn, all).await?;
+        Ok(resources::page_slice(visible, query))
     }
 
     /// The documents (releases or deployments) the principal may view.
@@ -941,26 +947,14 @@ async fn release_deployments(
     let id = path.get("id")?;
     let mut query = resources::list_query(&params)?;
     query.parent_id = Some(id.to_owned());
-    let mut viewer = Viewer::new(&principal, &scope);
-    let (docs, total) = if viewer.sees_all(cuttle_authz::Permission::DeploymentView) {
-        documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &query).await?
-    } else {
-        let everything = ListQuery {
-            skip: 0,
-            take: u64::from(u32::MAX),
-            ..query.clone()
-        };
-        let (all, _) =
-            documents::list(state.store.conn(), &scope.id, DEPLOYMENT_KIND, &everything).await?;
-        let visible = viewer.filter(state.store.conn(), all).await?;
-        let total = visible.len() as u64;
-        let page = visible
-            .into_iter()
-            .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
-            .take(usize::try_from(query.take).unwrap_or(usize::MAX))
-            .collect();
-        (page, total)
-    };
+    let (docs, total) = Viewer::new(&principal, &scope)
+        .list(
+            state.store.conn(),
+            DEPLOYMENT_KIND,
+            &query,
+            cuttle_authz::Permission::DeploymentView,
+        )
+        .await?;
     deployment_page(
         docs,
         total,

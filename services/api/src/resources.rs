@@ -179,6 +179,26 @@ pub fn page<T: Resource>(
     ))
 }
 
+/// `query` without its paging: every matching document, to filter in memory before paging.
+pub fn unpaged(query: &ListQuery) -> ListQuery {
+    ListQuery {
+        skip: 0,
+        take: u64::from(u32::MAX),
+        ..query.clone()
+    }
+}
+
+/// The page `query` asks for of an in-memory list, and the list's length.
+pub fn page_slice<T>(items: Vec<T>, query: &ListQuery) -> (Vec<T>, u64) {
+    let total = items.len() as u64;
+    let page = items
+        .into_iter()
+        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
+        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
+        .collect();
+    (page, total)
+}
+
 /// Whether the principal may see `doc`: environments are restrictable (a team scoped to Test
 /// sees Test), the other generic resources are seen whole by whoever passed the route's rule.
 fn visible(principal: &Principal, scope: &SpaceScope, kind: &str, id: Option<&str>) -> bool {
@@ -208,22 +228,13 @@ async fn list<T: Resource>(
         return Ok(Json(page(docs, total, &query, &scope.id, path)?));
     }
     // Restricted: filter everything, then page what is visible.
-    let everything = ListQuery {
-        skip: 0,
-        take: u64::from(u32::MAX),
-        ..query.clone()
-    };
-    let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &everything).await?;
+    let (docs, _) =
+        documents::list(state.store.conn(), &scope.id, T::KIND, &unpaged(&query)).await?;
     let visible: Vec<Document> = docs
         .into_iter()
         .filter(|d| visible(&principal, &scope, T::KIND, Some(&d.id)))
         .collect();
-    let total = visible.len() as u64;
-    let shown: Vec<Document> = visible
-        .into_iter()
-        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
-        .collect();
+    let (shown, total) = page_slice(visible, &query);
     Ok(Json(page(shown, total, &query, &scope.id, path)?))
 }
 

@@ -59,12 +59,7 @@ pub async fn organisation_spaces(
             .await?
             .into_iter()
             .collect();
-    let query = ListQuery {
-        skip: 0,
-        take: u64::from(u32::MAX),
-        ..query.clone()
-    };
-    let (docs, _) = documents::list_spaces(conn, &query).await?;
+    let (docs, _) = documents::list_spaces(conn, &resources::unpaged(query)).await?;
     Ok(docs.into_iter().filter(|d| owned.contains(&d.id)).collect())
 }
 
@@ -120,13 +115,8 @@ async fn list(
 ) -> ApiResult<Json<Collection<Space>>> {
     let query = resources::list_query(&params)?;
     let docs = visible_spaces(&state, &principal, &query).await?;
-    let total = docs.len() as u64;
-    let items = docs
-        .iter()
-        .skip(usize::try_from(query.skip).unwrap_or(usize::MAX))
-        .take(usize::try_from(query.take).unwrap_or(usize::MAX))
-        .map(present)
-        .collect::<ApiResult<Vec<_>>>()?;
+    let (docs, total) = resources::page_slice(docs, &query);
+    let items = docs.iter().map(present).collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(Collection::page(
         "Space",
         items,

@@ -22,6 +22,8 @@ pub struct Model {
     /// JSON array of ids.
     #[sea_orm(column_type = "Text")]
     pub related_document_ids: String,
+    /// The document the event is about (the first of `related_document_ids`), if any.
+    pub document_id: Option<String>,
     /// JSON: `ChangeDetails` (the request's document, sensitive values removed, and its
     /// differences from the document's previous event).
     #[sea_orm(column_type = "Text")]
