@@ -20,7 +20,10 @@ mod local;
 mod s3;
 
 pub use local::LocalBlobStore;
-pub use s3::{DEFAULT_PART_SIZE, DEFAULT_UPLOAD_CONCURRENCY, MIN_PART_SIZE, S3BlobStore, S3Config};
+pub use s3::{
+    DEFAULT_DOWNLOAD_CONCURRENCY, DEFAULT_PART_SIZE, DEFAULT_UPLOAD_CONCURRENCY, MIN_PART_SIZE,
+    S3BlobStore, S3Config,
+};
 
 /// Why a blob operation failed.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,12 @@
 //! [`BlobStore`] on an S3-compatible service (AWS S3, Garage, s3s-fs in development).
 //!
-//! Uploads stream with bounded memory: at most one part (plus one incoming chunk) is buffered.
+//! Uploads stream with bounded memory: the part being filled plus the parts in flight
+//! (`upload_concurrency`), each one allocation of at most `part_size` bytes.
 //! A body that fits in one part is sent with a single PutObject; anything larger becomes a
 //! multipart upload, which S3 only makes visible on CompleteMultipartUpload and which we abort on
 //! any failure, so readers never see a partial object and no orphaned parts keep costing storage.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::Range;
 
 use aws_sdk_s3::Client;
@@ -15,7 +17,7 @@ use aws_sdk_s3::primitives::ByteStream as SdkByteStream;
 use aws_sdk_s3::types::{
     BucketLocationConstraint, CompletedMultipartUpload, CompletedPart, CreateBucketConfiguration,
 };
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::StreamExt;
 
 use crate::{BlobError, BlobReader, BlobStore, ByteStream, ObjectInfo};
@@ -26,11 +28,22 @@ pub const DEFAULT_PART_SIZE: usize = 8 * 1024 * 1024;
 /// Smallest part size S3 accepts for every part but the last.
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
-/// Parts of one upload in flight at once by default. One: on a 2-core machine with S3 on
-/// loopback, four parts gained ~20% upload throughput for ~100 MB more peak memory, and two or
-/// three gained nothing measurable (load-tests/RESULTS.md). Raise it for a distant S3, where
-/// each part waits on the network.
-pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 1;
+/// Parts of one upload in flight at once by default. Two: the next part fills from the
+/// incoming body while the previous one is sent; with one, receiving stalls for every part's
+/// round trip (on a 2-core machine with S3 on loopback, pushing a 1 GiB package took ~6.7 s
+/// with one and ~5.4 s with two; more gained nothing and cost a part's memory each,
+/// load-tests/RESULTS.md). Raise it for a distant S3, where each part waits on the network.
+pub const DEFAULT_UPLOAD_CONCURRENCY: usize = 2;
+
+/// Ranges of one download fetched at once by default, each [`DOWNLOAD_RANGE_SIZE`] bytes held in
+/// memory until the client has taken the ones before it. Parallel ranged GETs are how S3 serves
+/// one object fast; on a 2-core machine with S3 on loopback, four 4 MiB ranges downloaded a
+/// 1 GiB package ~1.4x as fast as one streamed GET, for ~45 MB more peak memory
+/// (load-tests/RESULTS.md).
+pub const DEFAULT_DOWNLOAD_CONCURRENCY: usize = 4;
+
+/// Size of the ranged GETs a download is split into when `download_concurrency` is above one.
+pub const DOWNLOAD_RANGE_SIZE: u64 = 4 * 1024 * 1024;
 
 /// Largest part size S3 accepts.
 const MAX_PART_SIZE: usize = 5 * 1024 * 1024 * 1024;
@@ -58,9 +71,13 @@ pub struct S3Config {
     pub force_path_style: bool,
     /// Multipart part size in bytes (default 8 MiB, at least 5 MiB per S3 rules).
     pub part_size: usize,
-    /// Parts of one multipart upload sent at once (default 1); each part in flight holds its
+    /// Parts of one multipart upload sent at once (default 2); each part in flight holds its
     /// buffer until S3 has it.
     pub upload_concurrency: usize,
+    /// Ranges of one download fetched at once (default 4). Above one, a download larger than
+    /// [`DOWNLOAD_RANGE_SIZE`] becomes ranged GETs of that size, pinned to the first response's
+    /// ETag; one means a single streamed GET.
+    pub download_concurrency: usize,
 }
 
 impl S3Config {
@@ -76,6 +93,7 @@ impl S3Config {
             force_path_style: false,
             part_size: DEFAULT_PART_SIZE,
             upload_concurrency: DEFAULT_UPLOAD_CONCURRENCY,
+            download_concurrency: DEFAULT_DOWNLOAD_CONCURRENCY,
         }
     }
 }
@@ -95,6 +113,7 @@ impl std::fmt::Debug for S3Config {
             .field("force_path_style", &self.force_path_style)
             .field("part_size", &self.part_size)
             .field("upload_concurrency", &self.upload_concurrency)
+            .field("download_concurrency", &self.download_concurrency)
             .finish()
     }
 }
@@ -106,6 +125,21 @@ pub struct S3BlobStore {
     bucket: String,
     part_size: usize,
     upload_concurrency: usize,
+    download_concurrency: usize,
+    /// Whether uploads sign their bodies (see [`signs_payload`]).
+    sign_payload: bool,
+}
+
+/// Whether uploads to `endpoint` (None: AWS) include their body in the request signature, as
+/// the AWS CLI and boto3 decide: over plain HTTP yes, since nothing else protects the bytes;
+/// over HTTPS no, since TLS already does and the SDK still sends a CRC32 checksum S3 verifies.
+/// Signing costs a SHA-256 pass over every byte on both sides.
+fn signs_payload(endpoint: Option<&str>) -> bool {
+    endpoint.is_some_and(|endpoint| {
+        !endpoint
+            .get(..8)
+            .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
+    })
 }
 
 impl S3BlobStore {
@@ -151,6 +185,8 @@ impl S3BlobStore {
             bucket: config.bucket,
             part_size: config.part_size,
             upload_concurrency: config.upload_concurrency.max(1),
+            download_concurrency: config.download_concurrency.max(1),
+            sign_payload: signs_payload(config.endpoint.as_deref()),
         };
         store.ensure_bucket(&config.region).await?;
         Ok(store)
@@ -193,12 +229,20 @@ impl S3BlobStore {
 
     async fn put_single(&self, key: &str, data: Bytes) -> Result<ObjectInfo, BlobError> {
         let size = data.len() as u64;
-        self.client
+        let request = self
+            .client
             .put_object()
             .bucket(&self.bucket)
             .key(key)
             .content_length(size as i64)
             .body(SdkByteStream::from(data))
+            .customize();
+        let request = if self.sign_payload {
+            request
+        } else {
+            request.disable_payload_signing()
+        };
+        request
             .send()
             .await
             .map_err(|error| backend_error("uploading the object", error))?;
@@ -214,13 +258,12 @@ impl S3BlobStore {
         &self,
         key: &str,
         upload_id: &str,
-        buffer: BytesMut,
-        body_ended: bool,
-        body: &mut ByteStream,
+        first: Bytes,
+        parts: &mut Parts<'_>,
     ) -> Result<(Vec<CompletedPart>, u64), BlobError> {
         let mut in_flight = tokio::task::JoinSet::new();
         let result = self
-            .send_parts(key, upload_id, buffer, body_ended, body, &mut in_flight)
+            .send_parts(key, upload_id, first, parts, &mut in_flight)
             .await;
         if result.is_err() {
             // Let parts already sent settle before the caller aborts the upload, so none lands
@@ -234,44 +277,37 @@ impl S3BlobStore {
         &self,
         key: &str,
         upload_id: &str,
-        mut buffer: BytesMut,
-        mut body_ended: bool,
-        body: &mut ByteStream,
+        first: Bytes,
+        parts: &mut Parts<'_>,
         in_flight: &mut PartUploads,
     ) -> Result<(Vec<CompletedPart>, u64), BlobError> {
         let mut done: Vec<(usize, CompletedPart)> = Vec::new();
-        let mut next_index = 0usize;
         let mut size: u64 = 0;
-        loop {
-            // Send full parts while more data follows, so that the last part is never empty.
-            while buffer.len() > self.part_size || body_ended {
-                let last = buffer.len() <= self.part_size;
-                let part = if last {
-                    buffer.split().freeze()
-                } else {
-                    buffer.split_to(self.part_size).freeze()
-                };
-                size += part.len() as u64;
-                let store = self.clone();
-                let (key, upload_id, index) = (key.to_owned(), upload_id.to_owned(), next_index);
-                next_index += 1;
-                in_flight.spawn(async move {
-                    let part = store.upload_part(&key, &upload_id, index, part).await?;
-                    Ok((index, part))
-                });
-                while in_flight.len() >= self.upload_concurrency.max(1) {
-                    collect_part(in_flight, &mut done).await?;
-                }
-                if last {
-                    while !in_flight.is_empty() {
-                        collect_part(in_flight, &mut done).await?;
-                    }
-                    done.sort_by_key(|(index, _)| *index);
-                    return Ok((done.into_iter().map(|(_, part)| part).collect(), size));
-                }
+        let mut next = Some((first, false));
+        for index in 0usize.. {
+            let (part, last) = match next.take() {
+                Some(first) => first,
+                None => parts.next().await?,
+            };
+            size += part.len() as u64;
+            let store = self.clone();
+            let (key, upload_id) = (key.to_owned(), upload_id.to_owned());
+            in_flight.spawn(async move {
+                let part = store.upload_part(&key, &upload_id, index, part).await?;
+                Ok((index, part))
+            });
+            while in_flight.len() >= self.upload_concurrency.max(1) {
+                collect_part(in_flight, &mut done).await?;
             }
-            body_ended = fill_buffer(body, &mut buffer, self.part_size).await?;
+            if last {
+                break;
+            }
         }
+        while !in_flight.is_empty() {
+            collect_part(in_flight, &mut done).await?;
+        }
+        done.sort_by_key(|(index, _)| *index);
+        Ok((done.into_iter().map(|(_, part)| part).collect(), size))
     }
 
     async fn upload_part(
@@ -290,7 +326,7 @@ impl S3BlobStore {
                     self.part_size
                 ))
             })?;
-        let output = self
+        let request = self
             .client
             .upload_part()
             .bucket(&self.bucket)
@@ -299,6 +335,13 @@ impl S3BlobStore {
             .part_number(part_number)
             .content_length(data.len() as i64)
             .body(SdkByteStream::from(data))
+            .customize();
+        let request = if self.sign_payload {
+            request
+        } else {
+            request.disable_payload_signing()
+        };
+        let output = request
             .send()
             .await
             .map_err(|error| backend_error("uploading a part", error))?;
@@ -316,9 +359,8 @@ impl S3BlobStore {
     async fn put_multipart(
         &self,
         key: &str,
-        buffer: BytesMut,
-        body_ended: bool,
-        body: &mut ByteStream,
+        first: Bytes,
+        parts: &mut Parts<'_>,
     ) -> Result<ObjectInfo, BlobError> {
         let created = self
             .client
@@ -340,10 +382,11 @@ impl S3BlobStore {
             key: key.to_owned(),
             upload_id: Some(upload_id.clone()),
         };
+        let started = std::time::Instant::now();
         let result = async {
-            let (parts, size) = self
-                .upload_parts(key, &upload_id, buffer, body_ended, body)
-                .await?;
+            let (parts, size) = self.upload_parts(key, &upload_id, first, parts).await?;
+            let parts_sent = started.elapsed();
+            let count = parts.len();
             self.client
                 .complete_multipart_upload()
                 .bucket(&self.bucket)
@@ -357,6 +400,14 @@ impl S3BlobStore {
                 .send()
                 .await
                 .map_err(|error| backend_error("completing the multipart upload", error))?;
+            tracing::debug!(
+                s3.key = %key,
+                s3.parts = count,
+                size,
+                parts_ms = parts_sent.as_millis() as u64,
+                complete_ms = (started.elapsed() - parts_sent).as_millis() as u64,
+                "multipart upload complete"
+            );
             Ok(size)
         }
         .await;
@@ -434,8 +485,6 @@ async fn abort_upload(client: &Client, bucket: &str, key: &str, upload_id: &str)
     }
 }
 
-/// Reads body chunks into `buffer` until it holds more than `part_size` bytes or the body ends.
-/// Returns true when the body has ended.
 /// Part uploads in flight, each answering its index and the completed part.
 type PartUploads = tokio::task::JoinSet<Result<(usize, CompletedPart), BlobError>>;
 
@@ -458,45 +507,230 @@ async fn collect_part(
     }
 }
 
-async fn fill_buffer(
-    body: &mut ByteStream,
-    buffer: &mut BytesMut,
+/// Cuts a body into parts of exactly `part_size` bytes (the last one shorter), each in one
+/// allocation of at most `part_size` bytes, so a part in flight holds no more memory than its
+/// own data and frees it as soon as S3 has it.
+struct Parts<'a> {
+    body: &'a mut ByteStream,
+    /// The unread rest of the last chunk received.
+    leftover: Bytes,
+    ended: bool,
     part_size: usize,
-) -> Result<bool, BlobError> {
-    while buffer.len() <= part_size {
-        match body.next().await {
-            Some(Ok(chunk)) => buffer.extend_from_slice(&chunk),
-            Some(Err(error)) => {
-                return Err(BlobError::Io(format!("reading the upload body: {error}")));
-            }
-            None => return Ok(true),
+}
+
+impl<'a> Parts<'a> {
+    fn new(body: &'a mut ByteStream, part_size: usize) -> Self {
+        Self {
+            body,
+            leftover: Bytes::new(),
+            ended: false,
+            part_size,
         }
     }
-    Ok(false)
+
+    /// Reads the next chunk into `leftover`; false once the body has ended.
+    async fn receive(&mut self) -> Result<bool, BlobError> {
+        match self.body.next().await {
+            Some(Ok(chunk)) => {
+                self.leftover = chunk;
+                Ok(true)
+            }
+            Some(Err(error)) => Err(BlobError::Io(format!("reading the upload body: {error}"))),
+            None => {
+                self.ended = true;
+                Ok(false)
+            }
+        }
+    }
+
+    /// The next part, and whether it is the last: a full part is only called last once the
+    /// body is known to end after it, so the last part is never empty unless the body is.
+    async fn next(&mut self) -> Result<(Bytes, bool), BlobError> {
+        let mut part: Vec<u8> = Vec::new();
+        loop {
+            if !self.leftover.is_empty() {
+                let take = self.leftover.len().min(self.part_size - part.len());
+                if part.capacity() - part.len() < take {
+                    // Grow by doubling, but never past one part, so small bodies stay small.
+                    let wanted = (part.capacity() * 2)
+                        .max(part.len() + take)
+                        .min(self.part_size);
+                    part.reserve_exact(wanted - part.len());
+                }
+                part.extend_from_slice(&self.leftover.split_to(take));
+            }
+            if part.len() == self.part_size || self.ended || !self.receive().await? {
+                break;
+            }
+        }
+        while !self.ended && self.leftover.is_empty() {
+            self.receive().await?;
+        }
+        Ok((Bytes::from(part), self.ended && self.leftover.is_empty()))
+    }
+}
+
+/// Streams a GetObject body.
+fn body_stream(body: SdkByteStream) -> ByteStream {
+    Box::pin(futures::stream::unfold(body, |mut body| async move {
+        body.try_next()
+            .await
+            .map_err(std::io::Error::other)
+            .transpose()
+            .map(|chunk| (chunk, body))
+    }))
+}
+
+/// Ranges of one object fetched ahead, `download_concurrency` at a time, and handed out in
+/// order. Fetches run as their own tasks, so they progress while the client is still taking
+/// earlier bytes; dropping the prefetch (the client went away) stops them.
+struct Prefetch {
+    store: S3BlobStore,
+    key: String,
+    e_tag: Option<String>,
+    /// Ranges not started yet, in order.
+    waiting: VecDeque<Range<u64>>,
+    /// Index of the next range to start, and of the next one to hand out.
+    started: usize,
+    handed_out: usize,
+    running: tokio::task::JoinSet<(usize, Result<Vec<Bytes>, BlobError>)>,
+    /// Fetched ranges (as received, not copied together) waiting for the ones before them.
+    ready: BTreeMap<usize, Vec<Bytes>>,
+}
+
+impl Prefetch {
+    fn start(
+        store: S3BlobStore,
+        key: &str,
+        e_tag: Option<String>,
+        waiting: VecDeque<Range<u64>>,
+    ) -> Self {
+        let mut prefetch = Self {
+            store,
+            key: key.to_owned(),
+            e_tag,
+            waiting,
+            started: 0,
+            handed_out: 0,
+            running: tokio::task::JoinSet::new(),
+            ready: BTreeMap::new(),
+        };
+        prefetch.fill();
+        prefetch
+    }
+
+    /// Starts ranges until `download_concurrency` are fetched or fetching.
+    fn fill(&mut self) {
+        while self.running.len() + self.ready.len() < self.store.download_concurrency {
+            let Some(range) = self.waiting.pop_front() else {
+                return;
+            };
+            let (store, key, e_tag, index) = (
+                self.store.clone(),
+                self.key.clone(),
+                self.e_tag.clone(),
+                self.started,
+            );
+            self.started += 1;
+            self.running.spawn(async move {
+                let fetched = store.fetch_range(&key, range, e_tag).await;
+                (index, fetched)
+            });
+        }
+    }
+
+    /// The next range's bytes, in order; None after the last.
+    async fn next(&mut self) -> Option<Result<Vec<Bytes>, BlobError>> {
+        loop {
+            if let Some(bytes) = self.ready.remove(&self.handed_out) {
+                self.handed_out += 1;
+                self.fill();
+                return Some(Ok(bytes));
+            }
+            match self.running.join_next().await? {
+                Ok((index, Ok(bytes))) => {
+                    self.ready.insert(index, bytes);
+                }
+                Ok((_, Err(error))) => return Some(Err(error)),
+                Err(error) => {
+                    return Some(Err(BlobError::Backend(format!(
+                        "a ranged download stopped: {error}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+impl S3BlobStore {
+    /// Reads one range of `key` into memory, only if the object still has `e_tag`.
+    async fn fetch_range(
+        &self,
+        key: &str,
+        range: Range<u64>,
+        e_tag: Option<String>,
+    ) -> Result<Vec<Bytes>, BlobError> {
+        let output = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .range(format!("bytes={}-{}", range.start, range.end - 1))
+            .set_if_match(e_tag)
+            .send()
+            .await
+            .map_err(|error| backend_error("downloading part of the object", error))?;
+        let chunks: Vec<Bytes> = output
+            .body
+            .collect()
+            .await
+            .map_err(|error| BlobError::Io(format!("downloading part of the object: {error}")))?
+            .into_segments()
+            .collect();
+        let received: usize = chunks.iter().map(Bytes::len).sum();
+        if received as u64 != range.end - range.start {
+            return Err(BlobError::Backend(format!(
+                "S3 sent {received} bytes for the range {}..{} of {key}",
+                range.start, range.end
+            )));
+        }
+        Ok(chunks)
+    }
 }
 
 #[async_trait::async_trait]
 impl BlobStore for S3BlobStore {
     async fn put(&self, key: &str, mut body: ByteStream) -> Result<ObjectInfo, BlobError> {
         crate::validate_key(key)?;
-        let mut buffer = BytesMut::new();
-        let body_ended = fill_buffer(&mut body, &mut buffer, self.part_size).await?;
-        if body_ended && buffer.len() <= self.part_size {
-            return self.put_single(key, buffer.freeze()).await;
+        let mut parts = Parts::new(&mut body, self.part_size);
+        let (first, last) = parts.next().await?;
+        if last {
+            return self.put_single(key, first).await;
         }
-        self.put_multipart(key, buffer, body_ended, &mut body).await
+        self.put_multipart(key, first, &mut parts).await
     }
 
     async fn get(&self, key: &str, range: Option<Range<u64>>) -> Result<BlobReader, BlobError> {
         crate::validate_key(key)?;
+        // HTTP cannot express an empty range, and S3 answers 416 to one starting at or past the
+        // end; both mean an empty body for an object that exists.
+        if range.as_ref().is_some_and(|range| range.start >= range.end) {
+            return self.empty_reader(key).await;
+        }
+        // With ranged reads, the first request asks for at most one range; its answer gives the
+        // object's size. Without, it asks for everything wanted.
+        let start = range.as_ref().map_or(0, |range| range.start);
+        let step = if self.download_concurrency > 1 {
+            DOWNLOAD_RANGE_SIZE
+        } else {
+            u64::MAX
+        };
+        let first_end = range.as_ref().map_or(start.saturating_add(step), |range| {
+            range.end.min(start.saturating_add(step))
+        });
         let mut request = self.client.get_object().bucket(&self.bucket).key(key);
-        if let Some(range) = &range {
-            // HTTP cannot express an empty range, and S3 answers 416 to one starting at or past
-            // the end; both mean an empty body for an object that exists.
-            if range.start >= range.end {
-                return self.empty_reader(key).await;
-            }
-            request = request.range(format!("bytes={}-{}", range.start, range.end - 1));
+        if range.is_some() || first_end != u64::MAX {
+            request = request.range(format!("bytes={start}-{}", first_end - 1));
         }
         let output = match request.send().await {
             Ok(output) => output,
@@ -506,7 +740,7 @@ impl BlobStore for S3BlobStore {
             Err(error) if status_of(&error) == Some(416) => return self.empty_reader(key).await,
             Err(error) => return Err(backend_error("downloading the object", error)),
         };
-        let size = output
+        let first_size = output
             .content_length()
             .and_then(|length| u64::try_from(length).ok())
             .ok_or_else(|| BlobError::Backend("GetObject response has no length".to_owned()))?;
@@ -514,19 +748,55 @@ impl BlobStore for S3BlobStore {
             Some(content_range) => total_from_content_range(content_range).ok_or_else(|| {
                 BlobError::Backend(format!("unexpected Content-Range {content_range:?}"))
             })?,
-            None => size,
+            // A server that ignores ranges sends the whole object.
+            None => {
+                return Ok(BlobReader {
+                    size: first_size,
+                    total_size: first_size,
+                    stream: body_stream(output.body),
+                });
+            }
         };
-        let stream = futures::stream::unfold(output.body, |mut body| async move {
-            body.try_next()
-                .await
-                .map_err(std::io::Error::other)
-                .transpose()
-                .map(|chunk| (chunk, body))
-        });
+        let end = range
+            .as_ref()
+            .map_or(total_size, |range| range.end.min(total_size));
+        let rest: VecDeque<Range<u64>> =
+            std::iter::successors(Some(start + first_size), |from| from.checked_add(step))
+                .take_while(|from| *from < end)
+                .map(|from| from..from.saturating_add(step).min(end))
+                .collect();
+        let size = end.saturating_sub(start);
+        let first = body_stream(output.body);
+        if rest.is_empty() {
+            return Ok(BlobReader {
+                size: first_size,
+                total_size,
+                stream: first,
+            });
+        }
+        // The rest comes as ranged GETs fetched ahead while the first part streams, each pinned
+        // to the ETag just seen so that an object replaced meanwhile fails the read instead of
+        // mixing two versions.
+        let prefetch = Prefetch::start(self.clone(), key, output.e_tag, rest);
+        let later = futures::stream::unfold(Some(prefetch), |state| async move {
+            let mut prefetch = state?;
+            match prefetch.next().await? {
+                Ok(chunks) => Some((
+                    futures::stream::iter(chunks.into_iter().map(Ok)).left_stream(),
+                    Some(prefetch),
+                )),
+                Err(error) => Some((
+                    futures::stream::once(async move { Err(std::io::Error::other(error)) })
+                        .right_stream(),
+                    None,
+                )),
+            }
+        })
+        .flatten();
         Ok(BlobReader {
             size,
             total_size,
-            stream: Box::pin(stream),
+            stream: Box::pin(first.chain(later)),
         })
     }
 
@@ -673,5 +943,14 @@ mod tests {
     fn total_size_is_read_from_content_range() {
         assert_eq!(total_from_content_range("bytes 0-9/100"), Some(100));
         assert_eq!(total_from_content_range("bytes 0-9/*"), None);
+    }
+
+    #[test]
+    fn payloads_are_signed_only_where_tls_does_not_protect_them() {
+        assert!(signs_payload(Some("http://127.0.0.1:9000")));
+        assert!(signs_payload(Some("minio.internal:9000")));
+        assert!(!signs_payload(Some("https://s3.example.com")));
+        assert!(!signs_payload(Some("HTTPS://s3.example.com")));
+        assert!(!signs_payload(None));
     }
 }

@@ -297,6 +297,8 @@ pub struct BlobConfig {
     pub force_path_style: bool,
     /// Parts of one multipart upload sent at once.
     pub upload_concurrency: usize,
+    /// Ranges of one download fetched at once.
+    pub download_concurrency: usize,
 }
 
 impl Default for BlobConfig {
@@ -311,6 +313,7 @@ impl Default for BlobConfig {
             secret_access_key: None,
             force_path_style: true,
             upload_concurrency: cuttle_blob::DEFAULT_UPLOAD_CONCURRENCY,
+            download_concurrency: cuttle_blob::DEFAULT_DOWNLOAD_CONCURRENCY,
         }
     }
 }
@@ -568,6 +571,7 @@ pub async fn connect_blob(config: &Config) -> anyhow::Result<Arc<dyn BlobStore>>
                 force_path_style: blob.force_path_style,
                 part_size: cuttle_blob::DEFAULT_PART_SIZE,
                 upload_concurrency: blob.upload_concurrency,
+                download_concurrency: blob.download_concurrency,
             };
             Arc::new(
                 S3BlobStore::connect(s3)
