@@ -54,11 +54,14 @@ env CUTTLE_DATABASE__URL="postgres://postgres@127.0.0.1:5432/$db" CUTTLE_BUS__KI
     CUTTLE_CACHE__KIND=redis CUTTLE_CACHE__URL=redis://127.0.0.1:6379 CUTTLE_CACHE__PREFIX="cuttle-test:tp$$:" \
     CUTTLE_BLOB__KIND=s3 CUTTLE_BLOB__ENDPOINT=http://127.0.0.1:9000 CUTTLE_BLOB__BUCKET="cuttle-tp-$$" \
     CUTTLE_BLOB__ACCESS_KEY_ID=cuttle CUTTLE_BLOB__SECRET_ACCESS_KEY=cuttle-secret \
-    CUTTLE_ADMIN_API_KEY=$key CUTTLE_SERVER__DATA_DIR="$work/distributed" bash -c "
+    CUTTLE_ADMIN_API_KEY=$key CUTTLE_SERVER__DATA_DIR="$work/distributed" \
+    RUST_LOG=info,cuttle_blob=debug bash -c "
         '$cuttle' migrate >/dev/null
         exec '$cuttle' api --listen 127.0.0.1:18201" >"$work/api.log" 2>&1 &
 pid=$!
 sleep 2
 measure distributed 18201 $pid
 kill $pid; wait $pid 2>/dev/null || true
+# How the upload's time splits between sending the parts and S3's CompleteMultipartUpload.
+grep -o '"parts_ms":[0-9]*,"complete_ms":[0-9]*' "$work/api.log" | tr -d '"' | sed 's/^/S3 upload of the distributed push: /' || true
 psql -h 127.0.0.1 -U postgres -qc "DROP DATABASE IF EXISTS $db WITH (FORCE)"

@@ -2,9 +2,11 @@
 //! and delete package versions, and build information. The rules live in the
 //! `cuttle-package-feed` library; these handlers stream bytes and hold transactions.
 //!
-//! A push spools the upload to a temporary file while hashing it (see
-//! `cuttle_package_feed::spool` for why), decides against what is already stored, validates the
-//! archive, streams the file into the blob store and only then writes the row: a package is
+//! A push decides against what is already stored as soon as the file part's name is known,
+//! then reads the upload once: each chunk is spooled to a temporary file and hashed (see
+//! `cuttle_package_feed::spool` for why) and, at the same time, relayed to the blob store
+//! (`cuttle_package_feed::relay`). Once the spooled copy passes validation the relay is
+//! committed and the store publishes the object; only then is the row written. A package is
 //! visible only once its file is complete, and a failed push leaves neither object nor row.
 
 use crate::AppState;
@@ -22,7 +24,8 @@ use axum::routing::{delete, get, post};
 use cuttle_domain::SpaceId;
 use cuttle_domain::package::{PackageId, PackageVersion};
 use cuttle_package_feed::{
-    InvalidPackage, OverwriteMode, PackageFileName, PushDecision, RangeRequest, Spool, Spooled,
+    InvalidPackage, OverwriteMode, PackageFileName, PackageMetadata, PushDecision, RangeRequest,
+    Spool, Spooled,
 };
 use cuttle_store::packages::{
     self, BUILD_INFORMATION_EXISTS, BuildInformationRow, NewBuildInformation, NewPackage,
@@ -95,41 +98,101 @@ async fn push(
             vec![err.body_text()],
         )
     })?;
-    let (name, spooled) = receive_file(&mut multipart).await?;
+    let outcome = push_file(&state, &scope.id, mode, &mut multipart).await;
+    // Read the rest of the body before answering, whatever the outcome: a client still sending
+    // a large body to a server that stopped reading sees a reset, not our answer.
     drain(&mut multipart).await;
-    if spooled.size == 0 {
-        return Err(invalid_package(InvalidPackage::Empty));
-    }
+    outcome
+}
 
-    let conn = state.store.conn();
-    let id_lower = name.id.lower();
-    let version_key = name.version.normalized();
-    let existing = packages::find(conn, &scope.id, &id_lower, &version_key).await?;
+/// Pushes the first file part; parts without a file name are skipped.
+async fn push_file(
+    state: &AppState,
+    space: &SpaceId,
+    mode: OverwriteMode,
+    multipart: &mut Multipart,
+) -> ApiResult<(StatusCode, Json<Package>)> {
+    loop {
+        let field = multipart.next_field().await.map_err(unreadable_upload)?;
+        let Some(mut field) = field else {
+            return Err(ApiError::bad_request(
+                "The request has no file part: upload the package as a multipart/form-data file field.",
+                Vec::new(),
+            ));
+        };
+        let Some(file_name) = field.file_name().map(str::to_owned) else {
+            continue;
+        };
+        return match PackageFileName::parse(&file_name) {
+            Ok(name) => push_named(state, space, mode, name, field).await,
+            Err(err) => {
+                discard(&mut field).await;
+                Err(invalid_package(err))
+            }
+        };
+    }
+}
+
+/// Pushes one file part: decides against what is stored, then receives, validates and stores
+/// the file in one pass (see the module docs) and writes its row.
+async fn push_named(
+    state: &AppState,
+    space: &SpaceId,
+    mode: OverwriteMode,
+    name: PackageFileName,
+    mut field: Field<'_>,
+) -> ApiResult<(StatusCode, Json<Package>)> {
+    let existing = match packages::find(
+        state.store.conn(),
+        space,
+        &name.id.lower(),
+        &name.version.normalized(),
+    )
+    .await
+    {
+        Ok(existing) => existing,
+        Err(err) => {
+            discard(&mut field).await;
+            return Err(err.into());
+        }
+    };
     let decision = mode.decide(existing.is_some());
     match (decision, existing) {
-        (PushDecision::Refuse, _) => return Err(package_exists(&name)),
+        (PushDecision::Refuse, _) => {
+            discard(&mut field).await;
+            return Err(package_exists(&name));
+        }
         (PushDecision::KeepExisting, Some(row)) => {
-            tracing::info!(space.id = %scope.id, package.id = %row.package_id, package.version = %row.version, "package push ignored: the version already exists");
-            return Ok((StatusCode::OK, Json(present(&state, &scope.id, row).await?)));
+            discard(&mut field).await;
+            tracing::info!(space.id = %space, package.id = %row.package_id, package.version = %row.version, "package push ignored: the version already exists");
+            return Ok((StatusCode::OK, Json(present(state, space, row).await?)));
         }
         _ => {}
     }
 
-    // Validation reads the whole file (a zip from its end), so it runs off the async threads.
-    let checked_name = name.clone();
-    let (spooled, checked) = tokio::task::spawn_blocking(move || {
-        let checked = cuttle_package_feed::archive::validate(spooled.path(), &checked_name);
-        (spooled, checked)
-    })
-    .await
-    .map_err(ApiError::internal)?;
-    let metadata = checked.map_err(invalid_package)?;
+    // The blob store receives the file while it arrives; it publishes the object only once the
+    // spooled copy has passed validation.
+    let key = cuttle_package_feed::blob_key(space);
+    let (sender, body) = cuttle_package_feed::relay();
+    let (received, put) = tokio::join!(
+        receive_checked(&mut field, &name, sender),
+        state.blob.put(&key, body)
+    );
+    let (spooled, metadata) = match (received, put) {
+        (Ok(received), Ok(_)) => received,
+        (Err(Refused::Push(err)), _) => return Err(err),
+        (_, Err(err)) => return Err(ApiError::internal(err)),
+        (Err(Refused::StoreStopped), Ok(_)) => {
+            return Err(ApiError::internal(
+                "the blob store stopped reading a package it then stored",
+            ));
+        }
+    };
 
-    let key = cuttle_package_feed::blob_key(&scope.id, &spooled.sha256);
     let new = NewPackage {
         package_id: name.id.as_str().to_owned(),
         version: name.version.as_str().to_owned(),
-        version_normalized: version_key,
+        version_normalized: name.version.normalized(),
         extension: name.extension.clone(),
         size_bytes: spooled.size,
         sha256: spooled.sha256.clone(),
@@ -139,32 +202,85 @@ async fn push(
         description: metadata.description,
         release_notes: metadata.release_notes,
     };
-    let body = spooled.into_stream().await.map_err(ApiError::internal)?;
-    state
-        .blob
-        .put(&key, body)
-        .await
-        .map_err(ApiError::internal)?;
-
     // The blob is complete; the row makes it visible. If the row cannot be written, the blob
     // goes again so that nothing is left behind.
-    let stored = store_row(&state, &scope.id, decision, mode, new).await;
+    let stored = store_row(state, space, decision, mode, new).await;
     let (status, row, replaced_key) = match stored {
         Ok(stored) => stored,
         Err(err) => {
-            delete_blob(&state, &key).await;
+            delete_blob(state, &key).await;
             return Err(err);
         }
     };
     if row.blob_key != key {
         // IgnoreIfExists lost a race: another push stored this version first.
-        delete_blob(&state, &key).await;
+        delete_blob(state, &key).await;
     }
     if let Some(old_key) = replaced_key {
-        delete_blob(&state, &old_key).await;
+        delete_blob(state, &old_key).await;
     }
-    tracing::info!(space.id = %scope.id, package.id = %row.package_id, package.version = %row.version, package.size_bytes = row.size_bytes, "package stored");
-    Ok((status, Json(present(&state, &scope.id, row).await?)))
+    tracing::info!(space.id = %space, package.id = %row.package_id, package.version = %row.version, package.size_bytes = row.size_bytes, "package stored");
+    Ok((status, Json(present(state, space, row).await?)))
+}
+
+/// Why [`receive_checked`] did not commit.
+enum Refused {
+    /// The push itself failed (bad upload, invalid package, local I/O): this is the answer.
+    Push(ApiError),
+    /// The blob store stopped reading; its own error is the answer.
+    StoreStopped,
+}
+
+/// Receives the file into a spool (hashing it) while relaying it to the blob store, validates
+/// the spooled copy, then commits the relay, or abandons it so the store keeps nothing.
+async fn receive_checked(
+    field: &mut Field<'_>,
+    name: &PackageFileName,
+    sender: cuttle_package_feed::RelaySender,
+) -> Result<(Spooled, PackageMetadata), Refused> {
+    let refuse = |err: ApiError| Refused::Push(err);
+    // Every early return drops `sender` without committing, which fails the store's put.
+    let mut spool = Spool::new().map_err(|err| refuse(ApiError::internal(err)))?;
+    while let Some(chunk) = field
+        .chunk()
+        .await
+        .map_err(|err| refuse(unreadable_upload(err)))?
+    {
+        spool
+            .write(&chunk)
+            .await
+            .map_err(|err| refuse(ApiError::internal(err)))?;
+        if sender.send(chunk).await.is_err() {
+            discard(field).await;
+            return Err(Refused::StoreStopped);
+        }
+    }
+    let spooled = spool
+        .finish()
+        .await
+        .map_err(|err| refuse(ApiError::internal(err)))?;
+    if spooled.size == 0 {
+        sender.abandon("the package file is empty").await;
+        return Err(refuse(invalid_package(InvalidPackage::Empty)));
+    }
+    // Validation reads the whole file (a zip from its end), so it runs off the async threads.
+    let checked_name = name.clone();
+    let (spooled, checked) = tokio::task::spawn_blocking(move || {
+        let checked = cuttle_package_feed::archive::validate(spooled.path(), &checked_name);
+        (spooled, checked)
+    })
+    .await
+    .map_err(|err| refuse(ApiError::internal(err)))?;
+    match checked {
+        Ok(metadata) => {
+            sender.commit().await.map_err(|_| Refused::StoreStopped)?;
+            Ok((spooled, metadata))
+        }
+        Err(err) => {
+            sender.abandon("the package failed validation").await;
+            Err(refuse(invalid_package(err)))
+        }
+    }
 }
 
 /// Writes the row for a stored blob; returns the status, the row and the blob key it replaced.
@@ -210,38 +326,6 @@ async fn store_row(
     };
     txn.commit().await?;
     Ok(outcome)
-}
-
-/// Reads the first file part into a spool; parts without a file name are skipped.
-async fn receive_file(multipart: &mut Multipart) -> ApiResult<(PackageFileName, Spooled)> {
-    loop {
-        let field = multipart.next_field().await.map_err(unreadable_upload)?;
-        let Some(mut field) = field else {
-            return Err(ApiError::bad_request(
-                "The request has no file part: upload the package as a multipart/form-data file field.",
-                Vec::new(),
-            ));
-        };
-        let Some(file_name) = field.file_name().map(str::to_owned) else {
-            continue;
-        };
-        let name = match PackageFileName::parse(&file_name) {
-            Ok(name) => name,
-            Err(err) => {
-                // Read the rest of the upload before answering: a client still sending a large
-                // body to a server that stopped reading sees a reset, not our message.
-                discard(&mut field).await;
-                drain(multipart).await;
-                return Err(invalid_package(err));
-            }
-        };
-        let mut spool = Spool::new().map_err(ApiError::internal)?;
-        while let Some(chunk) = field.chunk().await.map_err(unreadable_upload)? {
-            spool.write(&chunk).await.map_err(ApiError::internal)?;
-        }
-        let spooled = spool.finish().await.map_err(ApiError::internal)?;
-        return Ok((name, spooled));
-    }
 }
 
 async fn discard(field: &mut Field<'_>) {

@@ -360,7 +360,12 @@ async fn invalid_packages_are_refused_with_a_reason_and_never_listed(mode: Mode)
     let mut truncated_tarball = tarball.clone();
     truncated_tarball.truncate(tarball.len() / 2);
     let empty_zip = zip_bytes(&[]);
+    // Larger than one S3 part, so the store has started a multipart upload before the
+    // validation refuses the file.
+    let mut big_truncated = zip_bytes(&[("big.bin", &vec![7u8; 12 * 1024 * 1024])]);
+    big_truncated.truncate(big_truncated.len() - 30);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("Hello.1.0.0.zip", big_truncated, "not a valid .zip package"),
         ("Hello.zip", good.clone(), "no version"),
         ("Hello.1.0.zip", good.clone(), "not a valid package"),
         (
@@ -421,6 +426,10 @@ async fn invalid_packages_are_refused_with_a_reason_and_never_listed(mode: Mode)
     assert_eq!(response.status().as_u16(), 400);
     let listed = app.client.get("/api/Spaces-1/packages").await.expect(200);
     assert_eq!(listed["TotalResults"], 0, "{listed}");
+    // The store received every refused file while it arrived, and kept none of them.
+    let blob = cuttle_platform::connect_blob(app.config()).await.unwrap();
+    let objects = blob.list("packages/").await.unwrap();
+    assert!(objects.is_empty(), "{objects:?}");
     app.stop().await;
 }
 

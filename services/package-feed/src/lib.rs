@@ -1,7 +1,8 @@
 //! The built-in package feed: its logic as a library, and the `package-feed` service.
 //!
 //! The library holds the rules of a push and a download as plain functions and types: parsing
-//! `<PackageId>.<Version>.<ext>` ([`file_name`]), spooling and hashing an upload ([`spool`]),
+//! `<PackageId>.<Version>.<ext>` ([`file_name`]), spooling and hashing an upload ([`spool`])
+//! while relaying it to the blob store ([`relay`]),
 //! checking the archive ([`archive`]), overwrite rules ([`overwrite`]), blob keys
 //! ([`blob_key`]) and byte ranges ([`range`]). Its HTTP surface is served by the api process
 //! (`services/api/src/packages.rs`) so that clients keep one base URL.
@@ -13,6 +14,7 @@ pub mod archive;
 pub mod file_name;
 pub mod overwrite;
 pub mod range;
+pub mod relay;
 pub mod retention;
 pub mod spool;
 
@@ -20,6 +22,7 @@ pub use archive::PackageMetadata;
 pub use file_name::{PackageFileName, PackageFormat};
 pub use overwrite::{OverwriteMode, PushDecision};
 pub use range::{RangeRequest, parse_range};
+pub use relay::{RelaySender, StoreStopped, relay};
 pub use spool::{Spool, Spooled};
 
 use cuttle_domain::SpaceId;
@@ -58,18 +61,19 @@ pub enum InvalidPackage {
     Io(#[from] std::io::Error),
 }
 
-/// The blob key of one stored file: `packages/<space>/<sha256>-<upload>`.
+/// The blob key of one stored file: `packages/<space>/<upload>`, a fresh random name per push.
 ///
 /// The key is scoped by space and short and bounded whatever the package: ids (up to 100
 /// characters) and versions (up to 349) are not in it, since object stores limit key length
 /// (and s3s-fs, the test S3 server, a file name derived from it to 255 bytes); the row maps
-/// id and version to the key. Every upload gets its own key (the random `upload` part), so two
-/// pushes of the same version racing each other, or an overwrite racing a download, never write
-/// or delete the same object: the row decides which object is current, and only objects no row
-/// points to are deleted.
-pub fn blob_key(space: &SpaceId, sha256: &str) -> String {
-    let upload = uuid::Uuid::new_v4().simple().to_string();
-    format!("packages/{}/{sha256}-{}", space.as_str(), &upload[..8])
+/// id and version to the key. Nor is the file's hash, which is only known once the whole upload
+/// has arrived, after the blob store has started receiving it. Every upload gets its own key,
+/// so two pushes of the same version racing each other, or an overwrite racing a download,
+/// never write or delete the same object: the row decides which object is current, and only
+/// objects no row points to are deleted.
+pub fn blob_key(space: &SpaceId) -> String {
+    let upload = uuid::Uuid::new_v4().simple();
+    format!("packages/{}/{upload}", space.as_str())
 }
 
 /// The Octopus id of a package version: `packages-<PackageId>.<Version>`.
@@ -201,13 +205,9 @@ mod tests {
     #[test]
     fn blob_keys_are_scoped_by_space_short_and_unique_per_upload() {
         let space = SpaceId::parse("Spaces-2").unwrap();
-        let sha256 = "a".repeat(64);
-        let key = blob_key(&space, &sha256);
-        assert!(
-            key.starts_with(&format!("packages/Spaces-2/{sha256}-")),
-            "{key}"
-        );
+        let key = blob_key(&space);
+        assert!(key.starts_with("packages/Spaces-2/"), "{key}");
         assert!(key.len() <= 100, "{key}");
-        assert_ne!(key, blob_key(&space, &sha256));
+        assert_ne!(key, blob_key(&space));
     }
 }

@@ -2,20 +2,18 @@
 //!
 //! Why spool at all: a zip (and so a nupkg or jar) can only be validated from its central
 //! directory at the end of the file, which needs random access, and a package must be validated
-//! before anything is stored. Tar formats could be validated while streaming, but one path for
-//! every format is simpler, and the cost is one sequential write and read of the file on local
-//! disk. Memory stays bounded: one body chunk at a time here, and a fixed-size buffer when the
-//! spooled file is streamed on to the blob store ([`Spooled::into_stream`]).
+//! before it is published. Tar formats could be validated while streaming, but one path for
+//! every format is simpler, and the cost is one sequential write of the file to local disk
+//! (the page cache, mostly: the file lives only as long as the request, so it is never synced).
+//! The blob store receives the same chunks at the same time through a [`crate::relay`]. Memory
+//! stays bounded: one body chunk at a time here.
 
-use bytes::Bytes;
-use cuttle_blob::ByteStream;
-use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::path::Path;
 use tokio::io::AsyncWriteExt;
 
-/// Size of the chunks read back from the spooled file.
-const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes collected before each write to the file (tokio hands every write to a blocking thread).
+const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 
 /// An upload being written to a temporary file.
 pub struct Spool {
@@ -44,7 +42,7 @@ impl Spool {
         Ok(Spool {
             temp,
             file: tokio::io::BufWriter::with_capacity(
-                READ_CHUNK_BYTES,
+                WRITE_BUFFER_BYTES,
                 tokio::fs::File::from_std(file),
             ),
             hasher: Sha256::new(),
@@ -62,7 +60,6 @@ impl Spool {
     /// Flushes the file and returns it with its size and hash.
     pub async fn finish(mut self) -> std::io::Result<Spooled> {
         self.file.flush().await?;
-        self.file.get_mut().sync_data().await?;
         Ok(Spooled {
             temp: self.temp,
             size: self.size,
@@ -75,21 +72,6 @@ impl Spooled {
     /// Where the file is, for validation.
     pub fn path(&self) -> &Path {
         &self.temp
-    }
-
-    /// Streams the file in fixed-size chunks, for the blob store. The temporary file is removed
-    /// when the stream is dropped.
-    pub async fn into_stream(self) -> std::io::Result<ByteStream> {
-        let file = tokio::fs::File::open(&self.temp).await?;
-        let temp = self.temp;
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, READ_CHUNK_BYTES).map(
-            move |chunk: std::io::Result<Bytes>| {
-                // Holding the path in the closure keeps the file until the stream is done.
-                let _keep = &temp;
-                chunk
-            },
-        );
-        Ok(Box::pin(stream))
     }
 }
 
@@ -109,13 +91,8 @@ mod tests {
             "b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9"
         );
         let path = spooled.path().to_owned();
-        let mut stream = spooled.into_stream().await.unwrap();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = stream.next().await {
-            bytes.extend_from_slice(&chunk.unwrap());
-        }
-        assert_eq!(bytes, b"hello world");
-        drop(stream);
-        assert!(!path.exists(), "the temporary file outlived its stream");
+        assert_eq!(std::fs::read(&path).unwrap(), b"hello world");
+        drop(spooled);
+        assert!(!path.exists(), "the temporary file outlived the push");
     }
 }
