@@ -1015,8 +1015,15 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
     let client = &app.client;
     let package = zip_bytes(&[
         ("PreDeploy.sh", b"echo \"before: $(cat config/app.conf)\"\n"),
-        ("Deploy.sh", b"cat config/app.conf\ncat appsettings.json\n"),
+        (
+            "Deploy.sh",
+            b"cat config/app.conf\ncat appsettings.json\ncat k8s/values.yaml\n",
+        ),
         ("config/app.conf", b"name=#{AppName}\n"),
+        (
+            "k8s/values.yaml",
+            b"# chart values\nLogging:\n  LogLevel:\n    Default: Warning # quiet\nreplicas: 1\n",
+        ),
         (
             "appsettings.json",
             br#"{"Logging":{"LogLevel":{"Default":"Warning"}},"Port":80}"#,
@@ -1038,7 +1045,8 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
                "Octopus.Action.SubstituteInFiles.Enabled": "True",
                "Octopus.Action.SubstituteInFiles.TargetFiles": "config/*.conf\nmissing/*.template",
                "Octopus.Action.Package.JsonConfigurationVariablesEnabled": "True",
-               "Octopus.Action.Package.JsonConfigurationVariablesTargets": "**/appsettings.json"}),
+               "Octopus.Action.Package.JsonConfigurationVariablesTargets":
+                   "**/appsettings.json\nk8s/*.yaml"}),
         &[("", "Acme.Configured")],
     )
     .await;
@@ -1072,6 +1080,16 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
     position(&log, "\"Default\": \"Debug\"");
     // A number stays a number.
     position(&log, "\"Port\": 8080");
+    // A YAML file keeps its comments and layout.
+    position(
+        &log,
+        "Structured variable replacement succeeded on file k8s/values.yaml with format YAML",
+    );
+    let comment = position(&log, "# chart values");
+    assert!(
+        comment < position(&log, "    Default: Debug # quiet"),
+        "{log}"
+    );
     app.stop().await;
 }
 

@@ -8,9 +8,10 @@
 //!    is a variable's name takes the variable's value. Numbers and booleans stay numbers and
 //!    booleans when the new value is one, objects and arrays are replaced by the value read as
 //!    JSON, anything else becomes a string; names starting with `Octopus` are ignored unless
-//!    they start with `Octopus:`. The file is written back indented, keys in their order. A YAML,
-//!    XML or Java properties file that is not JSON gets a warning: those formats are not
-//!    supported yet.
+//!    they start with `Octopus:`. The file is written back indented, keys in their order. A
+//!    `.yml`/`.yaml` file that is not JSON is edited in place by the same paths, keeping its
+//!    comments and layout ([`crate::yaml_replace`]). An XML or Java properties file that is not
+//!    JSON gets a warning: those formats are not supported yet.
 //!
 //! A target pattern is a glob relative to the extraction folder (`*` and `?` within one folder,
 //! `**` for any number of folders, `[...]`, `{a,b}`; `\` is read as `/`) and may hold `#{...}`.
@@ -211,8 +212,10 @@ async fn replace_in_file(
                 .extension()
                 .map(|e| e.to_string_lossy().to_lowercase())
                 .unwrap_or_default();
+            if matches!(extension.as_str(), "yml" | "yaml") {
+                return replace_in_yaml(path, relative, body, bom, replacements, log).await;
+            }
             let format = match extension.as_str() {
-                "yml" | "yaml" => Some("YAML"),
                 "xml" => Some("XML"),
                 "properties" => Some("Java properties"),
                 _ => None,
@@ -230,7 +233,7 @@ async fn replace_in_file(
             let note = if extension == "json" {
                 ""
             } else {
-                " (only JSON files are supported yet)"
+                " (only JSON and YAML files are supported yet)"
             };
             return Err(format!(
                 "Structured variable replacement failed on file {relative}. The file could not be parsed as JSON{note}: {err}"
@@ -246,6 +249,36 @@ async fn replace_in_file(
     log.line(
         LogCategory::Info,
         format!("Structured variable replacement succeeded on file {relative} with format JSON"),
+    )
+    .await;
+    Ok(())
+}
+
+/// Structured replacement in a YAML file, in place (see [`crate::yaml_replace`]).
+async fn replace_in_yaml(
+    path: &Path,
+    relative: &str,
+    text: &str,
+    bom: bool,
+    replacements: &[(String, String)],
+    log: &JobLog,
+) -> Result<(), String> {
+    let (mut edited, warnings) =
+        crate::yaml_replace::replace_yaml(text, replacements).map_err(|err| {
+            format!(
+                "Structured variable replacement failed on file {relative}. The file could not be parsed as YAML: {err}"
+            )
+        })?;
+    for warning in warnings {
+        log.line(LogCategory::Warning, warning).await;
+    }
+    if bom {
+        edited.insert(0, '\u{feff}');
+    }
+    write_text(path, relative, &edited).await?;
+    log.line(
+        LogCategory::Info,
+        format!("Structured variable replacement succeeded on file {relative} with format YAML"),
     )
     .await;
     Ok(())
@@ -918,7 +951,7 @@ mod tests {
             "{\"Name\": \"#{AppName}\", \"Port\": 80, \"Logging\": {\"Level\": \"Warning\"}}\n",
         )
         .unwrap();
-        std::fs::write(root.join("deploy.yaml"), "port: 80\n").unwrap();
+        std::fs::write(root.join("deploy.yaml"), "# deployment\nport: 80 # http\n").unwrap();
         let vars = variables(&[
             ("AppName", "shop"),
             ("Env", "prod"),
@@ -950,22 +983,27 @@ mod tests {
             std::fs::read_to_string(root.join("appsettings.json")).unwrap(),
             "{\n  \"Name\": \"shop\",\n  \"Port\": 8080,\n  \"Logging\": {\n    \"Level\": \"Debug\"\n  }\n}\n"
         );
+        // YAML is edited in place: comments and layout stay.
         assert_eq!(
             std::fs::read_to_string(root.join("deploy.yaml")).unwrap(),
-            "port: 80\n"
+            "# deployment\nport: 8080 # http\n"
+        );
+        assert!(
+            lines.contains(&(
+                LogCategory::Info,
+                "Structured variable replacement succeeded on file deploy.yaml with format YAML"
+                    .into()
+            )),
+            "{lines:?}"
         );
         let warned = warnings(&lines);
-        assert_eq!(warned.len(), 3, "{lines:?}");
+        assert_eq!(warned.len(), 2, "{lines:?}");
         assert!(
             warned[0].contains("match the substitution target pattern '#{Folder}/*.conf'"),
             "{warned:?}"
         );
-        assert!(
-            warned[1].contains("YAML files are not supported yet"),
-            "{warned:?}"
-        );
         assert_eq!(
-            warned[2],
+            warned[1],
             "Skipping structured variable replacement on 'config' because it is a directory."
         );
         assert!(

@@ -15,6 +15,7 @@ pub mod script;
 pub mod service_messages;
 pub mod target;
 pub mod variables;
+pub mod yaml_replace;
 
 use cuttle_blob::BlobStore;
 use cuttle_bus::{Bus, Delivery, Message, QueueSpec};
