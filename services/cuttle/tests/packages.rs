@@ -1017,8 +1017,9 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
         ("PreDeploy.sh", b"echo \"before: $(cat config/app.conf)\"\n"),
         (
             "Deploy.sh",
-            b"cat config/app.conf\ncat appsettings.json\ncat k8s/values.yaml\n",
+            b"cat config/app.conf\ncat appsettings.json\ncat k8s/values.yaml\ncat conf/db.properties\n",
         ),
+        ("conf/db.properties", b"# database\nurl = jdbc:old\n"),
         ("config/app.conf", b"name=#{AppName}\n"),
         (
             "k8s/values.yaml",
@@ -1046,7 +1047,7 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
                "Octopus.Action.SubstituteInFiles.TargetFiles": "config/*.conf\nmissing/*.template",
                "Octopus.Action.Package.JsonConfigurationVariablesEnabled": "True",
                "Octopus.Action.Package.JsonConfigurationVariablesTargets":
-                   "**/appsettings.json\nk8s/*.yaml"}),
+                   "**/appsettings.json\nk8s/*.yaml\nconf/*.properties"}),
         &[("", "Acme.Configured")],
     )
     .await;
@@ -1056,6 +1057,7 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
         {"Name": "AppName", "Value": "shop"},
         {"Name": "Logging:LogLevel:Default", "Value": "Debug"},
         {"Name": "Port", "Value": "8080"},
+        {"Name": "url", "Value": "jdbc:postgresql://db/shop"},
     ]);
     client.put(&path, set).await.expect(200);
 
@@ -1085,6 +1087,7 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
         &log,
         "Structured variable replacement succeeded on file k8s/values.yaml with format YAML",
     );
+    position(&log, "url = jdbc:postgresql://db/shop");
     let comment = position(&log, "# chart values");
     assert!(
         comment < position(&log, "    Default: Debug # quiet"),

@@ -8,10 +8,11 @@
 //!    is a variable's name takes the variable's value. Numbers and booleans stay numbers and
 //!    booleans when the new value is one, objects and arrays are replaced by the value read as
 //!    JSON, anything else becomes a string; names starting with `Octopus` are ignored unless
-//!    they start with `Octopus:`. The file is written back indented, keys in their order. A
-//!    `.yml`/`.yaml` file that is not JSON is edited in place by the same paths, keeping its
-//!    comments and layout ([`crate::yaml_replace`]). An XML or Java properties file that is not
-//!    JSON gets a warning: those formats are not supported yet.
+//!    they start with `Octopus:`. The file is written back indented, keys in their order. As in
+//!    Octopus the extension picks the format first: a `.yml`/`.yaml` file is edited in place by
+//!    the same paths, keeping its comments and layout ([`crate::yaml_replace`]), and a
+//!    `.properties` file has the values of matching keys replaced ([`crate::properties_replace`]).
+//!    An XML file that is not JSON gets a warning: XPath replacement is not supported yet.
 //!
 //! A target pattern is a glob relative to the extraction folder (`*` and `?` within one folder,
 //! `**` for any number of folders, `[...]`, `{a,b}`; `\` is read as `/`) and may hold `#{...}`.
@@ -200,6 +201,43 @@ async fn replace_in_file(
         Some(body) => (true, body),
         None => (false, text.as_str()),
     };
+    // As in Octopus, the file's extension picks the format when it names one.
+    let extension = Path::new(relative)
+        .extension()
+        .map(|e| e.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    match extension.as_str() {
+        "yml" | "yaml" => {
+            return replace_in_yaml(path, relative, body, bom, replacements, log).await;
+        }
+        "properties" => {
+            let (mut edited, count) =
+                crate::properties_replace::replace_properties(body, replacements);
+            if bom {
+                edited.insert(0, '\u{feff}');
+            }
+            if count == 0 {
+                log.line(
+                    LogCategory::Info,
+                    format!(
+                        "No variable names matched the keys of {relative}: it was left unchanged."
+                    ),
+                )
+                .await;
+                return Ok(());
+            }
+            write_text(path, relative, &edited).await?;
+            log.line(
+                LogCategory::Info,
+                format!(
+                    "Structured variable replacement succeeded on file {relative} with format Java Properties"
+                ),
+            )
+            .await;
+            return Ok(());
+        }
+        _ => {}
+    }
     let parsed = if body.trim().is_empty() {
         Ok(Node::Object(Vec::new()))
     } else {
@@ -208,16 +246,8 @@ async fn replace_in_file(
     let mut document = match parsed {
         Ok(document) => document,
         Err(err) => {
-            let extension = Path::new(relative)
-                .extension()
-                .map(|e| e.to_string_lossy().to_lowercase())
-                .unwrap_or_default();
-            if matches!(extension.as_str(), "yml" | "yaml") {
-                return replace_in_yaml(path, relative, body, bom, replacements, log).await;
-            }
             let format = match extension.as_str() {
                 "xml" => Some("XML"),
-                "properties" => Some("Java properties"),
                 _ => None,
             };
             if let Some(format) = format {
@@ -233,7 +263,7 @@ async fn replace_in_file(
             let note = if extension == "json" {
                 ""
             } else {
-                " (only JSON and YAML files are supported yet)"
+                " (only JSON, YAML and Java properties files are supported yet)"
             };
             return Err(format!(
                 "Structured variable replacement failed on file {relative}. The file could not be parsed as JSON{note}: {err}"
@@ -952,6 +982,11 @@ mod tests {
         )
         .unwrap();
         std::fs::write(root.join("deploy.yaml"), "# deployment\nport: 80 # http\n").unwrap();
+        std::fs::write(
+            root.join("app.properties"),
+            "\u{feff}# server\nport=80\nname=#{AppName}\n",
+        )
+        .unwrap();
         let vars = variables(&[
             ("AppName", "shop"),
             ("Env", "prod"),
@@ -965,7 +1000,12 @@ mod tests {
                 "#{Folder}/*.conf".into(),
                 "appsettings.json".into(),
             ],
-            structured_variables: vec!["*.json".into(), "*.yaml".into(), "config".into()],
+            structured_variables: vec![
+                "*.json".into(),
+                "*.yaml".into(),
+                "*.properties".into(),
+                "config".into(),
+            ],
         };
         let (result, lines) = run(root, settings, &vars).await;
         result.unwrap();
@@ -987,6 +1027,11 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(root.join("deploy.yaml")).unwrap(),
             "# deployment\nport: 8080 # http\n"
+        );
+        // A properties file keeps its comments (and byte order mark); only values change.
+        assert_eq!(
+            std::fs::read_to_string(root.join("app.properties")).unwrap(),
+            "\u{feff}# server\nport=8080\nname=#{AppName}\n"
         );
         assert!(
             lines.contains(&(

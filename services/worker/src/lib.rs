@@ -11,6 +11,7 @@ pub mod artifacts;
 pub mod conventions;
 pub mod package;
 pub mod polling;
+pub mod properties_replace;
 pub mod script;
 pub mod service_messages;
 pub mod target;
