@@ -1208,18 +1208,26 @@ async fn a_script_step_runs_a_script_from_inside_its_package_with_referenced_pac
     push(client, "Spaces-1", "Acme.Helpers.3.1.0.tar.gz", helpers)
         .await
         .expect(201);
-    package_project(
+    // The script file name and its parameters hold variables, evaluated before the run.
+    let project = package_project(
         client,
         "Staging",
         "Scripted",
         "Octopus.Script",
         json!({"Octopus.Action.RunOnServer": "true",
                "Octopus.Action.Script.ScriptSource": "Package",
-               "Octopus.Action.Script.ScriptFileName": "tools/run.sh",
-               "Octopus.Action.Script.ScriptParameters": "--name 'two words'"}),
+               "Octopus.Action.Script.ScriptFileName": "#{ToolFolder}/run.sh",
+               "Octopus.Action.Script.ScriptParameters": "--name '#{Words}'"}),
         &[("", "Acme.Scripts"), ("Helpers", "Acme.Helpers")],
     )
     .await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut set = client.get(&path).await.expect(200);
+    set["Variables"] = json!([
+        {"Name": "ToolFolder", "Value": "tools"},
+        {"Name": "Words", "Value": "two words"},
+    ]);
+    client.put(&path, set).await.expect(200);
     let (task, log) = release_and_deploy(client, "Scripted", "Staging").await;
     assert_eq!(task["State"], "Success", "{log}");
     position(&log, "args: --name | two words");

@@ -151,6 +151,8 @@ impl PackageJobs<'_> {
         others: &[JobPackage],
         files: &FileSubstitution,
     ) -> Ended {
+        // The name may hold variables (`scripts/#{Tool}.sh`); it is checked once evaluated.
+        let file_name = &self.variables.substitute(file_name);
         let Some(relative) = safe_relative_path(file_name) else {
             return script::failed(format!(
                 "The script file name '{file_name}' must be a relative path inside the package."
