@@ -1017,7 +1017,11 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
         ("PreDeploy.sh", b"echo \"before: $(cat config/app.conf)\"\n"),
         (
             "Deploy.sh",
-            b"cat config/app.conf\ncat appsettings.json\ncat k8s/values.yaml\ncat conf/db.properties\n",
+            b"cat config/app.conf\ncat appsettings.json\ncat k8s/values.yaml\ncat conf/db.properties\ncat web.config\n",
+        ),
+        (
+            "web.config",
+            b"<configuration>\n  <appSettings><add key=\"Env\" value=\"dev\" /></appSettings>\n</configuration>\n",
         ),
         ("conf/db.properties", b"# database\nurl = jdbc:old\n"),
         ("config/app.conf", b"name=#{AppName}\n"),
@@ -1047,7 +1051,7 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
                "Octopus.Action.SubstituteInFiles.TargetFiles": "config/*.conf\nmissing/*.template",
                "Octopus.Action.Package.JsonConfigurationVariablesEnabled": "True",
                "Octopus.Action.Package.JsonConfigurationVariablesTargets":
-                   "**/appsettings.json\nk8s/*.yaml\nconf/*.properties"}),
+                   "**/appsettings.json\nk8s/*.yaml\nconf/*.properties\nweb.config"}),
         &[("", "Acme.Configured")],
     )
     .await;
@@ -1058,6 +1062,7 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
         {"Name": "Logging:LogLevel:Default", "Value": "Debug"},
         {"Name": "Port", "Value": "8080"},
         {"Name": "url", "Value": "jdbc:postgresql://db/shop"},
+        {"Name": "/configuration/appSettings/add[@key='Env']/@value", "Value": "prod"},
     ]);
     client.put(&path, set).await.expect(200);
 
@@ -1088,6 +1093,7 @@ async fn a_deployed_package_gets_its_files_substituted_and_json_settings_replace
         "Structured variable replacement succeeded on file k8s/values.yaml with format YAML",
     );
     position(&log, "url = jdbc:postgresql://db/shop");
+    position(&log, "<add key=\"Env\" value=\"prod\" />");
     let comment = position(&log, "# chart values");
     assert!(
         comment < position(&log, "    Default: Debug # quiet"),

@@ -12,7 +12,8 @@
 //!    Octopus the extension picks the format first: a `.yml`/`.yaml` file is edited in place by
 //!    the same paths, keeping its comments and layout ([`crate::yaml_replace`]), and a
 //!    `.properties` file has the values of matching keys replaced ([`crate::properties_replace`]).
-//!    An XML file that is not JSON gets a warning: XPath replacement is not supported yet.
+//!    An `.xml` file, or a file of another extension that is not JSON but starts like XML
+//!    (`web.config`), has what XPath-named variables select replaced ([`crate::xml_replace`]).
 //!
 //! A target pattern is a glob relative to the extraction folder (`*` and `?` within one folder,
 //! `**` for any number of folders, `[...]`, `{a,b}`; `\` is read as `/`) and may hold `#{...}`.
@@ -210,6 +211,7 @@ async fn replace_in_file(
         "yml" | "yaml" => {
             return replace_in_yaml(path, relative, body, bom, replacements, log).await;
         }
+        "xml" => return replace_in_xml(path, relative, &text, replacements, log).await,
         "properties" => {
             let (mut edited, count) =
                 crate::properties_replace::replace_properties(body, replacements);
@@ -227,13 +229,7 @@ async fn replace_in_file(
                 return Ok(());
             }
             write_text(path, relative, &edited).await?;
-            log.line(
-                LogCategory::Info,
-                format!(
-                    "Structured variable replacement succeeded on file {relative} with format Java Properties"
-                ),
-            )
-            .await;
+            succeeded(log, relative, "Java Properties").await;
             return Ok(());
         }
         _ => {}
@@ -246,24 +242,15 @@ async fn replace_in_file(
     let mut document = match parsed {
         Ok(document) => document,
         Err(err) => {
-            let format = match extension.as_str() {
-                "xml" => Some("XML"),
-                _ => None,
-            };
-            if let Some(format) = format {
-                log.line(
-                    LogCategory::Warning,
-                    format!(
-                        "Structured variable replacement skipped the file {relative}: it is not JSON, and {format} files are not supported yet. The file was left unchanged."
-                    ),
-                )
-                .await;
-                return Ok(());
+            // Like Octopus, a file whose extension names no format is tried as XML after JSON
+            // (`web.config`, `*.csproj`).
+            if extension != "json" && body.trim_start().starts_with('<') {
+                return replace_in_xml(path, relative, &text, replacements, log).await;
             }
             let note = if extension == "json" {
                 ""
             } else {
-                " (only JSON, YAML and Java properties files are supported yet)"
+                " (nor is it XML; YAML and Java properties files are recognised by their .yml, .yaml and .properties extensions)"
             };
             return Err(format!(
                 "Structured variable replacement failed on file {relative}. The file could not be parsed as JSON{note}: {err}"
@@ -276,11 +263,7 @@ async fn replace_in_file(
     let rendered = render(&document, LineEnding::of(body), bom)
         .map_err(|err| format!("The worker could not write {relative} as JSON: {err}"))?;
     write_text(path, relative, &rendered).await?;
-    log.line(
-        LogCategory::Info,
-        format!("Structured variable replacement succeeded on file {relative} with format JSON"),
-    )
-    .await;
+    succeeded(log, relative, "JSON").await;
     Ok(())
 }
 
@@ -306,12 +289,49 @@ async fn replace_in_yaml(
         edited.insert(0, '\u{feff}');
     }
     write_text(path, relative, &edited).await?;
+    succeeded(log, relative, "YAML").await;
+    Ok(())
+}
+
+/// Structured replacement in an XML file, in place (see [`crate::xml_replace`]).
+async fn replace_in_xml(
+    path: &Path,
+    relative: &str,
+    text: &str,
+    replacements: &[(String, String)],
+    log: &JobLog,
+) -> Result<(), String> {
+    let (edited, warnings, count) =
+        crate::xml_replace::replace_xml(text, replacements).map_err(|err| {
+            format!(
+                "Structured variable replacement failed on file {relative}. The file could not be parsed as XML: {err}"
+            )
+        })?;
+    for warning in warnings {
+        log.line(LogCategory::Warning, warning).await;
+    }
+    if count == 0 {
+        log.line(
+            LogCategory::Info,
+            format!("No variable names selected anything in {relative}: it was left unchanged."),
+        )
+        .await;
+        return Ok(());
+    }
+    write_text(path, relative, &edited).await?;
+    succeeded(log, relative, "XML").await;
+    Ok(())
+}
+
+/// Logs Octopus's line for a file whose values were replaced.
+async fn succeeded(log: &JobLog, relative: &str, format: &str) {
     log.line(
         LogCategory::Info,
-        format!("Structured variable replacement succeeded on file {relative} with format YAML"),
+        format!(
+            "Structured variable replacement succeeded on file {relative} with format {format}"
+        ),
     )
     .await;
-    Ok(())
 }
 
 /// A file's text; `Err` names the file when it cannot be read or is not UTF-8.

@@ -16,6 +16,7 @@ pub mod script;
 pub mod service_messages;
 pub mod target;
 pub mod variables;
+pub mod xml_replace;
 pub mod yaml_replace;
 
 use cuttle_blob::BlobStore;
