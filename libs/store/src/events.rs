@@ -36,8 +36,14 @@ pub struct EventQuery {
     pub categories: Vec<String>,
     /// Only by these users.
     pub users: Vec<String>,
-    /// Only events naming this document.
-    pub regarding: Option<String>,
+    /// Only events naming every one of these documents.
+    pub regarding_all: Vec<String>,
+    /// Only events naming at least one document of each group (`regardingAny`, `projects`,
+    /// `environments`, `tenants`: one group each).
+    pub regarding_any: Vec<Vec<String>>,
+    /// Only events whose main document is of one of these types (`Projects`, `Environments`:
+    /// the prefix of its id).
+    pub document_types: Vec<String>,
     /// From this time (inclusive).
     pub from: Option<DateTime<Utc>>,
     /// Until this time (inclusive).
@@ -69,10 +75,26 @@ pub async fn list_events(
     if !query.users.is_empty() {
         select = select.filter(event::Column::UserId.is_in(query.users.iter().cloned()));
     }
-    if let Some(regarding) = &query.regarding {
-        // Ids are stored as a JSON array of strings, so a quoted id matches only itself.
-        select =
-            select.filter(event::Column::RelatedDocumentIds.contains(format!("\"{regarding}\"")));
+    // Ids are stored as a JSON array of strings, so a quoted id matches only itself.
+    let naming = |id: &String| event::Column::RelatedDocumentIds.contains(format!("\"{id}\""));
+    for id in &query.regarding_all {
+        select = select.filter(naming(id));
+    }
+    for group in query.regarding_any.iter().filter(|group| !group.is_empty()) {
+        select = select.filter(
+            group
+                .iter()
+                .fold(Condition::any(), |any, id| any.add(naming(id))),
+        );
+    }
+    if !query.document_types.is_empty() {
+        let types = query
+            .document_types
+            .iter()
+            .fold(Condition::any(), |any, kind| {
+                any.add(event::Column::DocumentId.starts_with(format!("{kind}-")))
+            });
+        select = select.filter(types);
     }
     if let Some(from) = query.from {
         select = select.filter(event::Column::Occurred.gte(from));

@@ -446,18 +446,38 @@ async fn list(
         .filter(|s| wanted.is_empty() || wanted.contains(s))
         .collect();
     let include_system = system && params.flag("includeSystem")?.unwrap_or(true);
+    // Filters Cuttle does not have the data for answer 400 rather than an unfiltered list.
+    for unsupported in [
+        "eventGroups",
+        "eventAgents",
+        "tags",
+        "fromAutoId",
+        "toAutoId",
+    ] {
+        if params.get(unsupported).is_some() {
+            return Err(ApiError::invalid_field(
+                unsupported,
+                format!("Filtering events by {unsupported} is not supported yet."),
+            ));
+        }
+    }
     let mut users = params.list("users");
     users.extend(params.list("user"));
+    let regarding_any = ["regardingAny", "projects", "environments", "tenants"]
+        .into_iter()
+        .filter(|name| params.get(name).is_some())
+        .map(|name| params.list(name))
+        .collect();
+    let exclude_difference = params.flag("excludeDifference")?.unwrap_or(false);
     let query = EventQuery {
         organisation_id: principal.organisation_id.clone(),
         spaces: Some(spaces),
         include_system,
         categories: params.list("eventCategories"),
         users,
-        regarding: params
-            .get("regarding")
-            .or(params.get("regardingAny"))
-            .map(str::to_owned),
+        regarding_all: params.list("regarding"),
+        regarding_any,
+        document_types: params.list("documentTypes"),
         from: date(&params, "from")?,
         to: date(&params, "to")?,
         skip,
@@ -466,7 +486,16 @@ async fn list(
     let (rows, total) = events::list_events(state.store.conn(), &query).await?;
     Ok(Json(Collection::page(
         "Event",
-        rows.iter().map(present).collect(),
+        rows.iter()
+            .map(|row| {
+                let mut event = present(row);
+                if exclude_difference && let Some(details) = event["ChangeDetails"].as_object_mut()
+                {
+                    details.remove("Differences");
+                }
+                event
+            })
+            .collect(),
         total,
         skip,
         take,

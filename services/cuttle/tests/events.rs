@@ -72,6 +72,52 @@ async fn changes_are_recorded_with_their_differences_and_without_secrets(mode: M
         "{modified}"
     );
 
+    // Octopus's document filters: all of `regarding`, any of each of `regardingAny`,
+    // `environments` and `projects`, and the main document's type.
+    let count = |page: &Value| page["TotalResults"].as_u64().unwrap();
+    let both = admin
+        .get(&format!("/api/events?regarding={env_id},Spaces-1"))
+        .await
+        .expect(200);
+    assert_eq!(count(&both), 3, "{both}");
+    let typed = admin
+        .get(&format!(
+            "/api/events?environments={env_id},Environments-999&documentTypes=Environments"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(count(&typed), 3, "{typed}");
+    for filter in [
+        format!("regarding={env_id},Environments-999"),
+        format!("environments={env_id}&projects=Projects-999"),
+        format!("regardingAny={env_id}&documentTypes=Projects"),
+        "tenants=Tenants-1".to_owned(),
+    ] {
+        let none = admin
+            .get(&format!("/api/events?{filter}"))
+            .await
+            .expect(200);
+        assert_eq!(count(&none), 0, "{filter}: {none}");
+    }
+    let lean = admin
+        .get(&format!(
+            "/api/events?regarding={env_id}&excludeDifference=true"
+        ))
+        .await
+        .expect(200);
+    assert!(
+        lean["Items"][1]["ChangeDetails"]["Differences"].is_null(),
+        "{lean}"
+    );
+    let unsupported = admin
+        .get("/api/events?eventGroups=Deployment")
+        .await
+        .expect(400);
+    assert!(
+        unsupported.to_string().contains("eventGroups"),
+        "{unsupported}"
+    );
+
     // Secrets never reach the log: a sensitive variable, a password, an SSO client secret.
     let project =
         cuttle_testkit::flow::project_with_script(admin, "Spaces-1", "Dev", "Audited", "echo hi")
