@@ -467,11 +467,14 @@ async fn default_of<T: HasDefault>(
 async fn create_machine<T: MachineKind>(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     JsonBody(mut value): JsonBody<T>,
 ) -> ApiResult<(StatusCode, Json<T>)> {
     let txn = state.store.conn().begin().await?;
     value.prepare()?;
     resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
+    let create = cuttle_authz::Permission::MachineCreate;
+    require_everywhere::<T>(&principal, &scope.id, value.machine(), create)?;
     let created = resources::insert(&txn, &scope.id, value).await?;
     txn.commit().await?;
     state.agent_trust.request();
@@ -481,8 +484,12 @@ async fn create_machine<T: MachineKind>(
 async fn delete_machine<T: MachineKind>(
     state: State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<StatusCode> {
+    let (_, stored) = load::<T>(state.store.conn(), &scope.id, path.get("id")?).await?;
+    let delete = cuttle_authz::Permission::MachineDelete;
+    check_target::<T>(&principal, &scope.id, stored.machine(), delete)?;
     let trust = state.agent_trust.clone();
     let status = resources::delete::<T>(state, scope, path).await?;
     // Workers learn which polling agents they may accept from this list.
@@ -493,12 +500,15 @@ async fn delete_machine<T: MachineKind>(
 async fn update_machine<T: MachineKind>(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     JsonBody(mut value): JsonBody<T>,
 ) -> ApiResult<Json<T>> {
     let id = path.get("id")?;
     let txn = state.store.conn().begin().await?;
     let (_, stored) = load::<T>(&txn, &scope.id, id).await?;
+    let edit = cuttle_authz::Permission::MachineEdit;
+    check_target::<T>(&principal, &scope.id, stored.machine(), edit)?;
     // Health is the server's to say, not the client's.
     let machine = value.machine_mut();
     machine.health_status = stored.machine().health_status.clone();
@@ -512,6 +522,8 @@ async fn update_machine<T: MachineKind>(
         stored.machine().endpoint.tentacle_version_details.clone();
     value.prepare()?;
     resolve_references(&txn, &scope.id, value.machine_mut(), T::IS_WORKER).await?;
+    // Moving a target into an environment needs the permission there too.
+    require_everywhere::<T>(&principal, &scope.id, value.machine(), edit)?;
     let updated = resources::replace(&txn, &scope.id, id, value).await?;
     txn.commit().await?;
     state.agent_trust.request();
@@ -580,11 +592,90 @@ impl MachineFilter {
     }
 }
 
+/// How many of a target's environments a permission must be held in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Needs {
+    /// Seeing a target needs one of them.
+    Any,
+    /// Creating, changing or deleting it needs all of them.
+    Every,
+}
+
+/// Whether the principal holds `permission` for a deployment target in `environments` (as
+/// `needs` says; a target in none needs an unrestricted grant). Octopus restricts the machine
+/// permissions by environment, so a team scoped to Test sees and manages Test's targets only.
+pub(crate) fn allowed_in(
+    principal: &Principal,
+    space: &SpaceId,
+    permission: cuttle_authz::Permission,
+    environments: &[String],
+    needs: Needs,
+) -> bool {
+    let on = |environment: Option<&str>| {
+        principal.grants.allows(
+            permission,
+            &cuttle_authz::Target {
+                space: Some(space.as_str()),
+                environment,
+                ..Default::default()
+            },
+        )
+    };
+    match needs {
+        _ if environments.is_empty() => on(None),
+        Needs::Any => environments.iter().any(|e| on(Some(e))),
+        Needs::Every => environments.iter().all(|e| on(Some(e))),
+    }
+}
+
+/// The `EnvironmentIds` of a stored machine document.
+pub(crate) fn environments_of(data: &str) -> Vec<String> {
+    serde_json::from_str::<Machine>(data)
+        .map(|machine| machine.environment_ids)
+        .unwrap_or_default()
+}
+
+/// For deployment targets: 404 unless the principal sees `machine`, 403 unless it may act on
+/// it with `permission`. Workers are not restricted by environment.
+fn check_target<T: MachineKind>(
+    principal: &Principal,
+    space: &SpaceId,
+    machine: &Machine,
+    permission: cuttle_authz::Permission,
+) -> ApiResult<()> {
+    if T::IS_WORKER {
+        return Ok(());
+    }
+    let environments = &machine.environment_ids;
+    let view = cuttle_authz::Permission::MachineView;
+    if !allowed_in(principal, space, view, environments, Needs::Any) {
+        return Err(ApiError::not_found(format!("{} '{}'", T::NOUN, machine.id)));
+    }
+    require_everywhere::<T>(principal, space, machine, permission)
+}
+
+/// For deployment targets: 403 unless the principal holds `permission` in every environment of
+/// `machine`.
+fn require_everywhere<T: MachineKind>(
+    principal: &Principal,
+    space: &SpaceId,
+    machine: &Machine,
+    permission: cuttle_authz::Permission,
+) -> ApiResult<()> {
+    let environments = &machine.environment_ids;
+    if T::IS_WORKER || allowed_in(principal, space, permission, environments, Needs::Every) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(permission))
+    }
+}
+
 /// A filtered page of targets or workers (filtered in memory: a space has few machines
 /// compared with what one query returns).
 async fn machine_page<T: MachineKind>(
     conn: &impl ConnectionTrait,
     scope: &SpaceScope,
+    principal: &Principal,
     params: &Params,
     filter: MachineFilter,
     path: String,
@@ -594,7 +685,16 @@ async fn machine_page<T: MachineKind>(
     let mut matching = Vec::new();
     for doc in &docs {
         let value: T = resources::present(doc, &scope.id)?;
-        if filter.matches(value.machine()) {
+        let machine = value.machine();
+        let seen = T::IS_WORKER
+            || allowed_in(
+                principal,
+                &scope.id,
+                cuttle_authz::Permission::MachineView,
+                &machine.environment_ids,
+                Needs::Any,
+            );
+        if seen && filter.matches(machine) {
             matching.push(value);
         }
     }
@@ -621,12 +721,21 @@ async fn machine_page<T: MachineKind>(
 async fn list_machines<T: MachineKind>(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<Collection<T>>> {
     let filter = MachineFilter::from_params(&params)?;
     let path = format!("{}/{}", space_prefix(scope.id.as_str()), T::COLLECTION);
     Ok(Json(
-        machine_page(state.store.conn(), &scope, &params, filter, path).await?,
+        machine_page(
+            state.store.conn(),
+            &scope,
+            &principal,
+            &params,
+            filter,
+            path,
+        )
+        .await?,
     ))
 }
 
@@ -634,11 +743,16 @@ async fn list_machines<T: MachineKind>(
 async fn environment_machines(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     params: Params,
 ) -> ApiResult<Json<Collection<Target>>> {
     let id = path.get("id")?;
     load::<Environment>(state.store.conn(), &scope.id, id).await?;
+    let view = cuttle_authz::Permission::EnvironmentView;
+    if !allowed_in(&principal, &scope.id, view, &[id.to_owned()], Needs::Any) {
+        return Err(ApiError::not_found(format!("environment '{id}'")));
+    }
     let mut filter = MachineFilter::from_params(&params)?;
     filter.environment_ids = vec![id.to_owned()];
     let route = format!(
@@ -646,7 +760,15 @@ async fn environment_machines(
         space_prefix(scope.id.as_str())
     );
     Ok(Json(
-        machine_page(state.store.conn(), &scope, &params, filter, route).await?,
+        machine_page(
+            state.store.conn(),
+            &scope,
+            &principal,
+            &params,
+            filter,
+            route,
+        )
+        .await?,
     ))
 }
 
@@ -654,6 +776,7 @@ async fn environment_machines(
 async fn pool_workers(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     params: Params,
 ) -> ApiResult<Json<Collection<WorkerMachine>>> {
@@ -666,7 +789,15 @@ async fn pool_workers(
         space_prefix(scope.id.as_str())
     );
     Ok(Json(
-        machine_page(state.store.conn(), &scope, &params, filter, route).await?,
+        machine_page(
+            state.store.conn(),
+            &scope,
+            &principal,
+            &params,
+            filter,
+            route,
+        )
+        .await?,
     ))
 }
 

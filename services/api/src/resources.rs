@@ -199,9 +199,23 @@ pub fn page_slice<T>(items: Vec<T>, query: &ListQuery) -> (Vec<T>, u64) {
     (page, total)
 }
 
-/// Whether the principal may see `doc`: environments are restrictable (a team scoped to Test
-/// sees Test), the other generic resources are seen whole by whoever passed the route's rule.
-fn visible(principal: &Principal, scope: &SpaceScope, kind: &str, id: Option<&str>) -> bool {
+/// Whether the principal may see `doc` (None: whether it may see every document of the kind).
+/// Environments and deployment targets are restrictable (a team scoped to Test sees Test and
+/// the targets in Test); the other generic resources are seen whole by whoever passed the
+/// route's rule.
+fn visible(principal: &Principal, scope: &SpaceScope, kind: &str, doc: Option<&Document>) -> bool {
+    if kind == crate::machines::Target::KIND {
+        let environments = doc
+            .map(|doc| crate::machines::environments_of(&doc.data))
+            .unwrap_or_default();
+        return crate::machines::allowed_in(
+            principal,
+            &scope.id,
+            cuttle_authz::Permission::MachineView,
+            &environments,
+            crate::machines::Needs::Any,
+        );
+    }
     if kind != Environment::KIND {
         return true;
     }
@@ -209,7 +223,7 @@ fn visible(principal: &Principal, scope: &SpaceScope, kind: &str, id: Option<&st
         cuttle_authz::Permission::EnvironmentView,
         &cuttle_authz::Target {
             space: Some(scope.id.as_str()),
-            environment: id,
+            environment: doc.map(|doc| doc.id.as_str()),
             ..Default::default()
         },
     )
@@ -232,7 +246,7 @@ async fn list<T: Resource>(
         documents::list(state.store.conn(), &scope.id, T::KIND, &unpaged(&query)).await?;
     let visible: Vec<Document> = docs
         .into_iter()
-        .filter(|d| visible(&principal, &scope, T::KIND, Some(&d.id)))
+        .filter(|d| visible(&principal, &scope, T::KIND, Some(d)))
         .collect();
     let (shown, total) = page_slice(visible, &query);
     Ok(Json(page(shown, total, &query, &scope.id, path)?))
@@ -247,7 +261,7 @@ pub(crate) async fn all<T: Resource>(
     let (docs, _) = documents::list(state.store.conn(), &scope.id, T::KIND, &query).await?;
     let docs: Vec<Document> = docs
         .into_iter()
-        .filter(|d| visible(&principal, &scope, T::KIND, Some(&d.id)))
+        .filter(|d| visible(&principal, &scope, T::KIND, Some(d)))
         .collect();
     Ok(Json(
         docs.iter()
@@ -263,7 +277,7 @@ pub(crate) async fn get_one<T: Resource>(
     path: PathParams,
 ) -> ApiResult<Json<T>> {
     let (doc, _) = load::<T>(state.store.conn(), &scope.id, path.get("id")?).await?;
-    if !visible(&principal, &scope, T::KIND, Some(&doc.id)) {
+    if !visible(&principal, &scope, T::KIND, Some(&doc)) {
         return Err(ApiError::not_found(format!("{} '{}'", T::KIND, doc.id)));
     }
     Ok(Json(present(&doc, &scope.id)?))

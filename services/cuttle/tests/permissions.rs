@@ -18,6 +18,7 @@ use std::time::Duration;
 
 both_modes!(
     a_team_scoped_to_test_deploys_to_test_and_is_refused_production,
+    a_team_scoped_to_test_sees_and_manages_only_the_targets_in_test,
     users_keys_teams_and_roles_are_managed_and_checked,
     no_route_lets_one_organisation_see_another,
     organisations_are_rate_limited_and_held_to_quotas,
@@ -219,6 +220,99 @@ async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: M
             .any(|t| t["Name"] == "QA"),
         "{held}"
     );
+    app.stop().await;
+}
+
+async fn a_team_scoped_to_test_sees_and_manages_only_the_targets_in_test(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let environment = |name: &'static str| async move {
+        id(&admin
+            .post("/api/Spaces-1/environments", json!({"Name": name}))
+            .await
+            .expect(201))
+    };
+    let (test, production) = (environment("Test").await, environment("Production").await);
+    let target = |name: &str, environments: Vec<&str>, seed: u8| {
+        json!({"Name": name, "EnvironmentIds": environments, "Roles": ["web"],
+               "Endpoint": {"CommunicationStyle": "TentaclePassive",
+                            "Uri": format!("https://127.0.0.1:1{seed:04}/"),
+                            "Thumbprint": format!("{seed:02X}").repeat(20)}})
+    };
+    let mut in_test = admin
+        .post("/api/Spaces-1/machines", target("web-test", vec![&test], 1))
+        .await
+        .expect(201);
+    let in_production = id(&admin
+        .post(
+            "/api/Spaces-1/machines",
+            target("web-prod", vec![&production], 2),
+        )
+        .await
+        .expect(201));
+    let (ops_user, ops) = user_with_key(admin, "ops").await;
+    scoped_team(
+        admin,
+        "Test ops",
+        &[&ops_user],
+        "userroles-environmentmanager",
+        &[&test],
+    )
+    .await;
+
+    // Seeing: lists, `all` and reads leave Production's target out; its environment is a 404.
+    let listed = ops.get("/api/Spaces-1/machines").await.expect(200);
+    assert_eq!(listed["TotalResults"], 1, "{listed}");
+    assert_eq!(listed["Items"][0]["Name"], "web-test");
+    let all = ops.get("/api/Spaces-1/machines/all").await.expect(200);
+    assert_eq!(all.as_array().unwrap().len(), 1, "{all}");
+    ops.get(&format!("/api/Spaces-1/machines/{in_production}"))
+        .await
+        .expect(404);
+    ops.get(&format!("/api/Spaces-1/environments/{production}/machines"))
+        .await
+        .expect(404);
+    let tests = ops
+        .get(&format!("/api/Spaces-1/environments/{test}/machines"))
+        .await
+        .expect(200);
+    assert_eq!(tests["TotalResults"], 1, "{tests}");
+
+    // Changing: Test's target yes, unless it would reach into Production; Production's no.
+    in_test["Name"] = json!("web-test-renamed");
+    ops.put(
+        &format!("/api/Spaces-1/machines/{}", id(&in_test)),
+        in_test.clone(),
+    )
+    .await
+    .expect(200);
+    in_test["EnvironmentIds"] = json!([test, production]);
+    let refused = ops
+        .put(&format!("/api/Spaces-1/machines/{}", id(&in_test)), in_test)
+        .await
+        .expect(403);
+    assert!(refused.to_string().contains("MachineEdit"), "{refused}");
+    ops.delete(&format!("/api/Spaces-1/machines/{in_production}"))
+        .await
+        .expect(404);
+    ops.post(
+        "/api/Spaces-1/machines",
+        target("new-prod", vec![&production], 3),
+    )
+    .await
+    .expect(403);
+    ops.post("/api/Spaces-1/machines", target("new-test", vec![&test], 4))
+        .await
+        .expect(201);
+    let everything = admin.get("/api/Spaces-1/machines").await.expect(200);
+    let mut names: Vec<&str> = everything["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["new-test", "web-prod", "web-test-renamed"]);
     app.stop().await;
 }
 
