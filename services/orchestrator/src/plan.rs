@@ -153,9 +153,14 @@ fn targets_for<'m>(roles: &[String], targets: &'m [Machine]) -> Vec<&'m Machine>
 }
 
 /// `Octopus.Action.MaxParallelism` of the step (or action): how many targets run the action at
-/// once; unset or empty means all of them (0).
-fn max_parallelism(step: &Step, action: &Action) -> Result<u32, PlanError> {
-    let Some(value) = step
+/// once; unset or empty means all of them (0). As in Octopus the window may be bound to a
+/// variable (`#{Window}`), evaluated as the action sees it before any target is chosen.
+fn max_parallelism(
+    step: &Step,
+    action: &Action,
+    inputs: &PlanInputs<'_>,
+) -> Result<u32, PlanError> {
+    let Some(written) = step
         .properties
         .get("Octopus.Action.MaxParallelism")
         .or_else(|| action.properties.get("Octopus.Action.MaxParallelism"))
@@ -164,18 +169,46 @@ fn max_parallelism(step: &Step, action: &Action) -> Result<u32, PlanError> {
     else {
         return Ok(0);
     };
+    let evaluated = if written.contains("#{") {
+        evaluate_for_action(written, action, inputs)
+    } else {
+        written.to_owned()
+    };
+    let value = evaluated.trim();
     match value.parse::<u32>() {
         Ok(window) if window > 0 => Ok(window),
         _ => Err(PlanError(format!(
-            "Step '{}' has Octopus.Action.MaxParallelism '{value}'; it must be a whole number of at least 1{}.",
+            "Step '{}' has Octopus.Action.MaxParallelism '{written}'{}; it must be a whole number of at least 1.",
             step.name,
-            if value.contains("#{") {
-                " (variables in this property are not available in this version of Cuttle yet)"
+            if value == written {
+                String::new()
             } else {
-                ""
+                format!(", which evaluates to '{value}'")
             }
         ))),
     }
+}
+
+/// `text` evaluated with the system variables and the project variables that apply to
+/// `action` in this deployment, with no target chosen yet. Sensitive values are sealed until a
+/// worker opens them, so they take no part: a reference to one stays as written.
+fn evaluate_for_action(text: &str, action: &Action, inputs: &PlanInputs<'_>) -> String {
+    let scope = cuttle_variables::Scope {
+        environment_id: &inputs.deployment.environment_id,
+        channel_id: &inputs.deployment.channel_id,
+        action_id: &action.id,
+        machine: None,
+    };
+    let mut dictionary = cuttle_template::VariableDictionary::new();
+    for (name, value) in inputs.system {
+        dictionary.set(name.as_str(), value.as_str());
+    }
+    for variable in cuttle_variables::resolve(inputs.variables, &scope) {
+        if let (false, Some(value)) = (variable.is_sensitive, &variable.value) {
+            dictionary.set(variable.name.as_str(), value.as_str());
+        }
+    }
+    dictionary.evaluate_lenient(text)
 }
 
 /// What a job needs to reach `machine`'s agent.
@@ -440,7 +473,7 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                                 step.name
                             )));
                         }
-                        let window = max_parallelism(step, action)?;
+                        let window = max_parallelism(step, action, inputs)?;
                         (
                             on_targets
                                 .into_iter()
@@ -940,7 +973,7 @@ mod tests {
             .insert("Octopus.Action.MaxParallelism".into(), " 3 ".into());
         let jobs = plan_with(rolling, &[web_target()], false).unwrap().jobs;
         assert_eq!(jobs[0].parallel_window, Some(3));
-        for bad in ["0", "-1", "two", "#{Window}"] {
+        for bad in ["0", "-1", "two", "#{Unset}"] {
             let mut step = step.clone();
             step.properties
                 .insert("Octopus.Action.MaxParallelism".into(), bad.into());
@@ -950,6 +983,51 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn max_parallelism_can_be_bound_to_a_variable_of_the_environment() {
+        let variable = |name: &str, value: &str, environment: &str, sensitive: bool| Variable {
+            name: name.into(),
+            value: Some(value.into()),
+            is_sensitive: sensitive,
+            scope: BTreeMap::from([("Environment".to_owned(), vec![environment.to_owned()])]),
+            ..Variable::default()
+        };
+        let variables = [
+            variable("Window", "2", "Environments-1", false),
+            variable("Window", "7", "Environments-9", false),
+            variable("Half", "#{Window}", "Environments-1", false),
+            variable("Secret", "5", "Environments-1", true),
+        ];
+        let window_of = |written: &str| {
+            let mut step = role_step(&[]);
+            step.properties
+                .insert("Octopus.Action.MaxParallelism".into(), written.into());
+            let process = DeploymentProcess {
+                steps: vec![step],
+                ..DeploymentProcess::default()
+            };
+            let inputs = PlanInputs {
+                deployment: &deployment(),
+                environment_name: "Test",
+                packages: &ResolvedPackages::new(),
+                targets: &[web_target()],
+                allow_no_targets: false,
+                variables: &variables,
+                system: &BTreeMap::new(),
+                worker_agents: &[],
+                default_worker_pool: None,
+            };
+            plan(&process, &inputs).map(|plan| plan.jobs[0].parallel_window)
+        };
+        assert_eq!(window_of("#{Window}"), Ok(Some(2)));
+        assert_eq!(window_of(" #{Half} "), Ok(Some(2)));
+        // A sealed sensitive value is not read at planning: the reference stays as written.
+        let err = window_of("#{Secret}").unwrap_err();
+        assert!(err.0.contains("'#{Secret}'"), "{err}");
+        let err = window_of("#{Window | Prepend x}").unwrap_err();
+        assert!(err.0.contains("evaluates to 'x2'"), "{err}");
     }
 
     #[test]
