@@ -628,10 +628,15 @@ pub(crate) fn allowed_in(
     }
 }
 
-/// The `EnvironmentIds` of a stored machine document.
+/// The `EnvironmentIds` of a stored machine document (read alone, not the whole machine).
 pub(crate) fn environments_of(data: &str) -> Vec<String> {
-    serde_json::from_str::<Machine>(data)
-        .map(|machine| machine.environment_ids)
+    #[derive(Deserialize)]
+    struct Environments {
+        #[serde(rename = "EnvironmentIds", default)]
+        environment_ids: Vec<String>,
+    }
+    serde_json::from_str::<Environments>(data)
+        .map(|found| found.environment_ids)
         .unwrap_or_default()
 }
 

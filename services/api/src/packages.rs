@@ -238,7 +238,7 @@ async fn receive_checked(
     name: &PackageFileName,
     sender: cuttle_package_feed::RelaySender,
 ) -> Result<(Spooled, PackageMetadata), Refused> {
-    let refuse = |err: ApiError| Refused::Push(err);
+    let refuse = Refused::Push;
     // Every early return drops `sender` without committing, which fails the store's put.
     let mut spool = Spool::new().map_err(|err| refuse(ApiError::internal(err)))?;
     while let Some(chunk) = field

@@ -207,32 +207,14 @@ async fn replace_in_file(
         .extension()
         .map(|e| e.to_string_lossy().to_lowercase())
         .unwrap_or_default();
-    match extension.as_str() {
-        "yml" | "yaml" => {
-            return replace_in_yaml(path, relative, body, bom, replacements, log).await;
-        }
-        "xml" => return replace_in_xml(path, relative, &text, replacements, log).await,
-        "properties" => {
-            let (mut edited, count) =
-                crate::properties_replace::replace_properties(body, replacements);
-            if bom {
-                edited.insert(0, '\u{feff}');
-            }
-            if count == 0 {
-                log.line(
-                    LogCategory::Info,
-                    format!(
-                        "No variable names matched the keys of {relative}: it was left unchanged."
-                    ),
-                )
-                .await;
-                return Ok(());
-            }
-            write_text(path, relative, &edited).await?;
-            succeeded(log, relative, "Java Properties").await;
-            return Ok(());
-        }
-        _ => {}
+    let in_place = match extension.as_str() {
+        "yml" | "yaml" => Some(InPlace::Yaml),
+        "xml" => Some(InPlace::Xml),
+        "properties" => Some(InPlace::Properties),
+        _ => None,
+    };
+    if let Some(format) = in_place {
+        return replace_in_place(format, path, relative, body, bom, replacements, log).await;
     }
     let parsed = if body.trim().is_empty() {
         Ok(Node::Object(Vec::new()))
@@ -245,7 +227,8 @@ async fn replace_in_file(
             // Like Octopus, a file whose extension names no format is tried as XML after JSON
             // (`web.config`, `*.csproj`).
             if extension != "json" && body.trim_start().starts_with('<') {
-                return replace_in_xml(path, relative, &text, replacements, log).await;
+                let xml = InPlace::Xml;
+                return replace_in_place(xml, path, relative, body, bom, replacements, log).await;
             }
             let note = if extension == "json" {
                 ""
@@ -267,8 +250,66 @@ async fn replace_in_file(
     Ok(())
 }
 
-/// Structured replacement in a YAML file, in place (see [`crate::yaml_replace`]).
-async fn replace_in_yaml(
+/// The formats whose files are edited in place, keeping their comments and layout.
+#[derive(Clone, Copy)]
+enum InPlace {
+    /// [`crate::yaml_replace`].
+    Yaml,
+    /// [`crate::xml_replace`].
+    Xml,
+    /// [`crate::properties_replace`].
+    Properties,
+}
+
+impl InPlace {
+    fn name(self) -> &'static str {
+        match self {
+            InPlace::Yaml => "YAML",
+            InPlace::Xml => "XML",
+            InPlace::Properties => "Java Properties",
+        }
+    }
+
+    /// The edited text, the warnings, and how many values changed (None: not counted, the file
+    /// is always written back).
+    fn edit(
+        self,
+        text: &str,
+        replacements: &[(String, String)],
+    ) -> Result<(String, Vec<String>, Option<usize>), String> {
+        Ok(match self {
+            InPlace::Yaml => {
+                let (edited, warnings) = crate::yaml_replace::replace_yaml(text, replacements)?;
+                (edited, warnings, None)
+            }
+            InPlace::Xml => {
+                let (edited, warnings, count) =
+                    crate::xml_replace::replace_xml(text, replacements)?;
+                (edited, warnings, Some(count))
+            }
+            InPlace::Properties => {
+                let (edited, count) =
+                    crate::properties_replace::replace_properties(text, replacements);
+                (edited, Vec::new(), Some(count))
+            }
+        })
+    }
+
+    fn nothing_matched(self, relative: &str) -> String {
+        match self {
+            InPlace::Xml => {
+                format!("No variable names selected anything in {relative}: it was left unchanged.")
+            }
+            _ => {
+                format!("No variable names matched the keys of {relative}: it was left unchanged.")
+            }
+        }
+    }
+}
+
+/// Structured replacement in a file edited in place; `text` is without its byte order mark.
+async fn replace_in_place(
+    format: InPlace,
     path: &Path,
     relative: &str,
     text: &str,
@@ -276,50 +317,25 @@ async fn replace_in_yaml(
     replacements: &[(String, String)],
     log: &JobLog,
 ) -> Result<(), String> {
-    let (mut edited, warnings) =
-        crate::yaml_replace::replace_yaml(text, replacements).map_err(|err| {
-            format!(
-                "Structured variable replacement failed on file {relative}. The file could not be parsed as YAML: {err}"
-            )
-        })?;
+    let (mut edited, warnings, replaced) = format.edit(text, replacements).map_err(|err| {
+        format!(
+            "Structured variable replacement failed on file {relative}. The file could not be parsed as {}: {err}",
+            format.name()
+        )
+    })?;
     for warning in warnings {
         log.line(LogCategory::Warning, warning).await;
+    }
+    if replaced == Some(0) {
+        log.line(LogCategory::Info, format.nothing_matched(relative))
+            .await;
+        return Ok(());
     }
     if bom {
         edited.insert(0, '\u{feff}');
     }
     write_text(path, relative, &edited).await?;
-    succeeded(log, relative, "YAML").await;
-    Ok(())
-}
-
-/// Structured replacement in an XML file, in place (see [`crate::xml_replace`]).
-async fn replace_in_xml(
-    path: &Path,
-    relative: &str,
-    text: &str,
-    replacements: &[(String, String)],
-    log: &JobLog,
-) -> Result<(), String> {
-    let (edited, warnings, count) =
-        crate::xml_replace::replace_xml(text, replacements).map_err(|err| {
-            format!(
-                "Structured variable replacement failed on file {relative}. The file could not be parsed as XML: {err}"
-            )
-        })?;
-    for warning in warnings {
-        log.line(LogCategory::Warning, warning).await;
-    }
-    if count == 0 {
-        log.line(
-            LogCategory::Info,
-            format!("No variable names selected anything in {relative}: it was left unchanged."),
-        )
-        .await;
-        return Ok(());
-    }
-    write_text(path, relative, &edited).await?;
-    succeeded(log, relative, "XML").await;
+    succeeded(log, relative, format.name()).await;
     Ok(())
 }
 
