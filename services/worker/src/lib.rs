@@ -8,16 +8,12 @@
 //! by broadcast, and as a cache marker checked before start and at every heartbeat.
 
 pub mod artifacts;
-pub mod conventions;
 pub mod package;
 pub mod polling;
-pub mod properties_replace;
 pub mod script;
 pub mod service_messages;
 pub mod target;
 pub mod variables;
-pub mod xml_replace;
-pub mod yaml_replace;
 
 use cuttle_blob::BlobStore;
 use cuttle_bus::{Bus, Delivery, Message, QueueSpec};

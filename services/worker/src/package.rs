@@ -9,7 +9,6 @@
 //!   (like a Tentacle's `Applications` folder); a redeployment gets a fresh `_1`, `_2`, ...;
 //! - `<job id>/`: a job's scratch directory, removed when the job ends.
 
-use crate::conventions;
 use crate::script::{self, Ended, JobLog, ScriptContext, ScriptRun};
 use crate::variables::JobVariables;
 use cuttle_archive::{ArchiveFormat, Limits};
@@ -97,8 +96,7 @@ impl PackageJobs<'_> {
         let mut ran_any = false;
         for stage in STAGES {
             let (outcome, code) = if stage == FILES_BEFORE
-                && let Err(reason) =
-                    conventions::apply(files, &install_dir, self.variables, self.log).await
+                && let Err(reason) = self.file_features(files, &install_dir).await
             {
                 script::failed(reason)
             } else {
@@ -172,7 +170,7 @@ impl PackageJobs<'_> {
         if let Err(reason) = self.stage_referenced(others, &work).await {
             return script::failed(reason);
         }
-        if let Err(reason) = conventions::apply(files, &work, self.variables, self.log).await {
+        if let Err(reason) = self.file_features(files, &work).await {
             return script::failed(reason);
         }
         let script_path = work.join(&relative);
@@ -222,12 +220,28 @@ impl PackageJobs<'_> {
         if let Err(reason) = self.stage_referenced(packages, self.job_dir).await {
             return script::failed(reason);
         }
-        if let Err(reason) = conventions::apply(files, self.job_dir, self.variables, self.log).await
-        {
+        if let Err(reason) = self.file_features(files, self.job_dir).await {
             return script::failed(reason);
         }
         let body = self.variables.inline_script(syntax, body);
         script::run_inline(self.job_dir, syntax, &body, self.context, self.log).await
+    }
+
+    /// Runs the file features (`libs/conventions`) on the files under `root`, logging what they
+    /// say.
+    async fn file_features(&self, files: &FileSubstitution, root: &Path) -> Result<(), String> {
+        let notes = cuttle_conventions::Notes::default();
+        let result = cuttle_conventions::apply(
+            &features_of(files),
+            root,
+            self.variables.as_conventions(),
+            &notes,
+        )
+        .await;
+        for (category, text) in notes.take() {
+            self.log.line(category, text).await;
+        }
+        result
     }
 
     /// The file to run for the script at `path`: a bootstrap in the job directory that defines
@@ -436,6 +450,14 @@ impl PackageJobs<'_> {
             )
             .await;
         Ok(())
+    }
+}
+
+/// The file features a job asks for, as `libs/conventions` takes them.
+pub fn features_of(files: &FileSubstitution) -> cuttle_conventions::FileFeatures {
+    cuttle_conventions::FileFeatures {
+        substitute_in_files: files.substitute_in_files.clone(),
+        structured_variables: files.structured_variables.clone(),
     }
 }
 

@@ -17,6 +17,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use cuttle_contracts::JobVariable;
+use cuttle_conventions::Variables;
 use cuttle_domain::script::ScriptSyntax;
 use cuttle_secrets::Keyring;
 use cuttle_template::VariableDictionary;
@@ -25,7 +26,7 @@ use std::path::Path;
 /// A job's variables, ready to use.
 #[derive(Default)]
 pub struct JobVariables {
-    dictionary: VariableDictionary,
+    variables: Variables,
     /// Plain text of every sensitive value (raw and evaluated), for masking.
     sensitive: Vec<String>,
 }
@@ -64,7 +65,7 @@ impl JobVariables {
             .collect();
         sensitive.extend(evaluated);
         Ok(JobVariables {
-            dictionary,
+            variables: Variables::new(dictionary),
             sensitive,
         })
     }
@@ -76,23 +77,23 @@ impl JobVariables {
 
     /// `text` with `#{...}` evaluated; unknown variables stay as written.
     pub fn substitute(&self, text: &str) -> String {
-        self.dictionary.evaluate_lenient(text)
+        self.variables.substitute(text)
     }
 
     /// The value of the variable `name` (in any case), evaluated; `None` when it is not set.
     pub fn get(&self, name: &str) -> Option<String> {
-        self.dictionary
-            .get_raw(name)
-            .map(|raw| self.dictionary.evaluate_lenient(raw))
+        self.variables.get(name)
     }
 
     /// Every variable with its value evaluated, in the order the variables were first set, as
     /// scripts and structured configuration replacement see them.
     pub fn evaluated(&self) -> Vec<(String, String)> {
-        self.dictionary
-            .iter()
-            .map(|(name, value)| (name.to_owned(), self.dictionary.evaluate_lenient(value)))
-            .collect()
+        self.variables.evaluated()
+    }
+
+    /// The variables as the file features (`libs/conventions`) read them.
+    pub fn as_conventions(&self) -> &Variables {
+        &self.variables
     }
 
     /// An inline script's text as it runs: substituted, with the helpers.

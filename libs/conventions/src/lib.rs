@@ -1,6 +1,7 @@
 //! The configuration features of Octopus's package steps that rewrite extracted files with the
 //! job's variables, in the order Calamari runs them (after the PreDeploy scripts, before the
-//! Deploy scripts):
+//! Deploy scripts). Pure file work with no server crate: a worker runs it on its own
+//! extractions, and the agent runs it on a deployment target's (`services/agent`).
 //! 1. "Substitute Variables in Templates": each file matching a target pattern is evaluated as
 //!    a template (`#{...}`; unknown variables stay as written). Files must be UTF-8.
 //! 2. "Structured Configuration Variables": in each JSON file matching a target pattern, every
@@ -21,10 +22,12 @@
 //! folder: absolute patterns and patterns with `..` are refused, the walk never follows links,
 //! and a matching link is used only when it leads to a file inside the folder.
 
-use crate::script::JobLog;
-use crate::variables::JobVariables;
-use cuttle_contracts::FileSubstitution;
+pub mod properties_replace;
+pub mod xml_replace;
+pub mod yaml_replace;
+
 use cuttle_domain::LogCategory;
+use cuttle_template::VariableDictionary;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use std::collections::{HashMap, HashSet};
@@ -37,12 +40,113 @@ const MAX_ALTERNATIVES: usize = 256;
 /// The variable that turns off the warning for a substitution pattern matching no file.
 const NO_MATCH_WARNING: &str = "Octopus.Action.SubstituteInFiles.EnableNoMatchWarning";
 
+/// Which files the two features rewrite: target patterns, one or more per line; an empty list
+/// turns a feature off.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFeatures {
+    /// "Substitute Variables in Templates" (`Octopus.Action.SubstituteInFiles.TargetFiles`).
+    pub substitute_in_files: Vec<String>,
+    /// "Structured Configuration Variables"
+    /// (`Octopus.Action.Package.JsonConfigurationVariablesTargets`).
+    pub structured_variables: Vec<String>,
+}
+
+impl FileFeatures {
+    /// True when neither feature has a file to work on.
+    pub fn is_empty(&self) -> bool {
+        self.substitute_in_files.is_empty() && self.structured_variables.is_empty()
+    }
+}
+
+/// A job's variables as the features read them: `#{...}` evaluated leniently (unknown
+/// variables stay as written).
+#[derive(Default)]
+pub struct Variables {
+    dictionary: VariableDictionary,
+}
+
+impl Variables {
+    /// The variables of `dictionary`.
+    pub fn new(dictionary: VariableDictionary) -> Variables {
+        Variables { dictionary }
+    }
+
+    /// Variables from (name, raw value) pairs; a later pair of the same name wins.
+    pub fn from_pairs(pairs: impl IntoIterator<Item = (String, String)>) -> Variables {
+        let mut dictionary = VariableDictionary::new();
+        for (name, value) in pairs {
+            dictionary.set(name, value);
+        }
+        Variables { dictionary }
+    }
+
+    /// The dictionary underneath.
+    pub fn dictionary(&self) -> &VariableDictionary {
+        &self.dictionary
+    }
+
+    /// `text` with `#{...}` evaluated; unknown variables stay as written.
+    pub fn substitute(&self, text: &str) -> String {
+        self.dictionary.evaluate_lenient(text)
+    }
+
+    /// The value of the variable `name` (in any case), evaluated; `None` when it is not set.
+    pub fn get(&self, name: &str) -> Option<String> {
+        self.dictionary
+            .get_raw(name)
+            .map(|raw| self.dictionary.evaluate_lenient(raw))
+    }
+
+    /// Every variable with its value evaluated, in the order the variables were first set.
+    pub fn evaluated(&self) -> Vec<(String, String)> {
+        self.dictionary
+            .iter()
+            .map(|(name, value)| (name.to_owned(), self.dictionary.evaluate_lenient(value)))
+            .collect()
+    }
+
+    /// Every variable with its raw value, in the order the variables were first set.
+    pub fn raw(&self) -> Vec<(String, String)> {
+        self.dictionary
+            .iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect()
+    }
+}
+
+/// The lines the features write for the task log, in order. The caller passes them on: a worker
+/// into the job's log, an agent in its answer.
+#[derive(Default)]
+pub struct Notes {
+    lines: std::sync::Mutex<Vec<(LogCategory, String)>>,
+}
+
+impl Notes {
+    /// Adds a line.
+    pub async fn line(&self, category: LogCategory, text: impl Into<String>) {
+        self.lines
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push((category, text.into()));
+    }
+
+    /// The lines so far, leaving none behind.
+    pub fn take(&self) -> Vec<(LogCategory, String)> {
+        std::mem::take(
+            &mut *self
+                .lines
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 /// Runs the enabled features on the files under `root`; `Err` is the reason the step fails.
 pub async fn apply(
-    settings: &FileSubstitution,
+    settings: &FileFeatures,
     root: &Path,
-    variables: &JobVariables,
-    log: &JobLog,
+    variables: &Variables,
+    log: &Notes,
 ) -> Result<(), String> {
     if settings.is_empty() {
         return Ok(());
@@ -60,7 +164,7 @@ pub async fn apply(
 }
 
 /// The target lines with `#{...}` evaluated, one pattern per non-empty line of the result.
-fn target_patterns(lines: &[String], variables: &JobVariables) -> Vec<String> {
+fn target_patterns(lines: &[String], variables: &Variables) -> Vec<String> {
     if lines.is_empty() {
         return Vec::new();
     }
@@ -75,7 +179,7 @@ fn target_patterns(lines: &[String], variables: &JobVariables) -> Vec<String> {
 
 /// The files `pattern` matches, after logging what the walk noted; `None` when the pattern was
 /// refused (with a warning naming it).
-async fn matched(tree: &Tree, pattern: &str, kind: &str, log: &JobLog) -> Option<Found> {
+async fn matched(tree: &Tree, pattern: &str, kind: &str, log: &Notes) -> Option<Found> {
     match tree.matching(pattern) {
         Ok(found) => {
             for note in &found.notes {
@@ -98,8 +202,8 @@ async fn matched(tree: &Tree, pattern: &str, kind: &str, log: &JobLog) -> Option
 async fn substitute_in_files(
     tree: &Tree,
     patterns: &[String],
-    variables: &JobVariables,
-    log: &JobLog,
+    variables: &Variables,
+    log: &Notes,
 ) -> Result<(), String> {
     let warn_no_match = variables
         .get(NO_MATCH_WARNING)
@@ -145,8 +249,8 @@ async fn substitute_in_files(
 async fn replace_structured(
     tree: &Tree,
     patterns: &[String],
-    variables: &JobVariables,
-    log: &JobLog,
+    variables: &Variables,
+    log: &Notes,
 ) -> Result<(), String> {
     let replacements: Vec<(String, String)> = variables
         .evaluated()
@@ -195,7 +299,7 @@ async fn replace_in_file(
     path: &Path,
     relative: &str,
     replacements: &[(String, String)],
-    log: &JobLog,
+    log: &Notes,
 ) -> Result<(), String> {
     let text = read_text(path, relative, "its values cannot be replaced").await?;
     let (bom, body) = match text.strip_prefix('\u{feff}') {
@@ -244,7 +348,7 @@ async fn replace_in_file(
         log.line(LogCategory::Warning, warning).await;
     }
     let rendered = render(&document, LineEnding::of(body), bom)
-        .map_err(|err| format!("The worker could not write {relative} as JSON: {err}"))?;
+        .map_err(|err| format!("{relative} could not be written as JSON: {err}"))?;
     write_text(path, relative, &rendered).await?;
     succeeded(log, relative, "JSON").await;
     Ok(())
@@ -315,7 +419,7 @@ async fn replace_in_place(
     text: &str,
     bom: bool,
     replacements: &[(String, String)],
-    log: &JobLog,
+    log: &Notes,
 ) -> Result<(), String> {
     let (mut edited, warnings, replaced) = format.edit(text, replacements).map_err(|err| {
         format!(
@@ -340,7 +444,7 @@ async fn replace_in_place(
 }
 
 /// Logs Octopus's line for a file whose values were replaced.
-async fn succeeded(log: &JobLog, relative: &str, format: &str) {
+async fn succeeded(log: &Notes, relative: &str, format: &str) {
     log.line(
         LogCategory::Info,
         format!(
@@ -354,7 +458,7 @@ async fn succeeded(log: &JobLog, relative: &str, format: &str) {
 async fn read_text(path: &Path, relative: &str, consequence: &str) -> Result<String, String> {
     let bytes = tokio::fs::read(path)
         .await
-        .map_err(|err| format!("The worker could not read {relative}: {err}"))?;
+        .map_err(|err| format!("{relative} could not be read: {err}"))?;
     String::from_utf8(bytes).map_err(|err| {
         format!(
             "The file {relative} is not UTF-8 text (invalid byte at offset {}), so {consequence}.",
@@ -366,7 +470,7 @@ async fn read_text(path: &Path, relative: &str, consequence: &str) -> Result<Str
 async fn write_text(path: &Path, relative: &str, text: &str) -> Result<(), String> {
     tokio::fs::write(path, text)
         .await
-        .map_err(|err| format!("The worker could not write {relative}: {err}"))
+        .map_err(|err| format!("{relative} could not be written: {err}"))
 }
 
 /// The files and folders under an extraction folder, listed once for every pattern.
@@ -447,10 +551,7 @@ impl Tree {
 
 fn list_blocking(root: &Path) -> Result<Vec<Entry>, String> {
     let unreadable = |err: &dyn fmt::Display| {
-        format!(
-            "The worker could not list the files in {}: {err}",
-            root.display()
-        )
+        format!("The files in {} could not be listed: {err}", root.display())
     };
     // Walking the real path means every path the walk yields is real too (links are never
     // followed), so files found twice (directly and through a link) compare equal.
@@ -824,20 +925,13 @@ fn render(document: &Node, ending: LineEnding, bom: bool) -> Result<String, serd
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::script::LogSink;
-    use cuttle_contracts::{JobVariable, LogLine};
-    use std::sync::{Arc, Mutex};
 
-    fn variables(pairs: &[(&str, &str)]) -> JobVariables {
-        let list: Vec<JobVariable> = pairs
-            .iter()
-            .map(|(name, value)| JobVariable {
-                name: (*name).into(),
-                value: (*value).into(),
-                sensitive: false,
-            })
-            .collect();
-        JobVariables::open(&list, None).unwrap()
+    fn variables(pairs: &[(&str, &str)]) -> Variables {
+        Variables::from_pairs(
+            pairs
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned())),
+        )
     }
 
     fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -970,27 +1064,14 @@ mod tests {
         assert!(compile("{a,b}{c,d}{e,f}{g,h}{i,j}{k,l}{m,n}{o,p}{q,r}").is_err());
     }
 
-    #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<(LogCategory, String)>>>);
-
-    impl LogSink for Lines {
-        async fn send(&self, lines: Vec<LogLine>) {
-            let mut all = self.0.lock().unwrap();
-            all.extend(lines.into_iter().map(|l| (l.category, l.text)));
-        }
-    }
-
     async fn run(
         root: &Path,
-        settings: FileSubstitution,
-        vars: &JobVariables,
+        settings: FileFeatures,
+        vars: &Variables,
     ) -> (Result<(), String>, Vec<(LogCategory, String)>) {
-        let lines = Lines::default();
-        let log = JobLog::start(lines.clone());
-        let result = apply(&settings, root, vars, &log).await;
-        let _said = log.finish().await;
-        let all = lines.0.lock().unwrap().clone();
-        (result, all)
+        let notes = Notes::default();
+        let result = apply(&settings, root, vars, &notes).await;
+        (result, notes.take())
     }
 
     fn warnings(lines: &[(LogCategory, String)]) -> Vec<&str> {
@@ -1030,7 +1111,7 @@ mod tests {
             ("Logging:Level", "Debug"),
             ("Octopus.Action.Name", "ignored"),
         ]);
-        let settings = FileSubstitution {
+        let settings = FileFeatures {
             substitute_in_files: vec![
                 "config/*.conf".into(),
                 "#{Folder}/*.conf".into(),
@@ -1107,7 +1188,7 @@ mod tests {
     #[tokio::test]
     async fn the_no_match_warning_can_be_turned_off_with_its_variable() {
         let dir = tempfile::tempdir().unwrap();
-        let settings = FileSubstitution {
+        let settings = FileFeatures {
             substitute_in_files: vec!["missing.conf".into()],
             structured_variables: vec![],
         };
@@ -1129,7 +1210,7 @@ mod tests {
         let vars = variables(&[("A", "1")]);
         let (result, _) = run(
             root,
-            FileSubstitution {
+            FileFeatures {
                 substitute_in_files: vec![],
                 structured_variables: vec!["broken.json".into()],
             },
@@ -1143,7 +1224,7 @@ mod tests {
         );
         let (result, _) = run(
             root,
-            FileSubstitution {
+            FileFeatures {
                 substitute_in_files: vec!["*.conf".into()],
                 structured_variables: vec![],
             },
@@ -1174,7 +1255,7 @@ mod tests {
         let vars = variables(&[("A", "done")]);
         let (result, lines) = run(
             root,
-            FileSubstitution {
+            FileFeatures {
                 substitute_in_files: vec!["**/*.conf".into()],
                 structured_variables: vec![],
             },
