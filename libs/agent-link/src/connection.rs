@@ -23,8 +23,9 @@ use crate::hello::{Role, SubscriptionId};
 use crate::identity::Thumbprint;
 use crate::link::LinkOptions;
 use crate::messages::{
-    AgentCapabilities, OutputLine, PackageUpload, Progress, RemoteError, RemoteErrorKind, Request,
-    Response, ScriptStatus, ScriptTicket, Sha256Digest, StartScript,
+    AgentCapabilities, ExtractPackage, Note, OutputLine, PackageExtracted, PackageUpload, Progress,
+    RemoteError, RemoteErrorKind, Request, Response, RewriteFiles, ScriptStatus, ScriptTicket,
+    Sha256Digest, StartScript,
 };
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -731,6 +732,29 @@ impl Requester {
         match self.call(Request::Cancel { ticket }).await? {
             Response::CancelRequested { was_running, .. } => Ok(was_running),
             other => Err(unexpected("cancel", &other)),
+        }
+    }
+
+    /// Installs a package the agent holds into a fresh folder.
+    pub async fn extract_package(
+        &self,
+        extract: ExtractPackage,
+    ) -> Result<PackageExtracted, LinkError> {
+        match self.call(Request::ExtractPackage(extract)).await? {
+            Response::PackageExtracted(extracted) => Ok(extracted),
+            other => Err(unexpected("extract_package", &other)),
+        }
+    }
+
+    /// Runs the file features on an installed package; returns the notes and, when the
+    /// features failed, why.
+    pub async fn rewrite_files(
+        &self,
+        rewrite: RewriteFiles,
+    ) -> Result<(Vec<Note>, Option<String>), LinkError> {
+        match self.call(Request::RewriteFiles(rewrite)).await? {
+            Response::FilesRewritten { notes, failure } => Ok((notes, failure)),
+            other => Err(unexpected("rewrite_files", &other)),
         }
     }
 

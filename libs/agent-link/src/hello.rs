@@ -29,6 +29,9 @@ pub mod capability {
     pub const SCRIPT: &str = "script";
     /// Receives packages by `upload_package`, with a cache keyed by SHA-256.
     pub const PACKAGE_UPLOAD: &str = "package_upload";
+    /// Installs packages: `extract_package`, `rewrite_files`, and `start_script` in an
+    /// installation folder.
+    pub const PACKAGE_INSTALL: &str = "package_install";
 }
 
 /// What part a side plays on a connection, whichever side dialled.

@@ -42,6 +42,13 @@ pub enum Request {
     /// holds the hash, otherwise sends [`Progress::SendPackage`], receives the bytes as data
     /// chunks and answers [`Response::PackageStored`] once the hash checks out.
     UploadPackage(PackageUpload),
+    /// Extracts a package the agent holds (after [`Request::UploadPackage`]) into a fresh
+    /// folder `Applications/<environment>/<package id>/<version>[_N]` of its home; answered by
+    /// [`Response::PackageExtracted`].
+    ExtractPackage(ExtractPackage),
+    /// Runs the file features (variable substitution, structured replacement) on the files of
+    /// an extracted package; answered by [`Response::FilesRewritten`].
+    RewriteFiles(RewriteFiles),
     /// A request kind from a newer protocol revision that this side does not know.
     #[serde(other)]
     Unsupported,
@@ -56,6 +63,8 @@ impl Request {
             Request::GetStatus { .. } => "get_status",
             Request::Cancel { .. } => "cancel",
             Request::UploadPackage(_) => "upload_package",
+            Request::ExtractPackage(_) => "extract_package",
+            Request::RewriteFiles(_) => "rewrite_files",
             Request::Unsupported => "unsupported",
         }
     }
@@ -110,6 +119,15 @@ pub enum Response {
         sha256: Sha256Digest,
         /// True when nothing was sent because the agent already had it.
         already_cached: bool,
+    },
+    /// Answers [`Request::ExtractPackage`].
+    PackageExtracted(PackageExtracted),
+    /// Answers [`Request::RewriteFiles`], whether or not the features succeeded.
+    FilesRewritten {
+        /// What the features said, in order, for the task log.
+        notes: Vec<Note>,
+        /// Why the features failed (a file that is not UTF-8, say); `None` when they succeeded.
+        failure: Option<String>,
     },
     /// The request failed on the agent.
     Error(RemoteError),
@@ -232,6 +250,11 @@ pub struct StartScript {
     /// by [`Request::UploadPackage`]).
     #[serde(default)]
     pub files: Vec<ScriptFile>,
+    /// Run the script in this extracted package's folder ([`PackageExtracted::directory`])
+    /// instead of its fresh working directory. Only agents that answer
+    /// [`Request::ExtractPackage`] know it, so a worker sends it only after that worked.
+    #[serde(default)]
+    pub installation: Option<RelativeFilePath>,
 }
 
 impl fmt::Debug for StartScript {
@@ -244,6 +267,7 @@ impl fmt::Debug for StartScript {
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
             .field("files", &self.files)
+            .field("installation", &self.installation)
             .finish()
     }
 }
@@ -363,6 +387,89 @@ pub enum ScriptState {
         /// Its exit code.
         exit_code: i32,
     },
+}
+
+/// Asks the agent to install a package it holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtractPackage {
+    /// The package's SHA-256: which cached file to extract.
+    pub sha256: Sha256Digest,
+    /// The package id, a folder name.
+    pub package_id: String,
+    /// Its version, a folder name.
+    pub version: String,
+    /// The file name's extension (`.zip`, `.tar.gz`, ...), which picks the archive format.
+    pub extension: String,
+    /// The environment's name, a folder name.
+    pub environment_name: String,
+}
+
+/// Where a package was installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageExtracted {
+    /// The folder, relative to the agent's `Applications` folder.
+    pub directory: RelativeFilePath,
+    /// The folder's full path on the agent, for the task log and
+    /// `Package.InstallationDirectoryPath`.
+    pub path: String,
+    /// The names of the regular files at the top of the folder (where convention scripts such as
+    /// `Deploy.sh` are found).
+    pub top_level_files: Vec<String>,
+    /// How many files were extracted.
+    pub files: u64,
+    /// How many bytes they hold.
+    pub bytes: u64,
+}
+
+/// Asks the agent to rewrite an installed package's files with the job's variables.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RewriteFiles {
+    /// The folder, as [`PackageExtracted::directory`] named it.
+    pub directory: RelativeFilePath,
+    /// Target patterns for "Substitute Variables in Templates".
+    pub substitute_in_files: Vec<String>,
+    /// Target patterns for "Structured Configuration Variables".
+    pub structured_variables: Vec<String>,
+    /// The job's variables, (name, raw value) in the order they are set; may hold sensitive
+    /// values, so the link's TLS is all that carries them and `Debug` prints names only.
+    pub variables: Vec<(String, String)>,
+}
+
+impl fmt::Debug for RewriteFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RewriteFiles")
+            .field("directory", &self.directory)
+            .field("substitute_in_files", &self.substitute_in_files)
+            .field("structured_variables", &self.structured_variables)
+            .field("variables", &self.variables.len())
+            .finish()
+    }
+}
+
+/// A line the agent wrote about work other than a script's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Note {
+    /// How the task log shows it.
+    pub level: NoteLevel,
+    /// The text.
+    pub text: String,
+}
+
+/// Levels of a [`Note`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoteLevel {
+    /// Detail.
+    Verbose,
+    /// Normal output.
+    Info,
+    /// Something the user should look at.
+    Warning,
+    /// Something that went wrong.
+    Error,
+    /// A level from a newer revision.
+    #[serde(other)]
+    Other,
 }
 
 /// Describes a package offered by [`Request::UploadPackage`].
@@ -509,6 +616,7 @@ mod tests {
             environment: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
             variables: BTreeMap::from([("Password".into(), "hunter2".into())]),
             files: vec![],
+            installation: None,
         };
         let text = format!("{start:?}");
         assert!(text.contains("TOKEN") && text.contains("Password"));

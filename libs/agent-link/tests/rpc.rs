@@ -153,6 +153,7 @@ async fn a_script_streams_its_output_and_then_its_exit_code() {
         environment: BTreeMap::new(),
         variables: BTreeMap::new(),
         files: vec![],
+        installation: None,
     };
 
     let mut run = within(pair.requester.start_script(start)).await.unwrap();

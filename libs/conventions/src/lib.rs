@@ -22,6 +22,7 @@
 //! folder: absolute patterns and patterns with `..` are refused, the walk never follows links,
 //! and a matching link is used only when it leads to a file inside the folder.
 
+pub mod install;
 pub mod properties_replace;
 pub mod xml_replace;
 pub mod yaml_replace;

@@ -6,6 +6,7 @@
 //! <home>/agent.json                      written by `register`, read by `run`
 //! <home>/packages/<sha256>               uploaded packages, by content hash
 //! <home>/work/<job id>/                  one fresh directory per running script
+//! <home>/Applications/<env>/<id>/<ver>/  installed packages, a fresh folder per deployment
 //! ```
 
 use anyhow::{Context, bail};
@@ -15,6 +16,9 @@ use std::path::{Path, PathBuf};
 
 /// Directory name of the agent's home under the XDG data directory.
 const HOME_DIR_NAME: &str = "cuttle-agent";
+
+/// The folder of package installations inside the home, named as a Tentacle names it.
+pub const APPLICATIONS_DIR: &str = "Applications";
 
 /// The configuration file's name inside the home directory.
 pub const CONFIG_FILE: &str = "agent.json";

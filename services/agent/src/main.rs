@@ -7,6 +7,7 @@
 //! broker, blob store or server crate (see ARCHITECTURE.md).
 
 mod home;
+mod install;
 mod packages;
 mod register;
 mod script;

@@ -4,7 +4,7 @@
 //! link has checked every byte against the declared SHA-256, so a file named by a hash always
 //! holds exactly those bytes and a second upload of it is answered without a transfer.
 
-use cuttle_agent_link::messages::PackageUpload;
+use cuttle_agent_link::messages::{PackageUpload, Sha256Digest};
 use cuttle_agent_link::{LinkError, RemoteError, RemoteErrorKind, Responder, Response};
 use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
@@ -37,7 +37,12 @@ impl PackageCache {
 
     /// Where a package with this hash is kept.
     fn path_of(&self, upload: &PackageUpload) -> PathBuf {
-        self.dir.join(upload.sha256.to_string())
+        self.path_of_hash(&upload.sha256)
+    }
+
+    /// Where the package with this SHA-256 is kept, once received.
+    pub fn path_of_hash(&self, sha256: &Sha256Digest) -> PathBuf {
+        self.dir.join(sha256.to_string())
     }
 
     /// Answers `upload_package`: at once when the hash is cached, else after receiving it.

@@ -209,8 +209,14 @@ impl Scripts {
     }
 
     /// Answers `start_script`: starts it, streams its output and answers with its exit code.
-    pub async fn serve_start(&self, start: StartScript, responder: Responder) {
-        let launched = match self.launch(&start).await {
+    /// `cwd` is where it runs when not in its own fresh working directory (an installation).
+    pub async fn serve_start(
+        &self,
+        start: StartScript,
+        cwd: Option<PathBuf>,
+        responder: Responder,
+    ) {
+        let launched = match self.launch(&start, cwd.as_deref()).await {
             Ok(launched) => launched,
             Err(error) => {
                 tracing::warn!(job.id = %start.job_id.0, error = %error, "refused to start a script");
@@ -240,7 +246,11 @@ impl Scripts {
     }
 
     /// Checks the request, creates the fresh working directory and spawns the interpreter.
-    async fn launch(&self, start: &StartScript) -> Result<Launched, RemoteError> {
+    async fn launch(
+        &self,
+        start: &StartScript,
+        cwd: Option<&Path>,
+    ) -> Result<Launched, RemoteError> {
         check_job_id(&start.job_id)?;
         let program = program_of(start.syntax);
         let interpreter = find_on_path(program).ok_or_else(|| {
@@ -261,7 +271,7 @@ impl Scripts {
         }
         let script = self.register(&start.job_id)?;
         let dir = self.work_dir.join(&start.job_id.0);
-        match self.spawn(start, &interpreter, &dir, &script).await {
+        match self.spawn(start, &interpreter, &dir, cwd, &script).await {
             Ok(child) => Ok(Launched { script, child, dir }),
             Err(error) => {
                 script.finish(-1);
@@ -310,6 +320,7 @@ impl Scripts {
         start: &StartScript,
         interpreter: &Path,
         dir: &Path,
+        cwd: Option<&Path>,
         script: &Script,
     ) -> Result<Child, RemoteError> {
         let prepare_error = |err: std::io::Error| {
@@ -353,7 +364,7 @@ impl Scripts {
         }
         command
             .arg(&script_path)
-            .current_dir(dir)
+            .current_dir(cwd.unwrap_or(dir))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -5,6 +5,7 @@
 //! to the server's comms port, redialling with capped exponential backoff whenever it drops.
 
 use crate::home::{self, AgentConfig, Mode};
+use crate::install::Installations;
 use crate::packages::PackageCache;
 use crate::script::{self, Scripts};
 use anyhow::Context;
@@ -29,6 +30,7 @@ const STABLE_CONNECTION: Duration = Duration::from_secs(30);
 struct Agent {
     scripts: Scripts,
     packages: PackageCache,
+    installations: Installations,
 }
 
 impl Agent {
@@ -38,7 +40,16 @@ impl Agent {
             Request::Capabilities => {
                 answer(responder, Response::Capabilities(capabilities())).await;
             }
-            Request::StartScript(start) => self.scripts.serve_start(start, responder).await,
+            Request::StartScript(start) => {
+                let cwd = match &start.installation {
+                    None => None,
+                    Some(directory) => match self.installations.resolve(directory).await {
+                        Ok(dir) => Some(dir),
+                        Err(error) => return answer(responder, Response::Error(error)).await,
+                    },
+                };
+                self.scripts.serve_start(start, cwd, responder).await;
+            }
             Request::GetStatus {
                 ticket,
                 after_sequence,
@@ -60,6 +71,14 @@ impl Agent {
                 answer(responder, response).await;
             }
             Request::UploadPackage(upload) => self.packages.serve_upload(upload, responder).await,
+            Request::ExtractPackage(extract) => {
+                self.installations
+                    .serve_extract(extract, &self.packages, responder)
+                    .await;
+            }
+            Request::RewriteFiles(rewrite) => {
+                self.installations.serve_rewrite(rewrite, responder).await;
+            }
             // The link answers requests it cannot decode itself and never hands them over; if
             // one arrives anyway, dropping the responder answers it with an error.
             Request::Unsupported => {}
@@ -121,6 +140,7 @@ pub fn run(home: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("could not load the agent identity in {}", home.display()))?;
     let work_dir = home::private_subdir(home, "work")?;
     let packages_dir = home::private_subdir(home, "packages")?;
+    let applications_dir = home::private_subdir(home, home::APPLICATIONS_DIR)?;
     // Before anything new starts: scripts of an agent that died must not run on unseen.
     let n_orphans = script::stop_orphans(&work_dir);
     if n_orphans > 0 {
@@ -132,11 +152,13 @@ pub fn run(home: &Path) -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
         scripts: Scripts::new(work_dir, Duration::from_secs(config.kill_grace_secs)),
         packages: PackageCache::open(packages_dir),
+        installations: Installations::new(applications_dir),
     });
     let options = LinkOptions {
         capabilities: vec![
             capability::SCRIPT.to_owned(),
             capability::PACKAGE_UPLOAD.to_owned(),
+            capability::PACKAGE_INSTALL.to_owned(),
         ],
         ..LinkOptions::default()
     };

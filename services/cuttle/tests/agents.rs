@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{InProcess, Proc, free_port};
+use common::{InProcess, Proc, free_port, push, zip_bytes};
 use cuttle_agent_link::messages::{JobId, ScriptSyntax, StartScript};
 use cuttle_agent_link::{
     AgentIdentity, LinkOptions, Requester, ScriptEvent, TrustedThumbprints, WorkerIdentity,
@@ -35,6 +35,7 @@ both_modes!(
     a_polling_agent_that_is_gone_becomes_unavailable_and_healthy_when_back,
     discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working,
     a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool,
+    a_package_step_installs_on_a_listening_and_a_polling_agent_and_the_agents_cache_spares_a_resend,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -138,6 +139,7 @@ async fn a_registered_listening_agent_serves_the_server_certificate_and_refuses_
             environment: BTreeMap::new(),
             variables: BTreeMap::new(),
             files: Vec::new(),
+            installation: None,
         })
         .await
         .unwrap();
@@ -475,24 +477,8 @@ async fn a_step_runs_on_a_listening_and_a_polling_agent_side_by_side_and_a_kille
 
     // Connected before the deployment: its steps would otherwise wait on its queue for at most
     // the (test's short) pickup timeout.
-    let env = client
-        .get("/api/Spaces-1/environments?name=Test")
-        .await
-        .expect(200)["Items"][0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert!(
-        becomes_healthy(&app, &env).await,
-        "the agents never became healthy"
-    );
-    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
-    let finished = client.wait_for_task(&task, Duration::from_secs(90)).await;
-    let raw = client
-        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
-        .await
-        .expect(200);
-    let raw = raw.as_str().unwrap().to_owned();
+    agents_in_test_become_healthy(&app).await;
+    let (task, finished, raw) = deploy_web_to_test(client).await;
     assert_eq!(finished["State"], "Success", "{raw}");
     for home in [&listening_home, &polling_home] {
         let marker = format!("ran in {}", home.path().canonicalize().unwrap().display());
@@ -931,4 +917,153 @@ async fn a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool(mode:
     assert!(!raw.contains(&home_text), "{raw}");
     agent.terminate(Duration::from_secs(10)).await;
     app.stop().await;
+}
+
+/// A package for the targets: convention scripts that show where they run, a file to
+/// substitute (with a secret in it) and a JSON file for structured replacement.
+fn target_package() -> Vec<u8> {
+    zip_bytes(&[
+        ("PreDeploy.sh", b"echo \"predeploy in $PWD sees $(cat config/app.conf)\"\n"),
+        (
+            "Deploy.sh",
+            b"echo \"deploy sees $(cat config/app.conf)\"\ncat appsettings.json\necho \"greeting: $(get_octopusvariable Greeting)\"\n",
+        ),
+        ("PostDeploy.py", b"print('postdeploy in python')\n"),
+        ("config/app.conf", b"name=#{AppName} key=#{ApiKey}"),
+        ("appsettings.json", br#"{"Mode":"dev"}"#),
+    ])
+}
+
+async fn a_package_step_installs_on_a_listening_and_a_polling_agent_and_the_agents_cache_spares_a_resend(
+    mode: Mode,
+) {
+    let (app, comms) = start_with_polling(mode).await;
+    let client = &app.client;
+    push(client, "Spaces-1", "Acme.Web.1.0.0.zip", target_package())
+        .await
+        .expect(201);
+    let project =
+        cuttle_testkit::flow::project_with_script(client, "Spaces-1", "Test", "Web", "true").await;
+    let process_path = format!("/api/Spaces-1/projects/{project}/deploymentprocesses");
+    let mut process = client.get(&process_path).await.expect(200);
+    process["Steps"] = json!([{
+        "Name": "Deploy web",
+        "Properties": {"Octopus.Action.TargetRoles": "web-server"},
+        "Actions": [{
+            "Name": "Deploy web", "ActionType": "Octopus.TentaclePackage",
+            "Properties": {
+                "Octopus.Action.Package.PackageId": "Acme.Web",
+                "Octopus.Action.Package.FeedId": "feeds-builtin",
+                "Octopus.Action.EnabledFeatures":
+                    "Octopus.Features.SubstituteInFiles,Octopus.Features.JsonConfigurationVariables",
+                "Octopus.Action.SubstituteInFiles.TargetFiles": "config/*.conf",
+                "Octopus.Action.Package.JsonConfigurationVariablesTargets": "appsettings.json"
+            },
+            "Packages": [{"Name": "", "PackageId": "Acme.Web", "FeedId": "feeds-builtin",
+                          "AcquisitionLocation": "Server", "Properties": {}}]
+        }]
+    }]);
+    client.put(&process_path, process).await.expect(200);
+    let variables_path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut variables = client.get(&variables_path).await.expect(200);
+    variables["Variables"] = json!([
+        {"Name": "AppName", "Value": "shop"},
+        {"Name": "ApiKey", "Value": "k3y-never-shown", "IsSensitive": true},
+        {"Name": "Mode", "Value": "prod"},
+        {"Name": "Greeting", "Value": "hello #{Octopus.Machine.Name}"},
+    ]);
+    client.put(&variables_path, variables).await.expect(200);
+
+    let listening_home = tempfile::tempdir().unwrap();
+    let polling_home = tempfile::tempdir().unwrap();
+    let mut listening =
+        running_agent(&app, listening_home.path(), "Test", "web-server", "web-01").await;
+    let mut polling = polling_agent(&app, polling_home.path(), &comms, "web-server", "web-02");
+    agents_in_test_become_healthy(&app).await;
+
+    let (task, finished, raw) = deploy_web_to_test(client).await;
+    assert_eq!(finished["State"], "Success", "{raw}");
+    for (home, name) in [(&listening_home, "web-01"), (&polling_home, "web-02")] {
+        let installed = home
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("Applications/Test/Acme.Web/1.0.0");
+        // PreDeploy runs in the installation before the files are rewritten; Deploy after.
+        let marker = format!(
+            "predeploy in {} sees name=#{{AppName}} key=#{{ApiKey}}",
+            installed.display()
+        );
+        assert!(raw.contains(&marker), "no '{marker}' in {raw}");
+        let sent = raw.lines().any(|line| {
+            line.contains("Sent package Acme.Web 1.0.0 (")
+                && line.ends_with(&format!("bytes) to deployment target {name}"))
+        });
+        assert!(sent, "{raw}");
+        assert!(raw.contains(&format!("greeting: hello {name}")), "{raw}");
+        // The files on the target hold the values; the log never shows the secret.
+        let conf = std::fs::read_to_string(installed.join("config/app.conf")).unwrap();
+        assert_eq!(conf, "name=shop key=k3y-never-shown");
+        let settings = std::fs::read_to_string(installed.join("appsettings.json")).unwrap();
+        assert!(settings.contains("\"Mode\": \"prod\""), "{settings}");
+        // The package sits in the agent's cache under its hash.
+        let cached: Vec<_> = std::fs::read_dir(home.path().join("packages"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(cached.len(), 1, "{cached:?}");
+        assert_eq!(cached[0].len(), 64, "{cached:?}");
+    }
+    assert_eq!(
+        raw.matches("deploy sees name=shop key=********").count(),
+        2,
+        "{raw}"
+    );
+    assert_eq!(raw.matches("postdeploy in python").count(), 2, "{raw}");
+    assert!(!raw.contains("k3y-never-shown"), "{raw}");
+    let parts = target_parts(client, &task).await;
+    assert_eq!(parts.len(), 2, "{parts:?}");
+
+    // Again: a fresh folder on each target, and no bytes sent.
+    let (_, finished, raw) = deploy_web_to_test(client).await;
+    assert_eq!(finished["State"], "Success", "{raw}");
+    for name in ["web-01", "web-02"] {
+        let line =
+            format!("Package Acme.Web 1.0.0 was found in the cache of deployment target {name}");
+        assert!(raw.contains(&line), "no '{line}' in {raw}");
+    }
+    assert!(!raw.contains("Sent package"), "{raw}");
+    assert!(raw.matches("Acme.Web/1.0.0_1").count() >= 2, "{raw}");
+    listening.terminate(Duration::from_secs(10)).await;
+    polling.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// Waits until a health check of the `Test` environment finds every agent there healthy.
+async fn agents_in_test_become_healthy(app: &InProcess) {
+    let env = app
+        .client
+        .get("/api/Spaces-1/environments?name=Test")
+        .await
+        .expect(200)["Items"][0]["Id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        becomes_healthy(app, &env).await,
+        "the agents never became healthy"
+    );
+}
+
+/// Releases and deploys `Web` to `Test`; the task id, the finished task and its raw log.
+async fn deploy_web_to_test(
+    client: &cuttle_testkit::Client,
+) -> (String, serde_json::Value, String) {
+    let task = cuttle_testkit::flow::release_and_deploy(client, "Spaces-1", "Web", "Test").await;
+    let finished = client.wait_for_task(&task, Duration::from_secs(90)).await;
+    let raw = client
+        .get(&format!("/api/Spaces-1/tasks/{task}/raw"))
+        .await
+        .expect(200);
+    (task, finished, raw.as_str().unwrap().to_owned())
 }

@@ -10,10 +10,9 @@
 
 mod common;
 
-use common::InProcess;
+use common::{InProcess, push, push_as, zip_bytes};
 use cuttle_testkit::{Client, Mode, Reply};
 use serde_json::{Value, json};
-use std::io::Write;
 
 both_modes!(
     a_pushed_zip_is_listed_found_and_downloaded_with_byte_ranges,
@@ -35,18 +34,6 @@ both_modes!(
 
 /// How long a deployment may take in these tests before they give up.
 const WAIT: std::time::Duration = std::time::Duration::from_secs(60);
-
-/// A zip holding `files`, stored (not compressed) so its bytes are predictable.
-fn zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let options =
-        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
-    for (name, content) in files {
-        writer.start_file(*name, options).unwrap();
-        writer.write_all(content).unwrap();
-    }
-    writer.finish().unwrap().into_inner()
-}
 
 /// A gzip-compressed tar holding `files`.
 fn tar_gz_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
@@ -80,36 +67,6 @@ fn nupkg_bytes(id: &str, version: &str) -> Vec<u8> {
         (&format!("{id}.nuspec"), nuspec.as_bytes()),
         ("content/index.html", b"<html></html>"),
     ])
-}
-
-/// Pushes one file as multipart under `field` (clients differ), with an optional query.
-async fn push_as(
-    client: &Client,
-    space: &str,
-    field: &str,
-    file_name: &str,
-    bytes: Vec<u8>,
-    query: &str,
-) -> Reply {
-    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
-    let form = reqwest::multipart::Form::new()
-        .text("comment", "ignored: not a file")
-        .part(field.to_owned(), part);
-    let response = reqwest::Client::new()
-        .post(format!("{}/api/{space}/packages/raw{query}", client.base))
-        .header("X-Octopus-ApiKey", &client.api_key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply { status, body }
-}
-
-async fn push(client: &Client, space: &str, file_name: &str, bytes: Vec<u8>) -> Reply {
-    push_as(client, space, "fileToUpload", file_name, bytes, "").await
 }
 
 /// GET with an optional `Range`; the status, headers and raw body.

@@ -39,11 +39,18 @@ pub struct PlanInputs<'a> {
 /// The worker agent a step that runs on a worker goes to: one of the agents in the action's
 /// pool (`Octopus.Action.WorkerPoolId`, else the space's default pool), the same one for every
 /// attempt of one deployment and spread over the pool across deployments. `None` (Cuttle's own
-/// workers run it) when the pool has no agents, or when the work needs packages, which agents
-/// cannot receive yet.
+/// workers run it) when the pool has no agents, or when the work is a script that needs
+/// packages, which agents cannot stage for scripts yet (they do install them for
+/// `DeployPackage`).
 fn worker_for<'m>(action: &Action, work: &JobWork, inputs: &PlanInputs<'m>) -> Option<&'m Machine> {
-    let scripts_only = matches!(work, JobWork::Script { packages, .. } if packages.is_empty());
-    if !scripts_only {
+    // Agents install packages for `DeployPackage`; scripts that reference packages still need
+    // a worker's own disk.
+    let agent_can_run = match work {
+        JobWork::Script { packages, .. } => packages.is_empty(),
+        JobWork::DeployPackage { .. } => true,
+        JobWork::PackageScript { .. } | JobWork::HealthCheck => false,
+    };
+    if !agent_can_run {
         return None;
     }
     let pool = action
@@ -464,12 +471,12 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                         }
                         let needs_packages = match &work {
                             JobWork::Script { packages, .. } => !packages.is_empty(),
-                            JobWork::PackageScript { .. } | JobWork::DeployPackage { .. } => true,
-                            JobWork::HealthCheck => false,
+                            JobWork::PackageScript { .. } => true,
+                            JobWork::DeployPackage { .. } | JobWork::HealthCheck => false,
                         };
                         if needs_packages {
                             return Err(PlanError(format!(
-                                "Step '{}' needs packages on deployment targets, which is not available in this version of Cuttle yet; run it on a worker (Octopus.Action.RunOnServer) or without target roles.",
+                                "Step '{}' runs a script that needs packages on deployment targets, which is not available in this version of Cuttle yet (package steps are); run it on a worker (Octopus.Action.RunOnServer) or without target roles.",
                                 step.name
                             )));
                         }

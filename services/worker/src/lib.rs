@@ -367,6 +367,7 @@ impl Worker {
             blob: self.blob.as_ref(),
             work_dir: &self.work_dir,
             job_dir: &job_dir,
+            job_id: &job.job_id,
             context: &context,
             log: &log,
             variables: &variables,
@@ -394,12 +395,27 @@ impl Worker {
                 .await,
                 no_outputs(),
             ),
+            (
+                JobWork::DeployPackage {
+                    package,
+                    environment_name,
+                    file_substitution,
+                },
+                Some(target),
+            ) => match target::AgentSession::open(self.reach(), target, &context, &log).await {
+                Ok(session) => {
+                    let host = package::Host::Agent(session);
+                    jobs.deploy(&host, package, environment_name, file_substitution)
+                        .await
+                }
+                Err(ended) => (ended, no_outputs()),
+            },
             (JobWork::HealthCheck, Some(target)) => {
                 target::health_check(self.reach(), target, &context, &log).await
             }
             (_, Some(target)) => (
                 script::failed(format!(
-                    "This step cannot run on deployment target '{}' yet: only scripts without packages run on targets.",
+                    "This step cannot run on deployment target '{}' yet: scripts that reference packages, and scripts inside packages, run only on workers so far.",
                     target.name
                 )),
                 no_outputs(),
@@ -494,8 +510,13 @@ impl Worker {
                 environment_name,
                 file_substitution,
             } => {
-                jobs.deploy(package, environment_name, file_substitution)
-                    .await
+                jobs.deploy(
+                    &package::Host::Here,
+                    package,
+                    environment_name,
+                    file_substitution,
+                )
+                .await
             }
             JobWork::HealthCheck => (
                 script::failed("A health check needs a deployment target.".into()),

@@ -10,10 +10,13 @@
 //! - `<job id>/`: a job's scratch directory, removed when the job ends.
 
 use crate::script::{self, Ended, JobLog, ScriptContext, ScriptRun};
+use crate::target;
 use crate::variables::JobVariables;
+use cuttle_agent_link::messages::RelativeFilePath;
 use cuttle_archive::{ArchiveFormat, Limits};
 use cuttle_blob::BlobStore;
 use cuttle_contracts::{FileSubstitution, JobOutcome, JobPackage};
+use cuttle_conventions::install;
 use cuttle_domain::LogCategory;
 use cuttle_domain::script::ScriptSyntax;
 use futures::StreamExt;
@@ -45,6 +48,8 @@ pub struct PackageJobs<'a> {
     pub work_dir: &'a Path,
     /// This job's scratch directory.
     pub job_dir: &'a Path,
+    /// This job's id.
+    pub job_id: &'a str,
     /// Who runs scripts, and the cancel signal.
     pub context: &'a ScriptContext,
     /// The job's output.
@@ -56,11 +61,30 @@ pub struct PackageJobs<'a> {
 /// A job's end plus the output variables it set.
 pub type JobEnd = (Ended, BTreeMap<String, String>);
 
+/// Where a package step installs its package and runs its scripts.
+pub enum Host<'a> {
+    /// This worker.
+    Here,
+    /// A deployment target's agent, over an open connection.
+    Agent(target::AgentSession<'a>),
+}
+
+/// An installed package.
+pub struct Installation {
+    /// Its folder, as its host names it.
+    pub path: PathBuf,
+    /// The agent's name for the folder, relative to its `Applications` (agents only).
+    pub directory: Option<RelativeFilePath>,
+    /// The regular files at the folder's top, where convention scripts are found.
+    pub top_level_files: Vec<String>,
+}
+
 impl PackageJobs<'_> {
-    /// `Octopus.TentaclePackage`: install the package into a fresh folder and run its
-    /// conventions there.
+    /// `Octopus.TentaclePackage`: install the package into a fresh folder on `host` and run
+    /// its conventions there.
     pub async fn deploy(
         &self,
+        host: &Host<'_>,
         package: &JobPackage,
         environment_name: &str,
         files: &FileSubstitution,
@@ -69,45 +93,38 @@ impl PackageJobs<'_> {
         if let Err(reason) = make_dir(self.job_dir).await {
             return (script::failed(reason), no_outputs());
         }
-        let file = match self.acquire(package).await {
-            Ok(file) => file,
-            Err(reason) => return (script::failed(reason), no_outputs()),
+        let installed = match host {
+            Host::Here => self.install_here(package, environment_name).await,
+            Host::Agent(agent) => agent.install(self, package, environment_name).await,
         };
-        let parent = self
-            .work_dir
-            .join(APPLICATIONS_DIR)
-            .join(folder_name(environment_name))
-            .join(folder_name(&package.package_id));
-        let install_dir = match reserve_fresh_dir(&parent, &folder_name(&package.version)).await {
-            Ok(dir) => dir,
-            Err(reason) => return (script::failed(reason), no_outputs()),
-        };
-        if let Err(reason) = self.extract(package, &file, &install_dir).await {
-            if let Err(err) = tokio::fs::remove_dir(&install_dir).await {
-                tracing::warn!(dir = %install_dir.display(), error = %err, "could not remove the folder of a failed extraction");
+        let installation = match installed {
+            Ok(installation) => installation,
+            Err(_) if self.context.cancel.is_cancelled() => {
+                return ((JobOutcome::Canceled, None), no_outputs());
             }
-            return (script::failed(reason), no_outputs());
-        }
+            Err(reason) => return (script::failed(reason), no_outputs()),
+        };
         let mut outputs = BTreeMap::new();
         outputs.insert(
             INSTALLATION_DIRECTORY_OUTPUT.to_owned(),
-            install_dir.display().to_string(),
+            installation.path.display().to_string(),
         );
         let mut ran_any = false;
         for stage in STAGES {
             let (outcome, code) = if stage == FILES_BEFORE
-                && let Err(reason) = self.file_features(files, &install_dir).await
+                && let Err(reason) = self.rewrite(host, &installation, files).await
             {
                 script::failed(reason)
             } else {
-                self.run_stage(&install_dir, stage, &mut ran_any).await
+                self.run_stage(host, &installation, stage, &mut ran_any)
+                    .await
             };
             if !matches!(outcome, JobOutcome::Succeeded) {
                 if matches!(outcome, JobOutcome::Failed { .. }) {
                     // Octopus runs DeployFailed when a stage fails, to let the package undo
                     // what it did; its own result does not change the step's.
                     let (after_failure, _) = self
-                        .run_stage(&install_dir, FAILED_STAGE, &mut ran_any)
+                        .run_stage(host, &installation, FAILED_STAGE, &mut ran_any)
                         .await;
                     if let JobOutcome::Failed { reason } = after_failure {
                         self.log.line(LogCategory::Warning, reason).await;
@@ -131,11 +148,54 @@ impl PackageJobs<'_> {
                     "Successfully deployed package {} {} to {}",
                     package.package_id,
                     package.version,
-                    install_dir.display()
+                    installation.path.display()
                 ),
             )
             .await;
         ((JobOutcome::Succeeded, Some(0)), outputs)
+    }
+
+    /// Installs the package on this worker.
+    async fn install_here(
+        &self,
+        package: &JobPackage,
+        environment_name: &str,
+    ) -> Result<Installation, String> {
+        let file = self.acquire(package).await?;
+        let parent = self
+            .work_dir
+            .join(APPLICATIONS_DIR)
+            .join(install::folder_name(environment_name))
+            .join(install::folder_name(&package.package_id));
+        let install_dir =
+            install::reserve_fresh_dir(&parent, &install::folder_name(&package.version)).await?;
+        if let Err(reason) = self.extract(package, &file, &install_dir).await {
+            if let Err(err) = tokio::fs::remove_dir(&install_dir).await {
+                tracing::warn!(dir = %install_dir.display(), error = %err, "could not remove the folder of a failed extraction");
+            }
+            return Err(reason);
+        }
+        let top_level_files = install::top_level_files(&install_dir)
+            .await
+            .map_err(|err| format!("The worker could not read {}: {err}", install_dir.display()))?;
+        Ok(Installation {
+            path: install_dir,
+            directory: None,
+            top_level_files,
+        })
+    }
+
+    /// Runs the file features on an installation.
+    async fn rewrite(
+        &self,
+        host: &Host<'_>,
+        installation: &Installation,
+        files: &FileSubstitution,
+    ) -> Result<(), String> {
+        match host {
+            Host::Here => self.file_features(files, &installation.path).await,
+            Host::Agent(agent) => agent.rewrite(self, installation, files).await,
+        }
     }
 
     /// `Octopus.Script` with the script inside the primary package: extract it (and the other
@@ -246,7 +306,11 @@ impl PackageJobs<'_> {
 
     /// The file to run for the script at `path`: a bootstrap in the job directory that defines
     /// the script helpers and then runs it, or the script itself where there are no helpers.
-    async fn with_helpers(&self, syntax: ScriptSyntax, path: &Path) -> Result<PathBuf, String> {
+    pub(crate) async fn with_helpers(
+        &self,
+        syntax: ScriptSyntax,
+        path: &Path,
+    ) -> Result<PathBuf, String> {
         // The bootstrap runs the script by absolute path, whatever the work directory's form.
         let path = tokio::fs::canonicalize(path)
             .await
@@ -292,29 +356,32 @@ impl PackageJobs<'_> {
         Ok(())
     }
 
-    /// Runs every script of one convention stage found at the top of `install_dir`.
-    async fn run_stage(&self, install_dir: &Path, stage: &str, ran_any: &mut bool) -> Ended {
-        let scripts = match stage_scripts(install_dir, stage).await {
-            Ok(scripts) => scripts,
-            Err(reason) => return script::failed(reason),
+    /// Runs every script of one convention stage found at the top of the installation.
+    async fn run_stage(
+        &self,
+        host: &Host<'_>,
+        installation: &Installation,
+        stage: &str,
+        ran_any: &mut bool,
+    ) -> Ended {
+        let scripts = stage_scripts(&installation.top_level_files, stage);
+        let (have_pwsh, place) = match host {
+            Host::Here => (script::find_on_path("pwsh").is_some(), "this worker"),
+            Host::Agent(agent) => (agent.has_pwsh(), "this deployment target"),
         };
-        let have_pwsh = script::find_on_path("pwsh").is_some();
         let runnable = scripts
             .iter()
             .filter(|(syntax, _)| *syntax != ScriptSyntax::PowerShell || have_pwsh)
             .count();
-        for (syntax, path) in &scripts {
+        for (syntax, name) in &scripts {
             // A package that ships Deploy.ps1 beside Deploy.sh is meant for both platforms: on
-            // a worker without pwsh, the .ps1 is skipped. A lone .ps1 still runs, and fails
+            // a machine without pwsh, the .ps1 is skipped. A lone .ps1 still runs, and fails
             // with the reason.
             if *syntax == ScriptSyntax::PowerShell && !have_pwsh && runnable > 0 {
                 self.log
                     .line(
                         LogCategory::Warning,
-                        format!(
-                            "Skipping {}: pwsh is not installed on this worker.",
-                            display_name(path)
-                        ),
+                        format!("Skipping {name}: pwsh is not installed on {place}."),
                     )
                     .await;
                 continue;
@@ -323,31 +390,20 @@ impl PackageJobs<'_> {
             self.log
                 .line(
                     LogCategory::Info,
-                    format!("Running the {stage} script {}", display_name(path)),
+                    format!("Running the {stage} script {name}"),
                 )
                 .await;
-            let script = match self.with_helpers(*syntax, path).await {
-                Ok(script) => script,
-                Err(reason) => return script::failed(reason),
+            let path = installation.path.join(name);
+            let (outcome, code) = match host {
+                Host::Here => self.run_here(*syntax, &path, &installation.path).await,
+                Host::Agent(agent) => agent.run_file(self, installation, *syntax, &path).await,
             };
-            let (outcome, code) = script::run_script(
-                &ScriptRun {
-                    job_dir: self.job_dir,
-                    cwd: install_dir,
-                    syntax: *syntax,
-                    script: &script,
-                    args: &[],
-                },
-                self.context,
-                self.log,
-            )
-            .await;
             match outcome {
                 JobOutcome::Succeeded => {}
                 JobOutcome::Failed { reason } => {
                     return (
                         JobOutcome::Failed {
-                            reason: format!("The {stage} script {}: {reason}", display_name(path)),
+                            reason: format!("The {stage} script {name}: {reason}"),
                         },
                         code,
                     );
@@ -358,9 +414,29 @@ impl PackageJobs<'_> {
         (JobOutcome::Succeeded, Some(0))
     }
 
+    /// Runs the script file at `path` on this worker, in `cwd`, with the helpers.
+    async fn run_here(&self, syntax: ScriptSyntax, path: &Path, cwd: &Path) -> Ended {
+        let script = match self.with_helpers(syntax, path).await {
+            Ok(script) => script,
+            Err(reason) => return script::failed(reason),
+        };
+        script::run_script(
+            &ScriptRun {
+                job_dir: self.job_dir,
+                cwd,
+                syntax,
+                script: &script,
+                args: &[],
+            },
+            self.context,
+            self.log,
+        )
+        .await
+    }
+
     /// The package file in the local cache, downloading it when missing. The SHA-256 and size
     /// are checked on the way in, so a cached file is always the one the release pinned.
-    async fn acquire(&self, package: &JobPackage) -> Result<PathBuf, String> {
+    pub(crate) async fn acquire(&self, package: &JobPackage) -> Result<PathBuf, String> {
         let cache = self.work_dir.join(CACHE_DIR);
         make_dir(&cache).await?;
         if !is_hex_sha256(&package.sha256) {
@@ -503,36 +579,20 @@ async fn download(
     Ok(())
 }
 
-/// The scripts of one stage at the top of `dir` (`Deploy.sh`, `deploy.py`, ...: the stem is
-/// matched ignoring case), Bash first, then Python, then PowerShell.
-async fn stage_scripts(dir: &Path, stage: &str) -> Result<Vec<(ScriptSyntax, PathBuf)>, String> {
-    let mut entries = tokio::fs::read_dir(dir)
-        .await
-        .map_err(|err| format!("The worker could not read {}: {err}", dir.display()))?;
-    let mut found = Vec::new();
-    while let Some(entry) = entries
-        .next_entry()
-        .await
-        .map_err(|err| format!("The worker could not read {}: {err}", dir.display()))?
-    {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some((stem, _)) = name.rsplit_once('.') else {
-            continue;
-        };
-        if !stem.eq_ignore_ascii_case(stage) {
-            continue;
-        }
-        let Some(syntax) = ScriptSyntax::from_file_name(&name) else {
-            continue;
-        };
-        // Only regular files: a link in a package could point anywhere.
-        match entry.file_type().await {
-            Ok(kind) if kind.is_file() => found.push((syntax, entry.path())),
-            _ => continue,
-        }
-    }
-    found.sort_by_key(|(syntax, path)| (syntax_rank(*syntax), path.clone()));
-    Ok(found)
+/// The scripts of one stage among the files at the top of an installation (`Deploy.sh`,
+/// `deploy.py`, ...: the stem is matched ignoring case), Bash first, then Python, then
+/// PowerShell.
+fn stage_scripts(top_level_files: &[String], stage: &str) -> Vec<(ScriptSyntax, String)> {
+    let mut found: Vec<(ScriptSyntax, String)> = top_level_files
+        .iter()
+        .filter(|name| {
+            name.rsplit_once('.')
+                .is_some_and(|(stem, _)| stem.eq_ignore_ascii_case(stage))
+        })
+        .filter_map(|name| ScriptSyntax::from_file_name(name).map(|syntax| (syntax, name.clone())))
+        .collect();
+    found.sort_by_key(|(syntax, name)| (syntax_rank(*syntax), name.clone()));
+    found
 }
 
 fn syntax_rank(syntax: ScriptSyntax) -> u8 {
@@ -543,12 +603,6 @@ fn syntax_rank(syntax: ScriptSyntax) -> u8 {
     }
 }
 
-fn display_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 /// `Some(path)` when `name` is a relative path that stays inside its base directory.
 fn safe_relative_path(name: &str) -> Option<PathBuf> {
     let path = Path::new(name);
@@ -556,26 +610,6 @@ fn safe_relative_path(name: &str) -> Option<PathBuf> {
         .components()
         .all(|component| matches!(component, Component::Normal(_) | Component::CurDir));
     (normal && !name.is_empty() && !name.contains('\0')).then(|| path.to_path_buf())
-}
-
-/// A folder name from a user-chosen name: path separators and other characters that cannot be
-/// in a file name become `_`, and `.`/`..` are never produced.
-fn folder_name(name: &str) -> String {
-    let cleaned: String = name
-        .trim()
-        .chars()
-        .map(|c| {
-            if c.is_alphanumeric() || matches!(c, '-' | '_' | '.' | '+' | ' ') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    match cleaned.trim_matches('.') {
-        "" => "_".to_owned(),
-        _ => cleaned,
-    }
 }
 
 fn is_hex_sha256(text: &str) -> bool {
@@ -588,47 +622,9 @@ async fn make_dir(dir: &Path) -> Result<(), String> {
         .map_err(|err| format!("The worker could not create {}: {err}", dir.display()))
 }
 
-/// Creates and returns `parent/name`, or `parent/name_1`, `_2`, ... when it exists: every
-/// deployment installs into a folder of its own. Creating the folder is what reserves it, so
-/// two jobs never share one.
-async fn reserve_fresh_dir(parent: &Path, name: &str) -> Result<PathBuf, String> {
-    make_dir(parent).await?;
-    for attempt in 0..10_000u32 {
-        let candidate = if attempt == 0 {
-            parent.join(name)
-        } else {
-            parent.join(format!("{name}_{attempt}"))
-        };
-        match tokio::fs::create_dir(&candidate).await {
-            Ok(()) => return Ok(candidate),
-            Err(err) if err.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(err) => {
-                return Err(format!(
-                    "The worker could not create the installation folder {}: {err}",
-                    candidate.display()
-                ));
-            }
-        }
-    }
-    Err(format!(
-        "The worker found no free installation folder under {}; remove old installations.",
-        parent.display()
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn folder_names_never_escape_their_parent() {
-        assert_eq!(folder_name("Production"), "Production");
-        // One harmless folder: dots inside a name are not a path step.
-        assert_eq!(folder_name("../etc"), ".._etc");
-        assert_eq!(folder_name(".."), "_");
-        assert_eq!(folder_name("a/b\\c"), "a_b_c");
-        assert_eq!(folder_name("1.2.3-beta+5"), "1.2.3-beta+5");
-    }
 
     #[test]
     fn script_paths_must_stay_inside_the_package() {
@@ -638,17 +634,6 @@ mod tests {
         assert!(safe_relative_path("/etc/passwd").is_none());
         assert!(safe_relative_path("a/../../b").is_none());
         assert!(safe_relative_path("").is_none());
-    }
-
-    #[tokio::test]
-    async fn each_deployment_gets_a_fresh_installation_folder() {
-        let root = tempfile::tempdir().unwrap();
-        let first = reserve_fresh_dir(root.path(), "1.0.0").await.unwrap();
-        let second = reserve_fresh_dir(root.path(), "1.0.0").await.unwrap();
-        let third = reserve_fresh_dir(root.path(), "1.0.0").await.unwrap();
-        assert_eq!(first, root.path().join("1.0.0"));
-        assert_eq!(second, root.path().join("1.0.0_1"));
-        assert_eq!(third, root.path().join("1.0.0_2"));
     }
 
     #[tokio::test]
@@ -664,8 +649,9 @@ mod tests {
             std::fs::write(dir.path().join(name), "x").unwrap();
         }
         std::fs::create_dir(dir.path().join("Deploy.d")).unwrap();
-        let found = stage_scripts(dir.path(), "Deploy").await.unwrap();
-        let names: Vec<_> = found.iter().map(|(_, p)| display_name(p)).collect();
+        let files = install::top_level_files(dir.path()).await.unwrap();
+        let found = stage_scripts(&files, "Deploy");
+        let names: Vec<_> = found.iter().map(|(_, name)| name.as_str()).collect();
         assert_eq!(names, ["Deploy.sh", "deploy.py", "Deploy.ps1"]);
     }
 }

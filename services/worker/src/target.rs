@@ -4,16 +4,22 @@
 //! into the job's log. Cancel asks the agent to stop the script; a lost connection fails the
 //! job with the reason.
 
+use crate::package::{Installation, PackageJobs};
 use crate::polling::PollingAgents;
 use crate::script::{self, Ended, JobLog, ScriptContext};
-use cuttle_agent_link::messages::{self, JobId, OutputStream, StartScript};
-use cuttle_agent_link::{
-    LinkOptions, ScriptEvent, Thumbprint, TrustedThumbprints, WorkerIdentity, WorkerLink,
+use cuttle_agent_link::messages::{
+    self, ExtractPackage, JobId, NoteLevel, OutputStream, PackageUpload, RelativeFilePath,
+    RewriteFiles, Sha256Digest, StartScript,
 };
-use cuttle_contracts::{JobOutcome, JobTarget};
+use cuttle_agent_link::{
+    LinkError, LinkOptions, RemoteErrorKind, Requester, ScriptEvent, Thumbprint,
+    TrustedThumbprints, WorkerIdentity, WorkerLink,
+};
+use cuttle_contracts::{FileSubstitution, JobOutcome, JobPackage, JobTarget};
 use cuttle_domain::LogCategory;
 use cuttle_domain::script::ScriptSyntax;
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long a canceled script's agent may take to report its end before the job is given up.
@@ -47,7 +53,7 @@ async fn connect(
     target: &JobTarget,
     context: &ScriptContext,
     log: &JobLog,
-) -> Result<cuttle_agent_link::Requester, Ended> {
+) -> Result<Requester, Ended> {
     if target.communication_style == "TentacleActive" {
         // The job came off the agent's own queue, which only the holder of its connection reads.
         return reach.polling.get(&target.uri).ok_or_else(|| {
@@ -173,21 +179,35 @@ pub async fn run_script(
         Ok(requester) => requester,
         Err(ended) => return ended,
     };
-    let mut run = match requester
-        .start_script(StartScript {
-            job_id: JobId(job_id.to_owned()),
-            syntax: match syntax {
-                ScriptSyntax::Bash => messages::ScriptSyntax::Bash,
-                ScriptSyntax::Python => messages::ScriptSyntax::Python,
-                ScriptSyntax::PowerShell => messages::ScriptSyntax::PowerShell,
-            },
-            body: body.to_owned(),
-            environment: BTreeMap::new(),
-            variables: BTreeMap::new(),
-            files: Vec::new(),
-        })
-        .await
-    {
+    let start = StartScript {
+        job_id: JobId(job_id.to_owned()),
+        syntax: link_syntax(syntax),
+        body: body.to_owned(),
+        environment: BTreeMap::new(),
+        variables: BTreeMap::new(),
+        files: Vec::new(),
+        installation: None,
+    };
+    run_on_agent(&requester, target, start, context, log).await
+}
+
+fn link_syntax(syntax: ScriptSyntax) -> messages::ScriptSyntax {
+    match syntax {
+        ScriptSyntax::Bash => messages::ScriptSyntax::Bash,
+        ScriptSyntax::Python => messages::ScriptSyntax::Python,
+        ScriptSyntax::PowerShell => messages::ScriptSyntax::PowerShell,
+    }
+}
+
+/// Starts `start` on the agent and follows it to its end, streaming its output into the log.
+async fn run_on_agent(
+    requester: &Requester,
+    target: &JobTarget,
+    start: StartScript,
+    context: &ScriptContext,
+    log: &JobLog,
+) -> Ended {
+    let mut run = match requester.start_script(start).await {
         Ok(run) => run,
         Err(err) => {
             return script::failed(format!(
@@ -260,4 +280,210 @@ pub async fn run_script(
             }
         }
     }
+}
+
+/// An open connection to a deployment target's agent, for a package step's several requests.
+pub struct AgentSession<'a> {
+    requester: Requester,
+    target: &'a JobTarget,
+    shells: Vec<messages::ScriptSyntax>,
+}
+
+impl<'a> AgentSession<'a> {
+    /// Connects to `target`'s agent and learns what it runs.
+    pub async fn open(
+        reach: Reach<'_>,
+        target: &'a JobTarget,
+        context: &ScriptContext,
+        log: &JobLog,
+    ) -> Result<AgentSession<'a>, Ended> {
+        let requester = connect(reach, target, context, log).await?;
+        let capabilities = requester.capabilities().await.map_err(|err| {
+            script::failed(format!(
+                "The agent on deployment target '{}' did not answer: {err}",
+                target.name
+            ))
+        })?;
+        Ok(AgentSession {
+            requester,
+            target,
+            shells: capabilities.shells,
+        })
+    }
+
+    /// Whether the agent can run PowerShell.
+    pub fn has_pwsh(&self) -> bool {
+        self.shells.contains(&messages::ScriptSyntax::PowerShell)
+    }
+
+    /// Sends the package (unless the agent holds its hash) and has the agent extract it into a
+    /// fresh folder.
+    pub async fn install(
+        &self,
+        jobs: &PackageJobs<'_>,
+        package: &JobPackage,
+        environment_name: &str,
+    ) -> Result<Installation, String> {
+        let name = &self.target.name;
+        let file = jobs.acquire(package).await?;
+        let sha256 = Sha256Digest::parse(&package.sha256).map_err(|err| {
+            format!(
+                "The package {} {} has no valid SHA-256 in the job: {err}",
+                package.package_id, package.version
+            )
+        })?;
+        let source = tokio::fs::File::open(&file).await.map_err(|err| {
+            format!(
+                "The worker could not read its cached copy of {} {}: {err}",
+                package.package_id, package.version
+            )
+        })?;
+        let upload = PackageUpload {
+            package_id: package.package_id.clone(),
+            version: package.version.clone(),
+            sha256,
+            total_size: package.size_bytes,
+        };
+        let uploaded = tokio::select! {
+            uploaded = self.requester.upload_package(upload, source) => uploaded,
+            () = jobs.context.cancel.cancelled() => return Err("canceled".into()),
+        };
+        let outcome = uploaded.map_err(|err| {
+            format!(
+                "The package {} {} could not be sent to deployment target '{name}': {err}",
+                package.package_id, package.version
+            )
+        })?;
+        let line = if outcome.already_cached {
+            format!(
+                "Package {} {} was found in the cache of deployment target {name}; no need to send it.",
+                package.package_id, package.version
+            )
+        } else {
+            format!(
+                "Sent package {} {} ({} bytes) to deployment target {name}",
+                package.package_id, package.version, package.size_bytes
+            )
+        };
+        jobs.log.line(LogCategory::Info, line).await;
+        let extract = ExtractPackage {
+            sha256,
+            package_id: package.package_id.clone(),
+            version: package.version.clone(),
+            extension: package.extension.clone(),
+            environment_name: environment_name.to_owned(),
+        };
+        let extracted = tokio::select! {
+            extracted = self.requester.extract_package(extract) => extracted,
+            () = jobs.context.cancel.cancelled() => return Err("canceled".into()),
+        };
+        let extracted = extracted.map_err(|err| match err {
+            LinkError::Remote(remote) if remote.kind == RemoteErrorKind::Unsupported => format!(
+                "The agent on deployment target '{name}' cannot install packages: upgrade it to cuttle-agent {} or later.",
+                env!("CARGO_PKG_VERSION")
+            ),
+            other => format!(
+                "The package {} {} could not be extracted on deployment target '{name}': {other}",
+                package.package_id, package.version
+            ),
+        })?;
+        jobs.log
+            .line(
+                LogCategory::Info,
+                format!(
+                    "Extracted package {} {} to {} on {name} ({} files, {} bytes)",
+                    package.package_id,
+                    package.version,
+                    extracted.path,
+                    extracted.files,
+                    extracted.bytes
+                ),
+            )
+            .await;
+        Ok(Installation {
+            path: PathBuf::from(extracted.path),
+            directory: Some(extracted.directory),
+            top_level_files: extracted.top_level_files,
+        })
+    }
+
+    /// Has the agent run the file features on the installation.
+    pub async fn rewrite(
+        &self,
+        jobs: &PackageJobs<'_>,
+        installation: &Installation,
+        files: &FileSubstitution,
+    ) -> Result<(), String> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let directory = self.directory_of(installation)?;
+        let rewrite = RewriteFiles {
+            directory,
+            substitute_in_files: files.substitute_in_files.clone(),
+            structured_variables: files.structured_variables.clone(),
+            variables: jobs.variables.as_conventions().raw(),
+        };
+        let (notes, failure) = self.requester.rewrite_files(rewrite).await.map_err(|err| {
+            format!(
+                "The files could not be rewritten on deployment target '{}': {err}",
+                self.target.name
+            )
+        })?;
+        for note in notes {
+            let category = match note.level {
+                NoteLevel::Verbose => LogCategory::Verbose,
+                NoteLevel::Warning => LogCategory::Warning,
+                NoteLevel::Error => LogCategory::Error,
+                NoteLevel::Info | NoteLevel::Other => LogCategory::Info,
+            };
+            jobs.log.line(category, note.text).await;
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Runs the script file at `path` (inside the installation) on the agent, in the
+    /// installation's folder, with the helpers.
+    pub async fn run_file(
+        &self,
+        jobs: &PackageJobs<'_>,
+        installation: &Installation,
+        syntax: ScriptSyntax,
+        path: &Path,
+    ) -> Ended {
+        let directory = match self.directory_of(installation) {
+            Ok(directory) => directory,
+            Err(reason) => return script::failed(reason),
+        };
+        let body = match jobs.variables.bootstrap(syntax, path) {
+            Some(bootstrap) => bootstrap,
+            None => powershell_call(path),
+        };
+        let start = StartScript {
+            job_id: JobId(jobs.job_id.to_owned()),
+            syntax: link_syntax(syntax),
+            body,
+            environment: BTreeMap::new(),
+            variables: BTreeMap::new(),
+            files: Vec::new(),
+            installation: Some(directory),
+        };
+        run_on_agent(&self.requester, self.target, start, jobs.context, jobs.log).await
+    }
+
+    fn directory_of(&self, installation: &Installation) -> Result<RelativeFilePath, String> {
+        installation.directory.clone().ok_or_else(|| {
+            format!(
+                "The installation at {} is not on deployment target '{}'.",
+                installation.path.display(),
+                self.target.name
+            )
+        })
+    }
+}
+
+/// A PowerShell script that runs the file at `path` and exits with its exit code.
+fn powershell_call(path: &Path) -> String {
+    let quoted = path.display().to_string().replace('\'', "''");
+    format!("& '{quoted}'\nexit $LASTEXITCODE\n")
 }

@@ -176,6 +176,15 @@ impl TestAgent {
                     }
                 }
             }
+            // The link's own behaviour is what these tests check; installations are the real
+            // agent's (services/agent), so this one refuses them like an older agent would.
+            Request::ExtractPackage(_) | Request::RewriteFiles(_) => {
+                let error = RemoteError::new(
+                    RemoteErrorKind::Unsupported,
+                    "the test agent does not install packages",
+                );
+                responder.respond(Response::Error(error)).await
+            }
             Request::Unsupported => unreachable!("the link answers unknown requests itself"),
         };
         // The worker may have gone away in tests that close connections on purpose.

@@ -254,6 +254,7 @@ pub fn bash(job_id: &str, body: &str) -> StartScript {
         environment: BTreeMap::new(),
         variables: BTreeMap::new(),
         files: Vec::new(),
+        installation: None,
     }
 }
 

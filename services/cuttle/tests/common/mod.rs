@@ -353,3 +353,55 @@ impl Distributed {
         env.cleanup().await;
     }
 }
+
+/// A zip holding `files`, stored (not compressed) so its bytes are predictable.
+pub fn zip_bytes(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, content) in files {
+        writer
+            .start_file(*name, options)
+            .expect("a zip entry starts in memory");
+        std::io::Write::write_all(&mut writer, content).expect("a zip entry is written in memory");
+    }
+    writer
+        .finish()
+        .expect("a zip finishes in memory")
+        .into_inner()
+}
+
+/// Pushes one file as multipart under `field` (clients differ), with an optional query.
+pub async fn push_as(
+    client: &cuttle_testkit::Client,
+    space: &str,
+    field: &str,
+    file_name: &str,
+    bytes: Vec<u8>,
+    query: &str,
+) -> cuttle_testkit::Reply {
+    let part = reqwest::multipart::Part::bytes(bytes).file_name(file_name.to_owned());
+    let form = reqwest::multipart::Form::new()
+        .text("comment", "ignored: not a file")
+        .part(field.to_owned(), part);
+    let response = reqwest::Client::new()
+        .post(format!("{}/api/{space}/packages/raw{query}", client.base))
+        .header("X-Octopus-ApiKey", &client.api_key)
+        .multipart(form)
+        .send()
+        .await
+        .expect("the push reaches the server");
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("the push answer is read");
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    cuttle_testkit::Reply { status, body }
+}
+
+pub async fn push(
+    client: &cuttle_testkit::Client,
+    space: &str,
+    file_name: &str,
+    bytes: Vec<u8>,
+) -> cuttle_testkit::Reply {
+    push_as(client, space, "fileToUpload", file_name, bytes, "").await
+}
