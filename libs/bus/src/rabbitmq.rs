@@ -10,6 +10,11 @@
 //!
 //! A topic `t` is a durable fanout exchange `p<t>` with one exclusive, auto-delete, server-named
 //! queue per subscription.
+//!
+//! Connections: one for publishing and declaring, which also carries consumer channels (one per
+//! subscription) up to the negotiated `channel_max` (2047 on a default broker). Past that,
+//! consumer channels go on extra connections, opened as needed, so a worker holding thousands
+//! of polling agents' queues is not capped by one connection's channels.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -54,6 +59,8 @@ struct Inner {
     prefix: String,
     closed: AtomicBool,
     link: Mutex<Link>,
+    /// Extra connections for consumer channels once `link`'s connection has no channel left.
+    overflow: Mutex<Vec<Connection>>,
 }
 
 /// The connection and the publishing channel, replaced together when the connection is lost.
@@ -90,28 +97,29 @@ impl Topology<'_> {
     }
 }
 
+/// Opens a connection named `name` (so operators can tell which deployment it serves).
+async fn open_connection(url: &str, name: String) -> Result<Connection, BusError> {
+    let properties = ConnectionProperties::default().with_connection_name(name.into());
+    match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await {
+        Ok(Ok(connection)) => Ok(connection),
+        // The URL is deliberately left out of these messages: it may hold a password.
+        Ok(Err(error)) => Err(BusError::Connection(format!(
+            "could not connect to RabbitMQ: {error}"
+        ))),
+        Err(_) => Err(BusError::Connection(format!(
+            "timed out after {}s connecting to RabbitMQ",
+            CONNECT_TIMEOUT.as_secs()
+        ))),
+    }
+}
+
+fn is_channel_limit(error: &lapin::Error) -> bool {
+    matches!(error.kind(), lapin::ErrorKind::ChannelsLimitReached)
+}
+
 impl Link {
     async fn open(url: &str, prefix: &str) -> Result<Self, BusError> {
-        // Named after the prefix so operators can tell which deployment a connection serves.
-        let properties = ConnectionProperties::default()
-            .with_connection_name(format!("cuttle-bus {prefix}").into());
-        let connection =
-            match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(url, properties)).await
-            {
-                Ok(Ok(connection)) => connection,
-                // The URL is deliberately left out of these messages: it may hold a password.
-                Ok(Err(error)) => {
-                    return Err(BusError::Connection(format!(
-                        "could not connect to RabbitMQ: {error}"
-                    )));
-                }
-                Err(_) => {
-                    return Err(BusError::Connection(format!(
-                        "timed out after {}s connecting to RabbitMQ",
-                        CONNECT_TIMEOUT.as_secs()
-                    )));
-                }
-            };
+        let connection = open_connection(url, format!("cuttle-bus {prefix}")).await?;
         let publisher = open_publisher(&connection).await?;
         Ok(Self {
             connection,
@@ -354,16 +362,64 @@ impl Inner {
         let channel = {
             let mut link = self.link().await?;
             link.ensure(topology).await?;
-            link.connection
-                .create_channel()
-                .await
-                .map_err(|error| broker_error("could not open a consumer channel", error))?
+            link.connection.create_channel().await
+        };
+        let channel = match channel {
+            Ok(channel) => channel,
+            Err(error) if is_channel_limit(&error) => self.overflow_channel().await?,
+            Err(error) => return Err(broker_error("could not open a consumer channel", error)),
         };
         channel
             .basic_qos(prefetch, BasicQosOptions::default())
             .await
             .map_err(|error| broker_error("could not set prefetch", error))?;
         Ok(channel)
+    }
+}
+
+impl Inner {
+    /// A consumer channel on an extra connection: the first one with a channel left, or a new
+    /// one. Connections that died are dropped from the list; their consumers have ended.
+    async fn overflow_channel(&self) -> Result<Channel, BusError> {
+        let mut overflow = self.overflow.lock().await;
+        overflow.retain(|connection| connection.status().connected());
+        for connection in overflow.iter() {
+            match connection.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(error) if is_channel_limit(&error) => continue,
+                Err(error) => {
+                    return Err(broker_error("could not open a consumer channel", error));
+                }
+            }
+        }
+        let name = format!(
+            "cuttle-bus {} consumers {}",
+            self.prefix,
+            overflow.len() + 1
+        );
+        let connection = open_connection(&self.url, name).await?;
+        tracing::info!(
+            connections = overflow.len() + 2,
+            "the RabbitMQ connection has no channel left for consumers; opened another"
+        );
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|error| broker_error("could not open a consumer channel", error))?;
+        overflow.push(connection);
+        Ok(channel)
+    }
+
+    /// Closes the extra consumer connections.
+    async fn close_overflow(&self, reason: &str) {
+        let connections = std::mem::take(&mut *self.overflow.lock().await);
+        for connection in connections {
+            if connection.status().connected()
+                && let Err(error) = connection.close(200, reason.into()).await
+            {
+                tracing::debug!(error = %error, "an extra RabbitMQ connection was already closing");
+            }
+        }
     }
 }
 
@@ -377,6 +433,7 @@ impl RabbitMqBus {
                 prefix: prefix.to_owned(),
                 closed: AtomicBool::new(false),
                 link: Mutex::new(link),
+                overflow: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -387,6 +444,7 @@ impl RabbitMqBus {
     /// Dropping the bus does the same, without waiting for the broker's reply.
     pub async fn close(&self) -> Result<(), BusError> {
         self.inner.closed.store(true, Ordering::Release);
+        self.inner.close_overflow("closed by cuttle-bus").await;
         let link = self.inner.link.lock().await;
         if !link.connection.status().connected() {
             return Ok(());
@@ -413,6 +471,7 @@ impl Drop for RabbitMqBus {
             return;
         };
         runtime.spawn(async move {
+            inner.close_overflow("bus dropped").await;
             let link = inner.link.lock().await;
             if let Err(error) = link.connection.close(200, "bus dropped".into()).await {
                 tracing::debug!(error = %error, "RabbitMQ connection was already closing when the bus was dropped");

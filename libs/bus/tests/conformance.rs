@@ -310,6 +310,36 @@ async fn health_reports_a_live_bus(bus: Arc<dyn Bus>) {
     bus.health().await.unwrap();
 }
 
+/// Consumers past one connection's channels go on extra connections: with `channel_max` 4 (one
+/// channel publishes), ten subscriptions each still get their own messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_beyond_one_connections_channels_use_more_connections() {
+    let (namespace, _) = RabbitNamespace::connect().await;
+    let separator = if namespace.url.contains('?') {
+        '&'
+    } else {
+        '?'
+    };
+    let url = format!("{}{separator}channel_max=4", namespace.url);
+    let bus = RabbitMqBus::connect(&url, &namespace.prefix).await.unwrap();
+    let mut subscriptions = Vec::new();
+    for _ in 0..10 {
+        subscriptions.push(bus.subscribe(TOPIC).await.unwrap());
+    }
+    let mut consumer = bus.consume(&jobs()).await.unwrap();
+    bus.broadcast(TOPIC, run_step(1)).await.unwrap();
+    for subscription in &mut subscriptions {
+        let delivery = next_delivery(subscription).await;
+        assert_eq!(delivery.message.decode::<RunStep>().unwrap().step, 1);
+        delivery.ack().await.unwrap();
+    }
+    bus.send(&jobs(), run_step(2)).await.unwrap();
+    let delivery = next_delivery(&mut consumer).await;
+    assert_eq!(delivery.message.decode::<RunStep>().unwrap().step, 2);
+    delivery.ack().await.unwrap();
+    bus.close().await.unwrap();
+}
+
 /// A uniquely prefixed RabbitMqBus, whose broker objects are deleted when the test ends
 /// (passing or not).
 struct RabbitNamespace {
