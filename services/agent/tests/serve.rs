@@ -6,8 +6,8 @@
 mod support;
 
 use cuttle_agent_link::messages::{
-    PackageUpload, RelativeFilePath, ScriptFile, ScriptState, ScriptSyntax, Sha256Digest,
-    StartScript,
+    ExtractPackage, PackageUpload, RelativeFilePath, RewriteFiles, ScriptFile, ScriptState,
+    ScriptSyntax, Sha256Digest, StartScript,
 };
 use cuttle_agent_link::{LinkError, RemoteErrorKind, ScriptEvent, WorkerIdentity, WorkerLink};
 use nix::sys::signal::Signal;
@@ -237,6 +237,169 @@ async fn a_package_whose_bytes_do_not_match_its_hash_is_refused_and_not_kept() {
         .unwrap()
         .count();
     assert_eq!(packages, 0);
+}
+
+/// A stored zip of `files`.
+fn zip_of(files: &[(&str, &str)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let options =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    for (name, content) in files {
+        writer.start_file(*name, options).unwrap();
+        writer.write_all(content.as_bytes()).unwrap();
+    }
+    writer.finish().unwrap().into_inner()
+}
+
+async fn upload(
+    requester: &cuttle_agent_link::Requester,
+    version: &str,
+    bytes: &[u8],
+) -> Sha256Digest {
+    let sha256 = Sha256Digest::of(bytes);
+    let upload = PackageUpload {
+        package_id: "Acme.Web".to_owned(),
+        version: version.to_owned(),
+        sha256,
+        total_size: bytes.len() as u64,
+    };
+    within(requester.upload_package(upload, bytes))
+        .await
+        .unwrap();
+    sha256
+}
+
+fn extract(sha256: Sha256Digest, version: &str, environment: &str) -> ExtractPackage {
+    ExtractPackage {
+        sha256,
+        package_id: "Acme.Web".to_owned(),
+        version: version.to_owned(),
+        extension: ".zip".to_owned(),
+        environment_name: environment.to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_package_is_installed_rewritten_and_run_in_a_fresh_folder_that_stays_in_the_home() {
+    let home = AgentHome::new();
+    let (_agent, _address, requester) = home.start_listening_and_dial().await;
+    assert!(
+        requester
+            .peer()
+            .capabilities
+            .iter()
+            .any(|c| c == "package_install")
+    );
+    let package = zip_of(&[
+        ("Deploy.sh", "echo deploy"),
+        ("config/app.conf", "name=#{Name}"),
+        ("appsettings.json", r#"{"Mode":"dev"}"#),
+    ]);
+    let sha256 = upload(&requester, "1.0.0", &package).await;
+    // An environment name that looks like a path stays one folder under Applications.
+    let installed = within(requester.extract_package(extract(sha256, "1.0.0", "../../escape")))
+        .await
+        .unwrap();
+    assert_eq!(installed.directory.as_str(), ".._.._escape/Acme.Web/1.0.0");
+    assert_eq!(installed.top_level_files, ["Deploy.sh", "appsettings.json"]);
+    assert_eq!(installed.files, 3);
+    let folder = under(
+        home.path(),
+        &["Applications", ".._.._escape", "Acme.Web", "1.0.0"],
+    );
+    assert_eq!(std::path::Path::new(&installed.path), folder);
+    let again = within(requester.extract_package(extract(sha256, "1.0.0", "../../escape")))
+        .await
+        .unwrap();
+    assert_eq!(again.directory.as_str(), ".._.._escape/Acme.Web/1.0.0_1");
+
+    let (notes, failure) = within(requester.rewrite_files(RewriteFiles {
+        directory: installed.directory.clone(),
+        substitute_in_files: vec!["config/*.conf".into(), "missing/*.txt".into()],
+        structured_variables: vec!["appsettings.json".into()],
+        variables: vec![
+            ("Name".into(), "shop".into()),
+            ("Mode".into(), "#{Name}-prod".into()),
+        ],
+    }))
+    .await
+    .unwrap();
+    assert_eq!(failure, None);
+    assert!(
+        notes.iter().any(|n| n.text.contains("missing/*.txt")),
+        "{notes:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(folder.join("config/app.conf")).unwrap(),
+        "name=shop"
+    );
+    let settings = std::fs::read_to_string(folder.join("appsettings.json")).unwrap();
+    assert!(settings.contains("\"Mode\": \"shop-prod\""), "{settings}");
+
+    let script = StartScript {
+        installation: Some(installed.directory.clone()),
+        ..bash(
+            "job-in-installation",
+            "echo \"in $PWD\"; cat config/app.conf",
+        )
+    };
+    let finished = run_script(&requester, script).await;
+    assert_eq!(finished.exit_code, 0);
+    let canonical = folder.canonicalize().unwrap();
+    assert_eq!(
+        finished.stdout,
+        [
+            format!("in {}", canonical.display()),
+            "name=shop".to_owned()
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installations_refuse_packages_and_folders_the_agent_does_not_have() {
+    let home = AgentHome::new();
+    let (_agent, _address, requester) = home.start_listening_and_dial().await;
+    let unknown = Sha256Digest::of(b"never uploaded");
+    match within(requester.extract_package(extract(unknown, "1.0.0", "Test"))).await {
+        Err(LinkError::Remote(error)) => {
+            assert_eq!(error.kind, RemoteErrorKind::NotFound);
+            assert!(
+                error.message.contains("upload it first"),
+                "{}",
+                error.message
+            );
+        }
+        other => panic!("expected a not-found refusal, got {other:?}"),
+    }
+    // Not a zip: the extraction fails and leaves no folder behind.
+    let sha256 = upload(&requester, "2.0.0", b"this is not a zip archive").await;
+    match within(requester.extract_package(extract(sha256, "2.0.0", "Test"))).await {
+        Err(LinkError::Remote(error)) => assert_eq!(error.kind, RemoteErrorKind::Failed),
+        other => panic!("expected a failed extraction, got {other:?}"),
+    }
+    let left = under(home.path(), &["Applications", "Test", "Acme.Web"]);
+    assert_eq!(std::fs::read_dir(&left).unwrap().count(), 0);
+    let missing = RelativeFilePath::parse("Test/Acme.Web/9.9.9").unwrap();
+    let script = StartScript {
+        installation: Some(missing.clone()),
+        ..bash("job-nowhere", "echo never")
+    };
+    match within(requester.start_script(script)).await {
+        Err(LinkError::Remote(error)) => assert_eq!(error.kind, RemoteErrorKind::NotFound),
+        Err(other) => panic!("expected a not-found refusal, got {other:?}"),
+        Ok(_) => panic!("a script started in an installation that does not exist"),
+    }
+    let rewrite = RewriteFiles {
+        directory: missing,
+        substitute_in_files: vec!["*".into()],
+        structured_variables: Vec::new(),
+        variables: Vec::new(),
+    };
+    match within(requester.rewrite_files(rewrite)).await {
+        Err(LinkError::Remote(error)) => assert_eq!(error.kind, RemoteErrorKind::NotFound),
+        other => panic!("expected a not-found refusal, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
