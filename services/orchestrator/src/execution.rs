@@ -791,72 +791,113 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Handles one worker report.
+    /// Records one worker event.
     pub async fn apply_event(&self, event: WorkerEvent) -> anyhow::Result<()> {
-        match event {
-            WorkerEvent::JobHeartbeat { job_id, .. } => {
-                tasks::touch_job_heartbeat(self.store.conn(), &job_id, Utc::now()).await?;
-                Ok(())
-            }
-            WorkerEvent::JobLog {
-                task_id,
-                job_id,
-                lines,
-            } => {
-                let warn = lines.iter().any(|l| l.category.is_warning_or_error());
-                let rows = lines
-                    .into_iter()
-                    .map(|l| NewLogLine {
-                        node_id: job_id.clone(),
-                        source_seq: Some(l.seq),
-                        occurred_at: l.at,
-                        category: l.category,
-                        message: l.text,
-                    })
-                    .collect();
-                let txn = self.store.conn().begin().await?;
-                tasks::append_log(&txn, &task_id, rows).await?;
-                if warn {
-                    tasks::mark_task_warnings(&txn, &task_id).await?;
+        let task_id = event.task_id().to_owned();
+        self.apply_events(&task_id, vec![event]).await
+    }
+
+    /// Records events of one task, in order, in one transaction: a step fanned out over many
+    /// targets sends three events per target, and one commit for a batch of them costs what one
+    /// commit per event would cost for each. The task row is locked once when any event needs
+    /// it, and the task moves forward once after the last job that ended.
+    pub async fn apply_events(
+        &self,
+        task_id: &str,
+        events: Vec<WorkerEvent>,
+    ) -> anyhow::Result<()> {
+        let txn = self.store.conn().begin().await?;
+        let needs_lock = events.iter().any(|event| {
+            matches!(
+                event,
+                WorkerEvent::JobStarted { .. } | WorkerEvent::JobFinished { .. }
+            )
+        });
+        let mut task = if needs_lock {
+            tasks::lock_task(&txn, task_id).await?
+        } else {
+            None
+        };
+        let mut after = Vec::new();
+        let mut ended_any = false;
+        for event in events {
+            match event {
+                WorkerEvent::JobHeartbeat { job_id, .. } => {
+                    tasks::touch_job_heartbeat(&txn, &job_id, Utc::now()).await?;
                 }
-                txn.commit().await?;
-                Ok(())
-            }
-            WorkerEvent::JobStarted {
-                task_id,
-                job_id,
-                worker,
-            } => self.job_started(&task_id, &job_id, &worker).await,
-            WorkerEvent::JobFinished {
-                task_id,
-                job_id,
-                outcome,
-                exit_code,
-                output_variables,
-                artifacts,
-            } => {
-                self.job_finished(
-                    &task_id,
-                    &job_id,
+                WorkerEvent::JobLog { job_id, lines, .. } => {
+                    let warn = lines.iter().any(|l| l.category.is_warning_or_error());
+                    let rows = lines
+                        .into_iter()
+                        .map(|l| NewLogLine {
+                            node_id: job_id.clone(),
+                            source_seq: Some(l.seq),
+                            occurred_at: l.at,
+                            category: l.category,
+                            message: l.text,
+                        })
+                        .collect();
+                    tasks::append_log(&txn, task_id, rows).await?;
+                    if warn {
+                        tasks::mark_task_warnings(&txn, task_id).await?;
+                        // The locked row is saved again below; it must not lose the mark.
+                        if let Some(task) = &mut task {
+                            task.has_warnings_or_errors = true;
+                        }
+                    }
+                }
+                WorkerEvent::JobStarted { job_id, worker, .. } => {
+                    if task.is_some() {
+                        after.push(self.job_started(&txn, task_id, &job_id, &worker).await?);
+                    }
+                }
+                WorkerEvent::JobFinished {
+                    job_id,
                     outcome,
                     exit_code,
                     output_variables,
                     artifacts,
-                )
-                .await
+                    ..
+                } => {
+                    if let Some(task) = &mut task {
+                        ended_any |= self
+                            .job_finished(
+                                &txn,
+                                task,
+                                &job_id,
+                                outcome,
+                                exit_code,
+                                output_variables,
+                                artifacts,
+                            )
+                            .await?;
+                    }
+                }
             }
         }
+        if ended_any && let Some(task) = &mut task {
+            after.push(self.advance(&txn, task).await?);
+            tasks::save_task(&txn, task).await?;
+        }
+        txn.commit().await?;
+        for after in after {
+            self.after_commit(after).await;
+        }
+        Ok(())
     }
 
-    async fn job_started(&self, task_id: &str, job_id: &str, worker: &str) -> anyhow::Result<()> {
-        let txn = self.store.conn().begin().await?;
-        let Some(_task) = tasks::lock_task(&txn, task_id).await? else {
-            return Ok(txn.commit().await?);
-        };
-        let Some(mut job) = tasks::get_job(&txn, job_id).await? else {
-            return Ok(txn.commit().await?);
-        };
+    /// `JobStarted`, inside the caller's transaction with the task row locked.
+    async fn job_started(
+        &self,
+        txn: &impl ConnectionTrait,
+        task_id: &str,
+        job_id: &str,
+        worker: &str,
+    ) -> anyhow::Result<AfterCommit> {
         let mut after = AfterCommit::default();
+        let Some(mut job) = tasks::get_job(txn, job_id).await? else {
+            return Ok(after);
+        };
         match job.status.as_str() {
             job_status::DISPATCHED => {
                 let now = Utc::now();
@@ -864,9 +905,9 @@ impl Orchestrator {
                 job.worker = Some(worker.to_owned());
                 job.started_at = Some(now);
                 job.heartbeat_at = Some(now);
-                tasks::save_job(&txn, &job).await?;
+                tasks::save_job(txn, &job).await?;
                 tasks::append_log(
-                    &txn,
+                    txn,
                     task_id,
                     vec![line(
                         job_id,
@@ -881,30 +922,33 @@ impl Orchestrator {
             // the rest of the task is unaffected.
             _ => after.cancel_job = Some((task_id.to_owned(), job_id.to_owned())),
         }
-        txn.commit().await?;
-        self.after_commit(after).await;
-        Ok(())
+        Ok(after)
     }
 
+    /// `JobFinished`, inside the caller's transaction with the task row locked; true when the
+    /// job ended now (so the task must move forward), false for a duplicate.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one JobFinished event, plus where to apply it"
+    )]
     async fn job_finished(
         &self,
-        task_id: &str,
+        txn: &impl ConnectionTrait,
+        task: &mut Task,
         job_id: &str,
         outcome: JobOutcome,
         exit_code: Option<i32>,
         output_variables: BTreeMap<String, String>,
         artifacts: Vec<cuttle_contracts::JobArtifact>,
-    ) -> anyhow::Result<()> {
-        let txn = self.store.conn().begin().await?;
-        let Some(mut task) = tasks::lock_task(&txn, task_id).await? else {
-            return Ok(txn.commit().await?);
-        };
-        let Some(mut job) = tasks::get_job(&txn, job_id).await? else {
-            return Ok(txn.commit().await?);
+    ) -> anyhow::Result<bool> {
+        let task_id = task.id.clone();
+        let task_id = task_id.as_str();
+        let Some(mut job) = tasks::get_job(txn, job_id).await? else {
+            return Ok(false);
         };
         if job.status != job_status::RUNNING && job.status != job_status::DISPATCHED {
             // Duplicate delivery, or the reaper already ended the job.
-            return Ok(txn.commit().await?);
+            return Ok(false);
         }
         let now = Utc::now();
         job.ended_at = Some(now);
@@ -916,7 +960,7 @@ impl Orchestrator {
             let space = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
             let source = job.worker.clone().unwrap_or_default();
             for artifact in artifacts {
-                record_artifact(&txn, &space, task_id, &source, artifact).await?;
+                record_artifact(txn, &space, task_id, &source, artifact).await?;
             }
         }
         if let Some(started) = job.started_at {
@@ -936,7 +980,7 @@ impl Orchestrator {
         if task.name == HEALTH_TASK && status != job_status::CANCELED {
             let space = SpaceId::parse(&task.space_id).context("task has an invalid space id")?;
             record_health(
-                &txn,
+                txn,
                 &space,
                 &job,
                 status == job_status::SUCCESS,
@@ -951,19 +995,15 @@ impl Orchestrator {
             } else {
                 LogCategory::Info
             };
-            tasks::append_log(&txn, task_id, vec![line(job_id, category, message.clone())]).await?;
+            tasks::append_log(txn, task_id, vec![line(job_id, category, message.clone())]).await?;
             if status == job_status::FAILED {
                 job.error = Some(format!("Step '{}' failed: {message}", job.step_name));
-                tasks::mark_task_warnings(&txn, task_id).await?;
+                tasks::mark_task_warnings(txn, task_id).await?;
                 task.has_warnings_or_errors = true;
             }
         }
-        tasks::save_job(&txn, &job).await?;
-        let after = self.advance(&txn, &mut task).await?;
-        tasks::save_task(&txn, &task).await?;
-        txn.commit().await?;
-        self.after_commit(after).await;
-        Ok(())
+        tasks::save_job(txn, &job).await?;
+        Ok(true)
     }
 
     /// Handles `CancelRequested`: nothing new starts, running jobs are told to stop, and the task

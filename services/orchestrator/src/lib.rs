@@ -18,6 +18,7 @@ use cuttle_contracts::{OrchestratorCommand, WorkerEvent, queues};
 use cuttle_platform::OrchestratorConfig;
 use cuttle_platform::outbox::RelayWaker;
 use cuttle_store::Store;
+use futures::FutureExt;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,15 +67,9 @@ impl Orchestrator {
             },
         )));
         let events = self.clone();
-        handles.push(tokio::spawn(consume_loop(
-            events.bus.clone(),
-            QueueSpec::new(queues::ORCHESTRATOR_EVENTS),
-            stopped(stop_rx.clone()),
-            move |delivery| {
-                let orchestrator = events.clone();
-                async move { orchestrator.handle_event(delivery).await }
-            },
-        )));
+        handles.push(tokio::spawn(
+            events.consume_events(stopped(stop_rx.clone())),
+        ));
         let reaper = self.clone();
         handles.push(tokio::spawn(async move {
             reaper.run_reaper(stopped(stop_rx)).await
@@ -118,15 +113,103 @@ impl Orchestrator {
         finish(delivery, result).await;
     }
 
-    async fn handle_event(&self, delivery: Delivery) {
-        let event: WorkerEvent = match delivery.message.decode() {
-            Ok(event) => event,
-            Err(err) => {
-                let reason = format!("unreadable worker event {}: {err}", delivery.message.kind);
-                settle(delivery.dead_letter(&reason).await, "dead-letter");
-                return;
-            }
+    /// Consumes worker events until `stop`, in batches: whatever is already waiting (up to
+    /// [`EVENT_BATCH`]) is applied with one transaction per task (`apply_events`), so a fan-out
+    /// to many targets is not one commit per event. Re-subscribes after a lost connection.
+    async fn consume_events(self, stop: impl Future<Output = ()> + Send) {
+        let queue = QueueSpec {
+            prefetch: EVENT_BATCH,
+            ..QueueSpec::new(queues::ORCHESTRATOR_EVENTS)
         };
+        tokio::pin!(stop);
+        loop {
+            let mut subscription = match self.bus.consume(&queue).await {
+                Ok(subscription) => subscription,
+                Err(err) => {
+                    tracing::warn!(queue = %queue.name, error = %err, "cannot consume; retrying in 1 s");
+                    tokio::select! {
+                        () = &mut stop => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                let first = tokio::select! {
+                    () = &mut stop => return,
+                    next = subscription.next() => match next {
+                        Some(delivery) => delivery,
+                        None => break,
+                    },
+                };
+                let mut batch = vec![first];
+                while batch.len() < usize::from(EVENT_BATCH) {
+                    // Only what has already arrived: a batch never waits for more.
+                    match subscription.next().now_or_never() {
+                        Some(Some(delivery)) => batch.push(delivery),
+                        _ => break,
+                    }
+                }
+                self.handle_events(batch).await;
+            }
+            tracing::warn!(queue = %queue.name, "subscription ended; consuming again");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Applies a batch of worker events, grouped by task in arrival order. A group that fails is
+    /// applied again one event at a time, so one bad event retries alone.
+    async fn handle_events(&self, batch: Vec<Delivery>) {
+        let mut groups: Vec<(String, Vec<(Delivery, WorkerEvent)>)> = Vec::new();
+        for delivery in batch {
+            let event: WorkerEvent = match delivery.message.decode() {
+                Ok(event) => event,
+                Err(err) => {
+                    let reason =
+                        format!("unreadable worker event {}: {err}", delivery.message.kind);
+                    settle(delivery.dead_letter(&reason).await, "dead-letter");
+                    continue;
+                }
+            };
+            let task_id = event.task_id().to_owned();
+            match groups.iter_mut().find(|(id, _)| *id == task_id) {
+                Some((_, group)) => group.push((delivery, event)),
+                None => groups.push((task_id, vec![(delivery, event)])),
+            }
+        }
+        for (task_id, group) in groups {
+            if group.len() == 1 {
+                for (delivery, event) in group {
+                    self.handle_event(delivery, event).await;
+                }
+                continue;
+            }
+            // Info, like the command span: a span disabled by the log filter carries no trace
+            // context, and the next step's job is dispatched from inside this one.
+            let span = tracing::info_span!("orchestrator.events", task.id = %task_id, events = group.len());
+            if let Some((delivery, _)) = group.last() {
+                cuttle_telemetry::set_parent_from_headers(&span, &delivery.message.headers);
+            }
+            let events = group.iter().map(|(_, event)| event.clone()).collect();
+            match self.apply_events(&task_id, events).instrument(span).await {
+                Ok(()) => {
+                    for (delivery, _) in group {
+                        settle(delivery.ack().await, "ack");
+                    }
+                }
+                Err(err) => {
+                    tracing::info!(
+                        error = format!("{err:#}"),
+                        "a batch of events failed; applying them one by one"
+                    );
+                    for (delivery, event) in group {
+                        self.handle_event(delivery, event).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn handle_event(&self, delivery: Delivery, event: WorkerEvent) {
         // Info, like the command span: a span disabled by the log filter carries no trace context,
         // and the next step's job is dispatched from inside this one.
         let span = tracing::info_span!("orchestrator.event", kind = event.kind(), task.id = %event.task_id());
@@ -135,6 +218,9 @@ impl Orchestrator {
         finish(delivery, result).await;
     }
 }
+
+/// Most worker events applied together.
+const EVENT_BATCH: u16 = 64;
 
 /// Acks handled messages; a failed handler retries with backoff (then dead-letters).
 async fn finish(delivery: Delivery, result: anyhow::Result<()>) {
