@@ -25,7 +25,7 @@ use crate::link::LinkOptions;
 use crate::messages::{
     AgentCapabilities, ExtractPackage, Note, OutputLine, PackageExtracted, PackageUpload, Progress,
     RemoteError, RemoteErrorKind, Request, Response, RewriteFiles, ScriptStatus, ScriptTicket,
-    Sha256Digest, StartScript,
+    Sha256Digest, StagePackage, StartScript,
 };
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -743,6 +743,14 @@ impl Requester {
         match self.call(Request::ExtractPackage(extract)).await? {
             Response::PackageExtracted(extracted) => Ok(extracted),
             other => Err(unexpected("extract_package", &other)),
+        }
+    }
+
+    /// Places a package the agent holds into a job's staging folder; returns the folder's path.
+    pub async fn stage_package(&self, stage: StagePackage) -> Result<String, LinkError> {
+        match self.call(Request::StagePackage(stage)).await? {
+            Response::PackageStaged { path } => Ok(path),
+            other => Err(unexpected("stage_package", &other)),
         }
     }
 

@@ -29,8 +29,8 @@ pub mod capability {
     pub const SCRIPT: &str = "script";
     /// Receives packages by `upload_package`, with a cache keyed by SHA-256.
     pub const PACKAGE_UPLOAD: &str = "package_upload";
-    /// Installs packages: `extract_package`, `rewrite_files`, and `start_script` in an
-    /// installation folder.
+    /// Installs and stages packages: `extract_package`, `stage_package`, `rewrite_files`, and
+    /// `start_script` in their folders.
     pub const PACKAGE_INSTALL: &str = "package_install";
 }
 

@@ -49,6 +49,9 @@ pub enum Request {
     /// Runs the file features (variable substitution, structured replacement) on the files of
     /// an extracted package; answered by [`Response::FilesRewritten`].
     RewriteFiles(RewriteFiles),
+    /// Places a package the agent holds into a job's staging folder, for a script that runs
+    /// there ([`Folder::Staging`]); answered by [`Response::PackageStaged`].
+    StagePackage(StagePackage),
     /// A request kind from a newer protocol revision that this side does not know.
     #[serde(other)]
     Unsupported,
@@ -65,6 +68,7 @@ impl Request {
             Request::UploadPackage(_) => "upload_package",
             Request::ExtractPackage(_) => "extract_package",
             Request::RewriteFiles(_) => "rewrite_files",
+            Request::StagePackage(_) => "stage_package",
             Request::Unsupported => "unsupported",
         }
     }
@@ -122,6 +126,11 @@ pub enum Response {
     },
     /// Answers [`Request::ExtractPackage`].
     PackageExtracted(PackageExtracted),
+    /// Answers [`Request::StagePackage`].
+    PackageStaged {
+        /// The job's staging folder's full path on the agent.
+        path: String,
+    },
     /// Answers [`Request::RewriteFiles`], whether or not the features succeeded.
     FilesRewritten {
         /// What the features said, in order, for the task log.
@@ -250,11 +259,15 @@ pub struct StartScript {
     /// by [`Request::UploadPackage`]).
     #[serde(default)]
     pub files: Vec<ScriptFile>,
-    /// Run the script in this extracted package's folder ([`PackageExtracted::directory`])
-    /// instead of its fresh working directory. Only agents that answer
-    /// [`Request::ExtractPackage`] know it, so a worker sends it only after that worked.
+    /// Run the script in this folder instead of its fresh working directory. Only agents that
+    /// answer [`Request::ExtractPackage`] and [`Request::StagePackage`] know it, so a worker
+    /// sends it only after one of those worked. A staging folder is removed when the script
+    /// ends.
     #[serde(default)]
-    pub installation: Option<RelativeFilePath>,
+    pub folder: Option<Folder>,
+    /// Command-line arguments for the script.
+    #[serde(default)]
+    pub args: Vec<String>,
 }
 
 impl fmt::Debug for StartScript {
@@ -267,7 +280,8 @@ impl fmt::Debug for StartScript {
             .field("environment", &self.environment.keys().collect::<Vec<_>>())
             .field("variables", &self.variables.keys().collect::<Vec<_>>())
             .field("files", &self.files)
-            .field("installation", &self.installation)
+            .field("folder", &self.folder)
+            .field("args", &self.args.len())
             .finish()
     }
 }
@@ -404,6 +418,46 @@ pub struct ExtractPackage {
     pub environment_name: String,
 }
 
+/// A folder on the agent that holds a job's packages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Folder {
+    /// An installation ([`PackageExtracted::directory`]).
+    Installation {
+        /// Relative to the agent's `Applications` folder.
+        directory: RelativeFilePath,
+    },
+    /// The job's staging folder ([`Request::StagePackage`]).
+    Staging {
+        /// The job.
+        job_id: JobId,
+    },
+}
+
+/// Asks the agent to place a package it holds into a job's staging folder.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StagePackage {
+    /// The job whose staging folder receives it.
+    pub job_id: JobId,
+    /// The package's SHA-256: which cached file.
+    pub sha256: Sha256Digest,
+    /// The package id, for messages.
+    pub package_id: String,
+    /// Its version, for messages.
+    pub version: String,
+    /// The file name's extension (`.zip`, `.tar.gz`, ...), which picks the archive format.
+    pub extension: String,
+    /// Where in the staging folder: a folder to extract into, or the file's name when
+    /// `extract` is false; `None` extracts into the staging folder itself.
+    pub name: Option<RelativeFilePath>,
+    /// Extract the archive, or place the file as it is.
+    pub extract: bool,
+    /// A regular file the package must hold once extracted (a script to run), checked by the
+    /// agent.
+    #[serde(default)]
+    pub expect_file: Option<RelativeFilePath>,
+}
+
 /// Where a package was installed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PackageExtracted {
@@ -424,8 +478,8 @@ pub struct PackageExtracted {
 /// Asks the agent to rewrite an installed package's files with the job's variables.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RewriteFiles {
-    /// The folder, as [`PackageExtracted::directory`] named it.
-    pub directory: RelativeFilePath,
+    /// The folder.
+    pub folder: Folder,
     /// Target patterns for "Substitute Variables in Templates".
     pub substitute_in_files: Vec<String>,
     /// Target patterns for "Structured Configuration Variables".
@@ -438,7 +492,7 @@ pub struct RewriteFiles {
 impl fmt::Debug for RewriteFiles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RewriteFiles")
-            .field("directory", &self.directory)
+            .field("folder", &self.folder)
             .field("substitute_in_files", &self.substitute_in_files)
             .field("structured_variables", &self.structured_variables)
             .field("variables", &self.variables.len())
@@ -616,7 +670,8 @@ mod tests {
             environment: BTreeMap::from([("TOKEN".into(), "s3cr3t".into())]),
             variables: BTreeMap::from([("Password".into(), "hunter2".into())]),
             files: vec![],
-            installation: None,
+            folder: None,
+            args: Vec::new(),
         };
         let text = format!("{start:?}");
         assert!(text.contains("TOKEN") && text.contains("Password"));

@@ -153,7 +153,8 @@ async fn a_script_streams_its_output_and_then_its_exit_code() {
         environment: BTreeMap::new(),
         variables: BTreeMap::new(),
         files: vec![],
-        installation: None,
+        folder: None,
+        args: Vec::new(),
     };
 
     let mut run = within(pair.requester.start_script(start)).await.unwrap();

@@ -7,6 +7,7 @@
 //! <home>/packages/<sha256>               uploaded packages, by content hash
 //! <home>/work/<job id>/                  one fresh directory per running script
 //! <home>/Applications/<env>/<id>/<ver>/  installed packages, a fresh folder per deployment
+//! <home>/staging/<job id>/               packages of a script step, removed when it ends
 //! ```
 
 use anyhow::{Context, bail};

@@ -364,6 +364,7 @@ impl Scripts {
         }
         command
             .arg(&script_path)
+            .args(&start.args)
             .current_dir(cwd.unwrap_or(dir))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -560,7 +561,7 @@ async fn wait_for_cancel(cancel: &mut watch::Receiver<bool>) {
 }
 
 /// Job ids name directories, so they must be one safe path component.
-fn check_job_id(job_id: &JobId) -> Result<(), RemoteError> {
+pub(crate) fn check_job_id(job_id: &JobId) -> Result<(), RemoteError> {
     let id = &job_id.0;
     let safe = !id.is_empty()
         && id.len() <= 128

@@ -10,7 +10,7 @@ use crate::packages::PackageCache;
 use crate::script::{self, Scripts};
 use anyhow::Context;
 use cuttle_agent_link::hello::capability;
-use cuttle_agent_link::messages::AgentCapabilities;
+use cuttle_agent_link::messages::{AgentCapabilities, Folder};
 use cuttle_agent_link::{
     AgentIdentity, AgentLink, IncomingRequest, IncomingRequests, LinkError, LinkOptions, Listener,
     Request, Responder, Response, SubscriptionId,
@@ -41,14 +41,19 @@ impl Agent {
                 answer(responder, Response::Capabilities(capabilities())).await;
             }
             Request::StartScript(start) => {
-                let cwd = match &start.installation {
+                let folder = start.folder.clone();
+                let cwd = match &folder {
                     None => None,
-                    Some(directory) => match self.installations.resolve(directory).await {
+                    Some(folder) => match self.installations.resolve(folder).await {
                         Ok(dir) => Some(dir),
                         Err(error) => return answer(responder, Response::Error(error)).await,
                     },
                 };
                 self.scripts.serve_start(start, cwd, responder).await;
+                // A staging folder lives as long as the one script that uses it.
+                if let Some(Folder::Staging { job_id }) = folder {
+                    self.installations.remove_staging(&job_id).await;
+                }
             }
             Request::GetStatus {
                 ticket,
@@ -74,6 +79,11 @@ impl Agent {
             Request::ExtractPackage(extract) => {
                 self.installations
                     .serve_extract(extract, &self.packages, responder)
+                    .await;
+            }
+            Request::StagePackage(stage) => {
+                self.installations
+                    .serve_stage(stage, &self.packages, responder)
                     .await;
             }
             Request::RewriteFiles(rewrite) => {
@@ -141,6 +151,7 @@ pub fn run(home: &Path) -> anyhow::Result<()> {
     let work_dir = home::private_subdir(home, "work")?;
     let packages_dir = home::private_subdir(home, "packages")?;
     let applications_dir = home::private_subdir(home, home::APPLICATIONS_DIR)?;
+    let staging_dir = home::private_subdir(home, "staging")?;
     // Before anything new starts: scripts of an agent that died must not run on unseen.
     let n_orphans = script::stop_orphans(&work_dir);
     if n_orphans > 0 {
@@ -152,7 +163,7 @@ pub fn run(home: &Path) -> anyhow::Result<()> {
     let agent = Arc::new(Agent {
         scripts: Scripts::new(work_dir, Duration::from_secs(config.kill_grace_secs)),
         packages: PackageCache::open(packages_dir),
-        installations: Installations::new(applications_dir),
+        installations: Installations::new(applications_dir, staging_dir),
     });
     let options = LinkOptions {
         capabilities: vec![

@@ -6,7 +6,7 @@
 mod support;
 
 use cuttle_agent_link::messages::{
-    ExtractPackage, PackageUpload, RelativeFilePath, RewriteFiles, ScriptFile, ScriptState,
+    ExtractPackage, Folder, PackageUpload, RelativeFilePath, RewriteFiles, ScriptFile, ScriptState,
     ScriptSyntax, Sha256Digest, StartScript,
 };
 use cuttle_agent_link::{LinkError, RemoteErrorKind, ScriptEvent, WorkerIdentity, WorkerLink};
@@ -315,7 +315,9 @@ async fn a_package_is_installed_rewritten_and_run_in_a_fresh_folder_that_stays_i
     assert_eq!(again.directory.as_str(), ".._.._escape/Acme.Web/1.0.0_1");
 
     let (notes, failure) = within(requester.rewrite_files(RewriteFiles {
-        directory: installed.directory.clone(),
+        folder: Folder::Installation {
+            directory: installed.directory.clone(),
+        },
         substitute_in_files: vec!["config/*.conf".into(), "missing/*.txt".into()],
         structured_variables: vec!["appsettings.json".into()],
         variables: vec![
@@ -338,7 +340,9 @@ async fn a_package_is_installed_rewritten_and_run_in_a_fresh_folder_that_stays_i
     assert!(settings.contains("\"Mode\": \"shop-prod\""), "{settings}");
 
     let script = StartScript {
-        installation: Some(installed.directory.clone()),
+        folder: Some(Folder::Installation {
+            directory: installed.directory.clone(),
+        }),
         ..bash(
             "job-in-installation",
             "echo \"in $PWD\"; cat config/app.conf",
@@ -382,7 +386,9 @@ async fn installations_refuse_packages_and_folders_the_agent_does_not_have() {
     assert_eq!(std::fs::read_dir(&left).unwrap().count(), 0);
     let missing = RelativeFilePath::parse("Test/Acme.Web/9.9.9").unwrap();
     let script = StartScript {
-        installation: Some(missing.clone()),
+        folder: Some(Folder::Installation {
+            directory: missing.clone(),
+        }),
         ..bash("job-nowhere", "echo never")
     };
     match within(requester.start_script(script)).await {
@@ -391,7 +397,7 @@ async fn installations_refuse_packages_and_folders_the_agent_does_not_have() {
         Ok(_) => panic!("a script started in an installation that does not exist"),
     }
     let rewrite = RewriteFiles {
-        directory: missing,
+        folder: Folder::Installation { directory: missing },
         substitute_in_files: vec!["*".into()],
         structured_variables: Vec::new(),
         variables: Vec::new(),

@@ -36,6 +36,7 @@ both_modes!(
     discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working,
     a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool,
     a_package_step_installs_on_a_listening_and_a_polling_agent_and_the_agents_cache_spares_a_resend,
+    script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_removed_after,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -139,7 +140,8 @@ async fn a_registered_listening_agent_serves_the_server_certificate_and_refuses_
             environment: BTreeMap::new(),
             variables: BTreeMap::new(),
             files: Vec::new(),
-            installation: None,
+            folder: None,
+            args: Vec::new(),
         })
         .await
         .unwrap();
@@ -467,13 +469,15 @@ async fn a_step_runs_on_a_listening_and_a_polling_agent_side_by_side_and_a_kille
         .expect(200);
     assert_eq!(machines["Items"][0]["Name"], "web-02", "{machines}");
     let polling_id = machines["Items"][0]["Id"].as_str().unwrap().to_owned();
-    let variables_path = format!("/api/Spaces-1/projects/{project}/variables");
-    let mut variables = client.get(&variables_path).await.expect(200);
-    variables["Variables"] = json!([
-        {"Name": "Greeting", "Value": "hello from anywhere"},
-        {"Name": "Greeting", "Value": "hello from polling", "Scope": {"Machine": [polling_id]}},
-    ]);
-    client.put(&variables_path, variables).await.expect(200);
+    set_variables(
+        client,
+        &project,
+        json!([
+            {"Name": "Greeting", "Value": "hello from anywhere"},
+            {"Name": "Greeting", "Value": "hello from polling", "Scope": {"Machine": [polling_id]}},
+        ]),
+    )
+    .await;
 
     // Connected before the deployment: its steps would otherwise wait on its queue for at most
     // the (test's short) pickup timeout.
@@ -964,22 +968,19 @@ async fn a_package_step_installs_on_a_listening_and_a_polling_agent_and_the_agen
         }]
     }]);
     client.put(&process_path, process).await.expect(200);
-    let variables_path = format!("/api/Spaces-1/projects/{project}/variables");
-    let mut variables = client.get(&variables_path).await.expect(200);
-    variables["Variables"] = json!([
-        {"Name": "AppName", "Value": "shop"},
-        {"Name": "ApiKey", "Value": "k3y-never-shown", "IsSensitive": true},
-        {"Name": "Mode", "Value": "prod"},
-        {"Name": "Greeting", "Value": "hello #{Octopus.Machine.Name}"},
-    ]);
-    client.put(&variables_path, variables).await.expect(200);
+    set_variables(
+        client,
+        &project,
+        json!([
+            {"Name": "AppName", "Value": "shop"},
+            {"Name": "ApiKey", "Value": "k3y-never-shown", "IsSensitive": true},
+            {"Name": "Mode", "Value": "prod"},
+            {"Name": "Greeting", "Value": "hello #{Octopus.Machine.Name}"},
+        ]),
+    )
+    .await;
 
-    let listening_home = tempfile::tempdir().unwrap();
-    let polling_home = tempfile::tempdir().unwrap();
-    let mut listening =
-        running_agent(&app, listening_home.path(), "Test", "web-server", "web-01").await;
-    let mut polling = polling_agent(&app, polling_home.path(), &comms, "web-server", "web-02");
-    agents_in_test_become_healthy(&app).await;
+    let (listening_home, polling_home, mut listening, mut polling) = web_agents(&app, &comms).await;
 
     let (task, finished, raw) = deploy_web_to_test(client).await;
     assert_eq!(finished["State"], "Success", "{raw}");
@@ -1066,4 +1067,125 @@ async fn deploy_web_to_test(
         .await
         .expect(200);
     (task, finished, raw.as_str().unwrap().to_owned())
+}
+
+async fn script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_removed_after(
+    mode: Mode,
+) {
+    let (app, comms) = start_with_polling(mode).await;
+    let client = &app.client;
+    let tools = zip_bytes(&[
+        (
+            "tools/run.sh",
+            b"echo \"tool got '$1' in $(basename \"$PWD\") and reads $(cat settings.conf)\"\n",
+        ),
+        ("settings.conf", b"region=#{Region}"),
+    ]);
+    push(client, "Spaces-1", "Acme.Tools.1.0.0.zip", tools)
+        .await
+        .expect(201);
+    let project =
+        cuttle_testkit::flow::project_with_script(client, "Spaces-1", "Test", "Web", "true").await;
+    let process_path = format!("/api/Spaces-1/projects/{project}/deploymentprocesses");
+    let mut process = client.get(&process_path).await.expect(200);
+    let package = |name: &str, extract: &str| {
+        json!({"Name": name, "PackageId": "Acme.Tools", "FeedId": "feeds-builtin",
+               "AcquisitionLocation": "Server", "Properties": {"Extract": extract}})
+    };
+    process["Steps"] = json!([
+        {
+            "Name": "Inline",
+            "Properties": {"Octopus.Action.TargetRoles": "web-server"},
+            "Actions": [{
+                "Name": "Inline", "ActionType": "Octopus.Script",
+                "Properties": {
+                    "Octopus.Action.Script.ScriptSource": "Inline",
+                    "Octopus.Action.Script.Syntax": "Bash",
+                    "Octopus.Action.Script.ScriptBody":
+                        "echo \"inline on #{Octopus.Machine.Name} reads $(cat Tools/settings.conf), has $(ls *.zip)\"",
+                    "Octopus.Action.EnabledFeatures": "Octopus.Features.SubstituteInFiles",
+                    "Octopus.Action.SubstituteInFiles.TargetFiles": "Tools/*.conf"
+                },
+                "Packages": [package("Tools", "True"), package("Raw", "False")]
+            }]
+        },
+        {
+            "Name": "From package",
+            "Properties": {"Octopus.Action.TargetRoles": "web-server"},
+            "Actions": [{
+                "Name": "From package", "ActionType": "Octopus.Script",
+                "Properties": {
+                    "Octopus.Action.Script.ScriptSource": "Package",
+                    "Octopus.Action.Script.ScriptFileName": "tools/run.sh",
+                    "Octopus.Action.Script.ScriptParameters": "'#{Region} now'",
+                    "Octopus.Action.EnabledFeatures": "Octopus.Features.SubstituteInFiles",
+                    "Octopus.Action.SubstituteInFiles.TargetFiles": "settings.conf"
+                },
+                "Packages": [package("", "True")]
+            }]
+        }
+    ]);
+    client.put(&process_path, process).await.expect(200);
+    set_variables(
+        client,
+        &project,
+        json!([{"Name": "Region", "Value": "eu-west"}]),
+    )
+    .await;
+
+    let (listening_home, polling_home, mut listening, mut polling) = web_agents(&app, &comms).await;
+
+    let (_, finished, raw) = deploy_web_to_test(client).await;
+    assert_eq!(finished["State"], "Success", "{raw}");
+    for name in ["web-01", "web-02"] {
+        let line = format!("inline on {name} reads region=eu-west, has Acme.Tools.1.0.0.zip");
+        assert!(raw.contains(&line), "no '{line}' in {raw}");
+    }
+    // The script inside the package runs in the job's staging folder, named after the job.
+    assert_eq!(
+        raw.matches("tool got 'eu-west now' in ").count(),
+        2,
+        "{raw}"
+    );
+    assert_eq!(raw.matches("and reads region=eu-west").count(), 2, "{raw}");
+    for home in [&listening_home, &polling_home] {
+        // Staging folders go when their script ends; the package stays cached.
+        let staging = std::fs::read_dir(home.path().join("staging"))
+            .unwrap()
+            .count();
+        assert_eq!(staging, 0);
+        let cached = std::fs::read_dir(home.path().join("packages"))
+            .unwrap()
+            .count();
+        assert_eq!(cached, 1);
+    }
+    listening.terminate(Duration::from_secs(10)).await;
+    polling.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
+}
+
+/// A listening agent `web-01` and a polling agent `web-02` in `Test` with the role
+/// `web-server`, both healthy: their homes and processes.
+async fn web_agents(
+    app: &InProcess,
+    comms: &str,
+) -> (tempfile::TempDir, tempfile::TempDir, Proc, Proc) {
+    let listening_home = tempfile::tempdir().unwrap();
+    let polling_home = tempfile::tempdir().unwrap();
+    let listening = running_agent(app, listening_home.path(), "Test", "web-server", "web-01").await;
+    let polling = polling_agent(app, polling_home.path(), comms, "web-server", "web-02");
+    agents_in_test_become_healthy(app).await;
+    (listening_home, polling_home, listening, polling)
+}
+
+/// Replaces the project's variables with `variables`.
+async fn set_variables(
+    client: &cuttle_testkit::Client,
+    project: &str,
+    variables: serde_json::Value,
+) {
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut set = client.get(&path).await.expect(200);
+    set["Variables"] = variables;
+    client.put(&path, set).await.expect(200);
 }

@@ -39,18 +39,9 @@ pub struct PlanInputs<'a> {
 /// The worker agent a step that runs on a worker goes to: one of the agents in the action's
 /// pool (`Octopus.Action.WorkerPoolId`, else the space's default pool), the same one for every
 /// attempt of one deployment and spread over the pool across deployments. `None` (Cuttle's own
-/// workers run it) when the pool has no agents, or when the work is a script that needs
-/// packages, which agents cannot stage for scripts yet (they do install them for
-/// `DeployPackage`).
+/// workers run it) when the pool has no agents.
 fn worker_for<'m>(action: &Action, work: &JobWork, inputs: &PlanInputs<'m>) -> Option<&'m Machine> {
-    // Agents install packages for `DeployPackage`; scripts that reference packages still need
-    // a worker's own disk.
-    let agent_can_run = match work {
-        JobWork::Script { packages, .. } => packages.is_empty(),
-        JobWork::DeployPackage { .. } => true,
-        JobWork::PackageScript { .. } | JobWork::HealthCheck => false,
-    };
-    if !agent_can_run {
+    if matches!(work, JobWork::HealthCheck) {
         return None;
     }
     let pool = action
@@ -469,17 +460,6 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                             }
                             return Err(PlanError(format!("{why}.")));
                         }
-                        let needs_packages = match &work {
-                            JobWork::Script { packages, .. } => !packages.is_empty(),
-                            JobWork::PackageScript { .. } => true,
-                            JobWork::DeployPackage { .. } | JobWork::HealthCheck => false,
-                        };
-                        if needs_packages {
-                            return Err(PlanError(format!(
-                                "Step '{}' runs a script that needs packages on deployment targets, which is not available in this version of Cuttle yet (package steps are); run it on a worker (Octopus.Action.RunOnServer) or without target roles.",
-                                step.name
-                            )));
-                        }
                         let window = max_parallelism(step, action, inputs)?;
                         (
                             on_targets
@@ -526,7 +506,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     #[test]
-    fn worker_steps_go_to_an_agent_of_their_pool_and_only_scripts_without_packages() {
+    fn worker_steps_go_to_an_agent_of_their_pool_with_or_without_packages() {
         let agent = |name: &str, pool: &str| Machine {
             id: format!("Workers-{name}"),
             name: name.into(),
@@ -586,7 +566,9 @@ mod tests {
             body: "echo".into(),
             file_substitution: FileSubstitution::default(),
         };
-        assert_eq!(chosen(&action(None), &with_packages), None);
+        // Agents stage packages too; only a health check never goes to a pool.
+        assert_eq!(chosen(&action(None), &with_packages).as_deref(), Some("a"));
+        assert_eq!(chosen(&action(None), &JobWork::HealthCheck), None);
     }
 
     fn script_step(name: &str, props: &[(&str, &str)]) -> Step {

@@ -395,32 +395,19 @@ impl Worker {
                 .await,
                 no_outputs(),
             ),
-            (
-                JobWork::DeployPackage {
-                    package,
-                    environment_name,
-                    file_substitution,
-                },
-                Some(target),
-            ) => match target::AgentSession::open(self.reach(), target, &context, &log).await {
-                Ok(session) => {
-                    let host = package::Host::Agent(session);
-                    jobs.deploy(&host, package, environment_name, file_substitution)
-                        .await
-                }
-                Err(ended) => (ended, no_outputs()),
-            },
             (JobWork::HealthCheck, Some(target)) => {
                 target::health_check(self.reach(), target, &context, &log).await
             }
-            (_, Some(target)) => (
-                script::failed(format!(
-                    "This step cannot run on deployment target '{}' yet: scripts that reference packages, and scripts inside packages, run only on workers so far.",
-                    target.name
-                )),
-                no_outputs(),
-            ),
-            (work, None) => self.execute_here(work, &jobs).await,
+            (work, Some(target)) => {
+                match target::AgentSession::open(self.reach(), target, &context, &log).await {
+                    Ok(session) => {
+                        self.execute_on(&package::Host::Agent(session), work, &jobs)
+                            .await
+                    }
+                    Err(ended) => (ended, no_outputs()),
+                }
+            }
+            (work, None) => self.execute_on(&package::Host::Here, work, &jobs).await,
         };
         // Before the job directory goes: the files may be in it.
         let requests = log.artifacts().await;
@@ -468,9 +455,11 @@ impl Worker {
         ((outcome, code), outputs)
     }
 
-    /// Runs work on this worker itself.
-    async fn execute_here(
+    /// Runs work on `host`: this worker itself, or an agent (health checks and scripts without
+    /// packages on agents are handled before).
+    async fn execute_on(
         &self,
+        host: &package::Host<'_>,
         work: &JobWork,
         jobs: &package::PackageJobs<'_>,
     ) -> package::JobEnd {
@@ -482,7 +471,7 @@ impl Worker {
                 packages,
                 file_substitution,
             } => (
-                jobs.inline_script(*syntax, body, packages, file_substitution)
+                jobs.inline_script(host, *syntax, body, packages, file_substitution)
                     .await,
                 no_outputs(),
             ),
@@ -495,6 +484,7 @@ impl Worker {
                 file_substitution,
             } => (
                 jobs.package_script(
+                    host,
                     *syntax,
                     package,
                     file_name,
@@ -510,13 +500,8 @@ impl Worker {
                 environment_name,
                 file_substitution,
             } => {
-                jobs.deploy(
-                    &package::Host::Here,
-                    package,
-                    environment_name,
-                    file_substitution,
-                )
-                .await
+                jobs.deploy(host, package, environment_name, file_substitution)
+                    .await
             }
             JobWork::HealthCheck => (
                 script::failed("A health check needs a deployment target.".into()),

@@ -12,7 +12,7 @@
 use crate::script::{self, Ended, JobLog, ScriptContext, ScriptRun};
 use crate::target;
 use crate::variables::JobVariables;
-use cuttle_agent_link::messages::RelativeFilePath;
+use cuttle_agent_link::messages::Folder;
 use cuttle_archive::{ArchiveFormat, Limits};
 use cuttle_blob::BlobStore;
 use cuttle_contracts::{FileSubstitution, JobOutcome, JobPackage};
@@ -73,8 +73,8 @@ pub enum Host<'a> {
 pub struct Installation {
     /// Its folder, as its host names it.
     pub path: PathBuf,
-    /// The agent's name for the folder, relative to its `Applications` (agents only).
-    pub directory: Option<RelativeFilePath>,
+    /// The agent's name for the folder (agents only).
+    pub folder: Option<Folder>,
     /// The regular files at the folder's top, where convention scripts are found.
     pub top_level_files: Vec<String>,
 }
@@ -180,7 +180,7 @@ impl PackageJobs<'_> {
             .map_err(|err| format!("The worker could not read {}: {err}", install_dir.display()))?;
         Ok(Installation {
             path: install_dir,
-            directory: None,
+            folder: None,
             top_level_files,
         })
     }
@@ -194,14 +194,24 @@ impl PackageJobs<'_> {
     ) -> Result<(), String> {
         match host {
             Host::Here => self.file_features(files, &installation.path).await,
-            Host::Agent(agent) => agent.rewrite(self, installation, files).await,
+            Host::Agent(agent) => {
+                agent
+                    .rewrite(self, agent_folder(installation)?, files)
+                    .await
+            }
         }
     }
 
     /// `Octopus.Script` with the script inside the primary package: extract it (and the other
-    /// packages) into the job directory, run the file features there, and run the named file.
+    /// packages) into the job's folder on `host`, run the file features there, and run the
+    /// named file.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the fields of one PackageScript job, plus where it runs"
+    )]
     pub async fn package_script(
         &self,
+        host: &Host<'_>,
         syntax: ScriptSyntax,
         package: &JobPackage,
         file_name: &str,
@@ -219,6 +229,56 @@ impl PackageJobs<'_> {
         if let Err(reason) = make_dir(self.job_dir).await {
             return script::failed(reason);
         }
+        let parameters: Vec<String> = parameters
+            .iter()
+            .map(|p| self.variables.substitute(p))
+            .collect();
+        let agent = match host {
+            Host::Here => {
+                return self
+                    .package_script_here(syntax, package, &relative, &parameters, others, files)
+                    .await;
+            }
+            Host::Agent(agent) => agent,
+        };
+        // Normalized to `/` parts, as the agent names files.
+        let relative_text = relative
+            .components()
+            .map(|part| part.as_os_str().to_string_lossy().into_owned())
+            .filter(|part| part != ".")
+            .collect::<Vec<_>>()
+            .join("/");
+        let staged = match agent.stage(self, package, None, Some(&relative_text)).await {
+            Ok(staged) => staged,
+            Err(_) if self.context.cancel.is_cancelled() => return (JobOutcome::Canceled, None),
+            Err(reason) => return script::failed(reason),
+        };
+        if let Err(reason) = self.stage_on_agent(agent, others).await {
+            return script::failed(reason);
+        }
+        if let Err(reason) = agent.rewrite(self, agent.staging(self), files).await {
+            return script::failed(reason);
+        }
+        agent
+            .run_file(
+                self,
+                agent.staging(self),
+                syntax,
+                &staged.join(&relative_text),
+                &parameters,
+            )
+            .await
+    }
+
+    async fn package_script_here(
+        &self,
+        syntax: ScriptSyntax,
+        package: &JobPackage,
+        relative: &Path,
+        parameters: &[String],
+        others: &[JobPackage],
+        files: &FileSubstitution,
+    ) -> Ended {
         let work = self.job_dir.join("work");
         let file = match self.acquire(package).await {
             Ok(file) => file,
@@ -233,13 +293,15 @@ impl PackageJobs<'_> {
         if let Err(reason) = self.file_features(files, &work).await {
             return script::failed(reason);
         }
-        let script_path = work.join(&relative);
+        let script_path = work.join(relative);
         match tokio::fs::symlink_metadata(&script_path).await {
             Ok(meta) if meta.is_file() => {}
             _ => {
                 return script::failed(format!(
-                    "The package {} {} has no script file '{file_name}'.",
-                    package.package_id, package.version
+                    "The package {} {} has no script file '{}'.",
+                    package.package_id,
+                    package.version,
+                    relative.display()
                 ));
             }
         }
@@ -247,17 +309,13 @@ impl PackageJobs<'_> {
             Ok(script) => script,
             Err(reason) => return script::failed(reason),
         };
-        let parameters: Vec<String> = parameters
-            .iter()
-            .map(|p| self.variables.substitute(p))
-            .collect();
         script::run_script(
             &ScriptRun {
                 job_dir: self.job_dir,
                 cwd: &work,
                 syntax,
                 script: &script,
-                args: &parameters,
+                args: parameters,
             },
             self.context,
             self.log,
@@ -266,9 +324,11 @@ impl PackageJobs<'_> {
     }
 
     /// An inline script whose step references packages: each is extracted into a folder named
-    /// after its reference (or placed as a file when `Extract` is false), then the script runs.
+    /// after its reference (or placed as a file when `Extract` is false) in the job's folder on
+    /// `host`, then the script runs there.
     pub async fn inline_script(
         &self,
+        host: &Host<'_>,
         syntax: ScriptSyntax,
         body: &str,
         packages: &[JobPackage],
@@ -277,14 +337,50 @@ impl PackageJobs<'_> {
         if let Err(reason) = make_dir(self.job_dir).await {
             return script::failed(reason);
         }
-        if let Err(reason) = self.stage_referenced(packages, self.job_dir).await {
-            return script::failed(reason);
-        }
-        if let Err(reason) = self.file_features(files, self.job_dir).await {
-            return script::failed(reason);
-        }
         let body = self.variables.inline_script(syntax, body);
-        script::run_inline(self.job_dir, syntax, &body, self.context, self.log).await
+        match host {
+            Host::Here => {
+                if let Err(reason) = self.stage_referenced(packages, self.job_dir).await {
+                    return script::failed(reason);
+                }
+                if let Err(reason) = self.file_features(files, self.job_dir).await {
+                    return script::failed(reason);
+                }
+                script::run_inline(self.job_dir, syntax, &body, self.context, self.log).await
+            }
+            Host::Agent(agent) => {
+                if let Err(reason) = self.stage_on_agent(agent, packages).await {
+                    if self.context.cancel.is_cancelled() {
+                        return (JobOutcome::Canceled, None);
+                    }
+                    return script::failed(reason);
+                }
+                if let Err(reason) = agent.rewrite(self, agent.staging(self), files).await {
+                    return script::failed(reason);
+                }
+                agent
+                    .run_body(self, agent.staging(self), syntax, body, &[])
+                    .await
+            }
+        }
+    }
+
+    /// Puts referenced packages into the job's staging folder on an agent.
+    async fn stage_on_agent(
+        &self,
+        agent: &target::AgentSession<'_>,
+        packages: &[JobPackage],
+    ) -> Result<(), String> {
+        for package in packages {
+            let name = reference_folder(package)?;
+            let name = if package.extract {
+                name
+            } else {
+                package.file_name()
+            };
+            agent.stage(self, package, Some(&name), None).await?;
+        }
+        Ok(())
     }
 
     /// Runs the file features (`libs/conventions`) on the files under `root`, logging what they
@@ -331,16 +427,7 @@ impl PackageJobs<'_> {
     async fn stage_referenced(&self, packages: &[JobPackage], dir: &Path) -> Result<(), String> {
         for package in packages {
             let file = self.acquire(package).await?;
-            let name = if package.reference_name.is_empty() {
-                package.package_id.clone()
-            } else {
-                package.reference_name.clone()
-            };
-            if safe_relative_path(&name).is_none_or(|p| p.components().count() != 1) {
-                return Err(format!(
-                    "The package reference name '{name}' cannot be used as a folder name."
-                ));
-            }
+            let name = reference_folder(package)?;
             if package.extract {
                 self.extract(package, &file, &dir.join(&name)).await?;
             } else {
@@ -396,7 +483,10 @@ impl PackageJobs<'_> {
             let path = installation.path.join(name);
             let (outcome, code) = match host {
                 Host::Here => self.run_here(*syntax, &path, &installation.path).await,
-                Host::Agent(agent) => agent.run_file(self, installation, *syntax, &path).await,
+                Host::Agent(agent) => match agent_folder(installation) {
+                    Ok(folder) => agent.run_file(self, folder, *syntax, &path, &[]).await,
+                    Err(reason) => script::failed(reason),
+                },
             };
             match outcome {
                 JobOutcome::Succeeded => {}
@@ -527,6 +617,31 @@ impl PackageJobs<'_> {
             .await;
         Ok(())
     }
+}
+
+/// The folder a referenced package goes into: its reference's name, else its id.
+fn reference_folder(package: &JobPackage) -> Result<String, String> {
+    let name = if package.reference_name.is_empty() {
+        package.package_id.clone()
+    } else {
+        package.reference_name.clone()
+    };
+    if safe_relative_path(&name).is_none_or(|p| p.components().count() != 1) {
+        return Err(format!(
+            "The package reference name '{name}' cannot be used as a folder name."
+        ));
+    }
+    Ok(name)
+}
+
+/// The agent's name for an installation's folder.
+fn agent_folder(installation: &Installation) -> Result<Folder, String> {
+    installation.folder.clone().ok_or_else(|| {
+        format!(
+            "The installation at {} is not on a deployment target.",
+            installation.path.display()
+        )
+    })
 }
 
 /// The file features a job asks for, as `libs/conventions` takes them.

@@ -8,8 +8,8 @@ use crate::package::{Installation, PackageJobs};
 use crate::polling::PollingAgents;
 use crate::script::{self, Ended, JobLog, ScriptContext};
 use cuttle_agent_link::messages::{
-    self, ExtractPackage, JobId, NoteLevel, OutputStream, PackageUpload, RelativeFilePath,
-    RewriteFiles, Sha256Digest, StartScript,
+    self, ExtractPackage, Folder, JobId, NoteLevel, OutputStream, PackageUpload, RelativeFilePath,
+    RewriteFiles, Sha256Digest, StagePackage, StartScript,
 };
 use cuttle_agent_link::{
     LinkError, LinkOptions, RemoteErrorKind, Requester, ScriptEvent, Thumbprint,
@@ -186,7 +186,8 @@ pub async fn run_script(
         environment: BTreeMap::new(),
         variables: BTreeMap::new(),
         files: Vec::new(),
-        installation: None,
+        folder: None,
+        args: Vec::new(),
     };
     run_on_agent(&requester, target, start, context, log).await
 }
@@ -316,14 +317,12 @@ impl<'a> AgentSession<'a> {
         self.shells.contains(&messages::ScriptSyntax::PowerShell)
     }
 
-    /// Sends the package (unless the agent holds its hash) and has the agent extract it into a
-    /// fresh folder.
-    pub async fn install(
+    /// Sends the package unless the agent holds its hash; returns the hash.
+    async fn send(
         &self,
         jobs: &PackageJobs<'_>,
         package: &JobPackage,
-        environment_name: &str,
-    ) -> Result<Installation, String> {
+    ) -> Result<Sha256Digest, String> {
         let name = &self.target.name;
         let file = jobs.acquire(package).await?;
         let sha256 = Sha256Digest::parse(&package.sha256).map_err(|err| {
@@ -366,6 +365,36 @@ impl<'a> AgentSession<'a> {
             )
         };
         jobs.log.line(LogCategory::Info, line).await;
+        Ok(sha256)
+    }
+
+    /// The reason for a refused package request, naming an agent too old to know it.
+    fn refusal(&self, err: LinkError, package: &JobPackage, doing: &str) -> String {
+        let name = &self.target.name;
+        match err {
+            LinkError::Remote(remote) if remote.kind == RemoteErrorKind::Unsupported => format!(
+                "The agent on deployment target '{name}' cannot install packages: upgrade it to cuttle-agent {} or later.",
+                env!("CARGO_PKG_VERSION")
+            ),
+            LinkError::Remote(remote) if remote.kind == RemoteErrorKind::BadRequest => {
+                remote.message
+            }
+            other => format!(
+                "The package {} {} could not be {doing} on deployment target '{name}': {other}",
+                package.package_id, package.version
+            ),
+        }
+    }
+
+    /// Sends the package (unless the agent holds its hash) and has the agent extract it into a
+    /// fresh folder.
+    pub async fn install(
+        &self,
+        jobs: &PackageJobs<'_>,
+        package: &JobPackage,
+        environment_name: &str,
+    ) -> Result<Installation, String> {
+        let sha256 = self.send(jobs, package).await?;
         let extract = ExtractPackage {
             sha256,
             package_id: package.package_id.clone(),
@@ -377,24 +406,16 @@ impl<'a> AgentSession<'a> {
             extracted = self.requester.extract_package(extract) => extracted,
             () = jobs.context.cancel.cancelled() => return Err("canceled".into()),
         };
-        let extracted = extracted.map_err(|err| match err {
-            LinkError::Remote(remote) if remote.kind == RemoteErrorKind::Unsupported => format!(
-                "The agent on deployment target '{name}' cannot install packages: upgrade it to cuttle-agent {} or later.",
-                env!("CARGO_PKG_VERSION")
-            ),
-            other => format!(
-                "The package {} {} could not be extracted on deployment target '{name}': {other}",
-                package.package_id, package.version
-            ),
-        })?;
+        let extracted = extracted.map_err(|err| self.refusal(err, package, "extracted"))?;
         jobs.log
             .line(
                 LogCategory::Info,
                 format!(
-                    "Extracted package {} {} to {} on {name} ({} files, {} bytes)",
+                    "Extracted package {} {} to {} on {} ({} files, {} bytes)",
                     package.package_id,
                     package.version,
                     extracted.path,
+                    self.target.name,
                     extracted.files,
                     extracted.bytes
                 ),
@@ -402,24 +423,78 @@ impl<'a> AgentSession<'a> {
             .await;
         Ok(Installation {
             path: PathBuf::from(extracted.path),
-            directory: Some(extracted.directory),
+            folder: Some(Folder::Installation {
+                directory: extracted.directory,
+            }),
             top_level_files: extracted.top_level_files,
         })
     }
 
-    /// Has the agent run the file features on the installation.
+    /// Sends the package (unless the agent holds its hash) and has the agent place it in the
+    /// job's staging folder: extracted into `name` (the folder itself when `None`), or as the
+    /// file `name`. Returns the staging folder's path on the agent.
+    pub async fn stage(
+        &self,
+        jobs: &PackageJobs<'_>,
+        package: &JobPackage,
+        name: Option<&str>,
+        expect_file: Option<&str>,
+    ) -> Result<PathBuf, String> {
+        let sha256 = self.send(jobs, package).await?;
+        let path = |text: &str| {
+            RelativeFilePath::parse(text).map_err(|err| {
+                format!(
+                    "The package {} {} cannot be placed on deployment target '{}': {err}",
+                    package.package_id, package.version, self.target.name
+                )
+            })
+        };
+        let stage = StagePackage {
+            job_id: JobId(jobs.job_id.to_owned()),
+            sha256,
+            package_id: package.package_id.clone(),
+            version: package.version.clone(),
+            extension: package.extension.clone(),
+            name: name.map(path).transpose()?,
+            extract: package.extract || name.is_none(),
+            expect_file: expect_file.map(path).transpose()?,
+        };
+        let staged = tokio::select! {
+            staged = self.requester.stage_package(stage) => staged,
+            () = jobs.context.cancel.cancelled() => return Err("canceled".into()),
+        };
+        let staged = staged.map_err(|err| self.refusal(err, package, "placed"))?;
+        jobs.log
+            .line(
+                LogCategory::Info,
+                format!(
+                    "Placed package {} {} in {staged} on {}",
+                    package.package_id, package.version, self.target.name
+                ),
+            )
+            .await;
+        Ok(PathBuf::from(staged))
+    }
+
+    /// The job's staging folder on the agent.
+    pub fn staging(&self, jobs: &PackageJobs<'_>) -> Folder {
+        Folder::Staging {
+            job_id: JobId(jobs.job_id.to_owned()),
+        }
+    }
+
+    /// Has the agent run the file features on `folder`.
     pub async fn rewrite(
         &self,
         jobs: &PackageJobs<'_>,
-        installation: &Installation,
+        folder: Folder,
         files: &FileSubstitution,
     ) -> Result<(), String> {
         if files.is_empty() {
             return Ok(());
         }
-        let directory = self.directory_of(installation)?;
         let rewrite = RewriteFiles {
-            directory,
+            folder,
             substitute_in_files: files.substitute_in_files.clone(),
             structured_variables: files.structured_variables.clone(),
             variables: jobs.variables.as_conventions().raw(),
@@ -442,23 +517,32 @@ impl<'a> AgentSession<'a> {
         failure.map_or(Ok(()), Err)
     }
 
-    /// Runs the script file at `path` (inside the installation) on the agent, in the
-    /// installation's folder, with the helpers.
+    /// Runs the script file at `path` on the agent in `folder`, with the helpers.
     pub async fn run_file(
         &self,
         jobs: &PackageJobs<'_>,
-        installation: &Installation,
+        folder: Folder,
         syntax: ScriptSyntax,
         path: &Path,
+        args: &[String],
     ) -> Ended {
-        let directory = match self.directory_of(installation) {
-            Ok(directory) => directory,
-            Err(reason) => return script::failed(reason),
-        };
         let body = match jobs.variables.bootstrap(syntax, path) {
             Some(bootstrap) => bootstrap,
             None => powershell_call(path),
         };
+        self.run_body(jobs, folder, syntax, body, args).await
+    }
+
+    /// Runs a script's text (already substituted and with its helpers) on the agent in
+    /// `folder`.
+    pub async fn run_body(
+        &self,
+        jobs: &PackageJobs<'_>,
+        folder: Folder,
+        syntax: ScriptSyntax,
+        body: String,
+        args: &[String],
+    ) -> Ended {
         let start = StartScript {
             job_id: JobId(jobs.job_id.to_owned()),
             syntax: link_syntax(syntax),
@@ -466,24 +550,16 @@ impl<'a> AgentSession<'a> {
             environment: BTreeMap::new(),
             variables: BTreeMap::new(),
             files: Vec::new(),
-            installation: Some(directory),
+            folder: Some(folder),
+            args: args.to_vec(),
         };
         run_on_agent(&self.requester, self.target, start, jobs.context, jobs.log).await
     }
-
-    fn directory_of(&self, installation: &Installation) -> Result<RelativeFilePath, String> {
-        installation.directory.clone().ok_or_else(|| {
-            format!(
-                "The installation at {} is not on deployment target '{}'.",
-                installation.path.display(),
-                self.target.name
-            )
-        })
-    }
 }
 
-/// A PowerShell script that runs the file at `path` and exits with its exit code.
+/// A PowerShell script that runs the file at `path` with the script's arguments and exits
+/// with its exit code.
 fn powershell_call(path: &Path) -> String {
     let quoted = path.display().to_string().replace('\'', "''");
-    format!("& '{quoted}'\nexit $LASTEXITCODE\n")
+    format!("& '{quoted}' @args\nexit $LASTEXITCODE\n")
 }

@@ -254,7 +254,8 @@ pub fn bash(job_id: &str, body: &str) -> StartScript {
         environment: BTreeMap::new(),
         variables: BTreeMap::new(),
         files: Vec::new(),
-        installation: None,
+        folder: None,
+        args: Vec::new(),
     }
 }
 
