@@ -497,6 +497,13 @@ impl Bus for InProcessBus {
         Ok(queue.dead.drain(..n_taken).collect())
     }
 
+    async fn delete_queue(&self, queue: &QueueSpec) -> Result<(), BusError> {
+        let mut state = self.open_state()?;
+        // Dropping the queue drops its consumers' senders, which ends their subscriptions.
+        state.work.remove(&queue.name);
+        Ok(())
+    }
+
     async fn queue_depth(&self, queue: &QueueSpec) -> Result<u64, BusError> {
         let state = self.open_state()?;
         let depth = state

@@ -255,6 +255,10 @@ pub trait Bus: Send + Sync + 'static {
         queue: &QueueSpec,
         max: usize,
     ) -> Result<Vec<DeadLetter>, BusError>;
+    /// Deletes a work queue with its dead-letter and retry queues, and the messages in them;
+    /// its consumers' subscriptions end. A later send or consume declares it afresh. Deleting a
+    /// queue that does not exist succeeds.
+    async fn delete_queue(&self, queue: &QueueSpec) -> Result<(), BusError>;
     /// Ready (not yet delivered) messages in the queue, for the queue-depth metric.
     async fn queue_depth(&self, queue: &QueueSpec) -> Result<u64, BusError>;
     /// Cheap liveness check for readiness endpoints.

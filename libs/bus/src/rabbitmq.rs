@@ -25,7 +25,7 @@ use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions,
     BasicQosOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{
@@ -654,6 +654,32 @@ impl Bus for RabbitMqBus {
             tracing::debug!(error = %error, "could not close the dead-letter channel");
         }
         Ok(letters)
+    }
+
+    async fn delete_queue(&self, queue: &QueueSpec) -> Result<(), BusError> {
+        let main = self.inner.queue_name(queue);
+        let dead = self.inner.dead_queue_name(queue);
+        let mut names = vec![main.clone(), dead.clone()];
+        for attempt in 1..queue.max_attempts {
+            let ttl_ms = u32::try_from(queue.retry_delay(attempt).as_millis()).unwrap_or(u32::MAX);
+            names.push(format!("{main}.retry.{ttl_ms}ms"));
+        }
+        let mut link = self.inner.link().await?;
+        for name in &names {
+            // A channel of its own: a failed delete closes the channel it ran on.
+            let channel = link.connection.create_channel().await.map_err(|error| {
+                broker_error("could not open a channel to delete a queue", error)
+            })?;
+            channel
+                .queue_delete(short(name)?, QueueDeleteOptions::default())
+                .await
+                .map_err(|error| broker_error("could not delete a queue", error))?;
+            if let Err(error) = channel.close(200, "queue deleted".into()).await {
+                tracing::debug!(error = %error, "the channel of a queue deletion was already closing");
+            }
+            link.declared.remove(&format!("queue:{name}"));
+        }
+        Ok(())
     }
 
     async fn queue_depth(&self, queue: &QueueSpec) -> Result<u64, BusError> {

@@ -306,6 +306,41 @@ async fn queue_depth_counts_ready_messages(bus: Arc<dyn Bus>) {
     delivery.ack().await.unwrap();
 }
 
+async fn a_deleted_queue_loses_its_messages_ends_its_consumers_and_comes_back_empty(
+    bus: Arc<dyn Bus>,
+) {
+    let mut consumer = bus.consume(&jobs()).await.unwrap();
+    bus.send(&jobs(), run_step(1)).await.unwrap();
+    let delivery = next_delivery(&mut consumer).await;
+    delivery.ack().await.unwrap();
+    // Two left waiting when the queue goes.
+    drop(consumer);
+    bus.send(&jobs(), run_step(2)).await.unwrap();
+    bus.send(&jobs(), run_step(3)).await.unwrap();
+    let mut watcher = bus
+        .consume(&QueueSpec {
+            prefetch: 1,
+            ..jobs()
+        })
+        .await
+        .unwrap();
+    bus.delete_queue(&jobs()).await.unwrap();
+    let ended = tokio::time::timeout(PATIENCE, async {
+        // The one delivery it may hold when the queue goes is of no further use.
+        while watcher.next().await.is_some() {}
+    })
+    .await;
+    assert!(ended.is_ok(), "a consumer of a deleted queue kept waiting");
+    assert_eq!(bus.queue_depth(&jobs()).await.unwrap(), 0);
+    // Deleting again is fine, and the queue works afresh.
+    bus.delete_queue(&jobs()).await.unwrap();
+    bus.send(&jobs(), run_step(4)).await.unwrap();
+    let mut consumer = bus.consume(&jobs()).await.unwrap();
+    let delivery = next_delivery(&mut consumer).await;
+    assert_eq!(delivery.message.decode::<RunStep>().unwrap().step, 4);
+    delivery.ack().await.unwrap();
+}
+
 async fn health_reports_a_live_bus(bus: Arc<dyn Bus>) {
     bus.health().await.unwrap();
 }
@@ -458,5 +493,6 @@ conformance!(
     broadcast_reaches_every_subscriber,
     a_broadcast_without_subscribers_is_dropped,
     queue_depth_counts_ready_messages,
+    a_deleted_queue_loses_its_messages_ends_its_consumers_and_comes_back_empty,
     health_reports_a_live_bus,
 );

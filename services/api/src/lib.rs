@@ -47,6 +47,9 @@ use tokio::net::TcpListener;
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct AppState {
+    /// Bus, for the few things the api does on it directly (deleting a deleted polling agent's
+    /// queue); everything else goes through the outbox.
+    pub bus: Arc<dyn Bus>,
     /// Database.
     pub store: Store,
     /// Cache (cancel markers, later rate limits).

@@ -491,9 +491,21 @@ async fn delete_machine<T: MachineKind>(
     let delete = cuttle_authz::Permission::MachineDelete;
     check_target::<T>(&principal, &scope.id, stored.machine(), delete)?;
     let trust = state.agent_trust.clone();
+    let bus = state.bus.clone();
+    let endpoint = stored.machine().endpoint.clone();
     let status = resources::delete::<T>(state, scope, path).await?;
-    // Workers learn which polling agents they may accept from this list.
+    // Workers learn which polling agents they may accept from this list, and drop the
+    // connection of one that is no longer on it.
     trust.request();
+    // A polling agent's queue goes with it: nothing will read the jobs left there.
+    if endpoint.communication_style == POLLING
+        && let Some(queue) = cuttle_contracts::queues::polling_agent(&endpoint.uri)
+        && let Err(err) = bus
+            .delete_queue(&cuttle_bus::QueueSpec::new(queue.clone()))
+            .await
+    {
+        tracing::warn!(queue = %queue, error = %err, "could not delete a deleted polling agent's queue; it is left on the broker");
+    }
     Ok(status)
 }
 

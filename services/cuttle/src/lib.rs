@@ -50,6 +50,7 @@ fn api_state(
     server_thumbprint: String,
 ) -> anyhow::Result<AppState> {
     Ok(AppState {
+        bus: backends.bus.clone(),
         store: backends.store.clone(),
         cache: backends.cache.clone(),
         blob: backends.blob.clone(),
@@ -207,6 +208,7 @@ pub async fn run_api(
     }
     let keyring = cuttle_platform::secrets::keyring(&config)?;
     let state = AppState {
+        bus: bus.clone(),
         agent_trust: cuttle_platform::agent_trust::Publisher::spawn(store.clone(), cache.clone()),
         store,
         cache,

@@ -37,6 +37,7 @@ both_modes!(
     a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool,
     a_package_step_installs_on_a_listening_and_a_polling_agent_and_the_agents_cache_spares_a_resend,
     script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_removed_after,
+    deleting_a_polling_machine_deletes_its_queue_and_its_agent_can_register_again,
 );
 
 /// The agent binary, built beside the test binaries by `cargo nextest run --workspace`.
@@ -1188,4 +1189,56 @@ async fn set_variables(
     let mut set = client.get(&path).await.expect(200);
     set["Variables"] = variables;
     client.put(&path, set).await.expect(200);
+}
+
+async fn deleting_a_polling_machine_deletes_its_queue_and_its_agent_can_register_again(mode: Mode) {
+    let (app, comms) = start_with_polling(mode).await;
+    let env = test_environment(&app).await;
+    let home = tempfile::tempdir().unwrap();
+    let args = [
+        "--environment",
+        "Test",
+        "--role",
+        "web",
+        "--name",
+        "poller",
+        "--polling",
+        "--server-comms",
+        &comms,
+    ];
+    assert!(register(&app, home.path(), &args).status.success());
+    // Registered but not running: a health check leaves its job on the agent's queue.
+    let task = check_health(&app, &env).await;
+    assert_eq!(task["State"], "Failed", "{task}");
+    let machine = app.client.get("/api/Spaces-1/machines").await.expect(200)["Items"][0].clone();
+    let uri = machine["Endpoint"]["Uri"].as_str().unwrap();
+    let queue = cuttle_bus::QueueSpec::new(cuttle_contracts::queues::polling_agent(uri).unwrap());
+    // Only the distributed broker can be looked at from here: embedded mode's bus lives inside
+    // the server.
+    let broker = match mode {
+        Mode::Distributed => Some(cuttle_platform::connect_bus(app.config()).await.unwrap()),
+        Mode::Embedded => None,
+    };
+    if let Some(bus) = &broker {
+        assert_eq!(bus.queue_depth(&queue).await.unwrap(), 1);
+    }
+    let id = machine["Id"].as_str().unwrap();
+    app.client
+        .delete(&format!("/api/Spaces-1/machines/{id}"))
+        .await
+        .expect(200);
+    if let Some(bus) = &broker {
+        // Gone with its job (asking for the depth declares it again, empty).
+        assert_eq!(bus.queue_depth(&queue).await.unwrap(), 0);
+    }
+
+    // The same agent registers again (same subscription), runs, and is healthy.
+    assert!(register(&app, home.path(), &args).status.success());
+    let mut agent = start_agent("poller", home.path());
+    assert!(
+        becomes_healthy(&app, &env).await,
+        "the agent registered again never became healthy"
+    );
+    agent.terminate(Duration::from_secs(10)).await;
+    app.stop().await;
 }

@@ -185,11 +185,7 @@ impl Worker {
                 tracing::warn!(peer.thumbprint = %peer.thumbprint, peer.address = %peer.address, "refused a polling agent that sent no subscription id");
                 continue;
             };
-            let allowed = subscriptions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .get(&peer.thumbprint)
-                .is_some_and(|uris| uris.contains(&uri.to_ascii_lowercase()));
+            let allowed = is_allowed(&subscriptions, &peer.thumbprint, &uri);
             let queue = queues::polling_agent(&uri);
             let (true, Some(queue)) = (allowed, queue) else {
                 tracing::warn!(
@@ -200,17 +196,26 @@ impl Worker {
                 );
                 continue;
             };
-            tokio::spawn(self.clone().hold_agent(uri, queue, requester, stop.clone()));
+            tokio::spawn(self.clone().hold_agent(
+                uri,
+                queue,
+                requester,
+                subscriptions.clone(),
+                stop.clone(),
+            ));
         }
         refresher.abort();
     }
 
-    /// Consumes one connected agent's queue for as long as its connection lives.
+    /// Consumes one connected agent's queue for as long as its connection lives and the agent
+    /// stays registered (a deleted machine's agent is let go, and its queue is not declared
+    /// again).
     async fn hold_agent(
         self,
         uri: String,
         queue: String,
         requester: Requester,
+        subscriptions: Subscriptions,
         stop: CancellationToken,
     ) {
         let peer = requester.peer().clone();
@@ -221,7 +226,12 @@ impl Worker {
             ..QueueSpec::new(queue)
         };
         let mut jobs = tokio::task::JoinSet::new();
+        let mut check = tokio::time::interval(TRUST_REFRESH);
+        let unregistered = "its machine is no longer registered".to_owned();
         let reason = 'held: loop {
+            if !is_allowed(&subscriptions, &peer.thumbprint, &uri) {
+                break 'held unregistered;
+            }
             let mut subscription = match self.bus.consume(&spec).await {
                 Ok(subscription) => subscription,
                 Err(err) => {
@@ -237,6 +247,9 @@ impl Worker {
                 tokio::select! {
                     () = stop.cancelled() => break 'held "the worker is stopping".to_owned(),
                     reason = requester.closed() => break 'held reason.to_string(),
+                    _ = check.tick() => if !is_allowed(&subscriptions, &peer.thumbprint, &uri) {
+                        break 'held unregistered;
+                    },
                     next = subscription.next() => match next {
                         Some(delivery) => {
                             let worker = self.clone();
@@ -255,6 +268,15 @@ impl Worker {
         tracing::info!(agent.subscription = %uri, reason = %reason, "polling agent disconnected");
         while jobs.join_next().await.is_some() {}
     }
+}
+
+/// Whether the agent with `thumbprint` may speak for the subscription `uri`.
+fn is_allowed(subscriptions: &Subscriptions, thumbprint: &Thumbprint, uri: &str) -> bool {
+    subscriptions
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(thumbprint)
+        .is_some_and(|uris| uris.contains(&uri.to_ascii_lowercase()))
 }
 
 /// The worker's end of polling connections, trusting only the agents in `trusted`.
