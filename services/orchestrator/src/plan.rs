@@ -37,26 +37,27 @@ pub struct PlanInputs<'a> {
 }
 
 /// The worker agent a step that runs on a worker goes to: one of the agents in the action's
-/// pool (`Octopus.Action.WorkerPoolId`, else the space's default pool), the same one for every
-/// attempt of one deployment and spread over the pool across deployments. `None` (Cuttle's own
-/// workers run it) when the pool has no agents.
-fn worker_for<'m>(action: &Action, work: &JobWork, inputs: &PlanInputs<'m>) -> Option<&'m Machine> {
+/// pool, the same one for every attempt of one deployment and spread over the pool across
+/// deployments. `None` (Cuttle's own workers run it) when the pool has no agents.
+fn worker_for<'m>(
+    step: &Step,
+    action: &Action,
+    work: &JobWork,
+    inputs: &PlanInputs<'m>,
+) -> Result<Option<&'m Machine>, PlanError> {
     if matches!(work, JobWork::HealthCheck) {
-        return None;
+        return Ok(None);
     }
-    let pool = action
-        .properties
-        .get("Octopus.Action.WorkerPoolId")
-        .map(|p| p.trim())
-        .filter(|p| !p.is_empty())
-        .or(inputs.default_worker_pool)?;
+    let Some(pool) = worker_pool(step, action, inputs)? else {
+        return Ok(None);
+    };
     let mut candidates: Vec<&Machine> = inputs
         .worker_agents
         .iter()
-        .filter(|worker| worker.worker_pool_ids.iter().any(|id| id == pool))
+        .filter(|worker| worker.worker_pool_ids.iter().any(|id| *id == pool))
         .collect();
     if candidates.is_empty() {
-        return None;
+        return Ok(None);
     }
     candidates.sort_by(|a, b| a.name.cmp(&b.name));
     // FNV-1a of the deployment and action: stable within a deployment, varied across them.
@@ -65,7 +66,51 @@ fn worker_for<'m>(action: &Action, work: &JobWork, inputs: &PlanInputs<'m>) -> O
         hash = (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
     }
     let index = usize::try_from(hash % candidates.len() as u64).unwrap_or(0);
-    candidates.get(index).copied()
+    Ok(candidates.get(index).copied())
+}
+
+/// The worker pool of an action: the value of the variable `Octopus.Action.WorkerPoolVariable`
+/// names (a worker pool variable, which may differ per environment), else
+/// `Octopus.Action.WorkerPoolId` (which may hold `#{...}` too), else the space's default pool.
+fn worker_pool(
+    step: &Step,
+    action: &Action,
+    inputs: &PlanInputs<'_>,
+) -> Result<Option<String>, PlanError> {
+    let property = |name: &str| {
+        action
+            .properties
+            .get(name)
+            .map(|value| value.trim())
+            .filter(|value| !value.is_empty())
+    };
+    if let Some(variable) = property("Octopus.Action.WorkerPoolVariable") {
+        let reference = format!("#{{{variable}}}");
+        let pool = evaluate_for_action(&reference, action, inputs);
+        let pool = pool.trim();
+        if pool.is_empty() || pool == reference {
+            return Err(PlanError(format!(
+                "Step '{}' takes its worker pool from the variable '{variable}', which has no value for this deployment; give it a worker pool id (WorkerPools-N) scoped to this environment.",
+                step.name
+            )));
+        }
+        return Ok(Some(pool.to_owned()));
+    }
+    if let Some(written) = property("Octopus.Action.WorkerPoolId") {
+        if !written.contains("#{") {
+            return Ok(Some(written.to_owned()));
+        }
+        let pool = evaluate_for_action(written, action, inputs);
+        let pool = pool.trim();
+        if pool.is_empty() || pool.contains("#{") {
+            return Err(PlanError(format!(
+                "Step '{}' has the worker pool '{written}', which has no value for this deployment.",
+                step.name
+            )));
+        }
+        return Ok(Some(pool.to_owned()));
+    }
+    Ok(inputs.default_worker_pool.map(str::to_owned))
 }
 
 /// A planned deployment: its jobs, and what the task log should say about steps left out.
@@ -441,7 +486,10 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
             let (targets, parallel_window): (Vec<(Option<&Machine>, Option<JobTarget>)>, _) =
                 match target_roles(step, action) {
                     None => (
-                        vec![(None, worker_for(action, &work, inputs).map(job_target))],
+                        vec![(
+                            None,
+                            worker_for(step, action, &work, inputs)?.map(job_target),
+                        )],
                         None,
                     ),
                     Some(roles) => {
@@ -542,8 +590,14 @@ mod tests {
                 .unwrap_or_default(),
             ..Action::default()
         };
+        let step = Step {
+            name: "Run".into(),
+            ..Step::default()
+        };
         let chosen = |action: &Action, work: &JobWork| {
-            worker_for(action, work, &inputs).map(|m| m.name.clone())
+            worker_for(&step, action, work, &inputs)
+                .unwrap()
+                .map(|m| m.name.clone())
         };
         assert_eq!(chosen(&action(None), &script).as_deref(), Some("a"));
         assert_eq!(
@@ -569,6 +623,44 @@ mod tests {
         // Agents stage packages too; only a health check never goes to a pool.
         assert_eq!(chosen(&action(None), &with_packages).as_deref(), Some("a"));
         assert_eq!(chosen(&action(None), &JobWork::HealthCheck), None);
+
+        // A worker pool variable, scoped per environment, picks the pool.
+        let pool_variable = |value: &str, environment: &str| Variable {
+            name: "Pool".into(),
+            value: Some(value.into()),
+            scope: BTreeMap::from([("Environment".to_owned(), vec![environment.to_owned()])]),
+            ..Variable::default()
+        };
+        let variables = [
+            pool_variable("WorkerPools-2", "Environments-1"),
+            pool_variable("WorkerPools-1", "Environments-9"),
+        ];
+        let deployment = Deployment {
+            environment_id: "Environments-1".into(),
+            ..deployment.clone()
+        };
+        let scoped = PlanInputs {
+            deployment: &deployment,
+            variables: &variables,
+            ..inputs
+        };
+        let by_variable = |name: &str| {
+            let action = Action {
+                id: "a1".into(),
+                properties: BTreeMap::from([(
+                    "Octopus.Action.WorkerPoolVariable".to_owned(),
+                    name.to_owned(),
+                )]),
+                ..Action::default()
+            };
+            worker_for(&step, &action, &script, &scoped).map(|m| m.map(|m| m.name.clone()))
+        };
+        assert_eq!(by_variable("Pool"), Ok(Some("b".to_owned())));
+        let err = by_variable("Missing").unwrap_err();
+        assert!(
+            err.0.contains("'Missing'") && err.0.contains("no value"),
+            "{err}"
+        );
     }
 
     fn script_step(name: &str, props: &[(&str, &str)]) -> Step {
