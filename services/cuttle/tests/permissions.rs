@@ -81,8 +81,15 @@ async fn scoped_team(
 async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: Mode) {
     let app = InProcess::start(mode).await;
     let admin = &app.client;
-    let project =
-        flow::project_with_script(admin, "Spaces-1", "Test", "Web", "echo deployed").await;
+    // Each deployment publishes an artifact, seen as its deployment is.
+    let project = flow::project_with_script(
+        admin,
+        "Spaces-1",
+        "Test",
+        "Web",
+        "echo deployed > report.txt; new_octopusartifact report.txt",
+    )
+    .await;
     let production = id(&admin
         .post("/api/Spaces-1/environments", json!({"Name": "Production"}))
         .await
@@ -165,6 +172,43 @@ async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: M
     qa.get(&format!("/api/Spaces-1/deployments/{}", id(&to_production)))
         .await
         .expect(404);
+    let production_task = admin
+        .wait_for_task(to_production["TaskId"].as_str().unwrap(), WAIT)
+        .await;
+    assert_eq!(production_task["State"], "Success", "{production_task}");
+    let artifacts = admin.get("/api/Spaces-1/artifacts").await.expect(200);
+    assert_eq!(artifacts["TotalResults"], 2, "{artifacts}");
+    let seen = qa.get("/api/Spaces-1/artifacts").await.expect(200);
+    assert_eq!(seen["TotalResults"], 1, "{seen}");
+    assert_eq!(seen["Items"][0]["ServerTaskId"], task["Id"], "{seen}");
+    let hidden = artifacts["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["ServerTaskId"] == production_task["Id"])
+        .unwrap();
+    for path in ["", "/content"] {
+        qa.get(&format!("/api/Spaces-1/artifacts/{}{path}", id(hidden)))
+            .await
+            .expect(404);
+    }
+    // A project deployer may not delete artifacts anywhere.
+    let refused = qa
+        .delete(&format!("/api/Spaces-1/artifacts/{}", id(hidden)))
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .ends_with("ArtifactDelete")
+    );
+    qa.get(&format!(
+        "/api/Spaces-1/artifacts/{}",
+        id(&seen["Items"][0])
+    ))
+    .await
+    .expect(200);
     let of_release = qa
         .get(&format!(
             "/api/Spaces-1/releases/{}/deployments",
