@@ -54,7 +54,7 @@ fn worker_for<'m>(
     let mut candidates: Vec<&Machine> = inputs
         .worker_agents
         .iter()
-        .filter(|worker| worker.worker_pool_ids.iter().any(|id| *id == pool))
+        .filter(|worker| worker.worker_pool_ids.contains(&pool))
         .collect();
     if candidates.is_empty() {
         return Ok(None);
