@@ -701,7 +701,7 @@ impl Orchestrator {
                 tasks::save_job(conn, next).await?;
                 continue;
             }
-            self.dispatch(conn, next).await?;
+            self.dispatch(conn, next, None).await?;
             after.wake_relay = true;
             if next.parallel_window.is_some() {
                 // The first job of a fan-out is out: open the rest of its window.
@@ -753,11 +753,16 @@ impl Orchestrator {
             limit,
         )
         .await?;
+        // Jobs of one action see the same earlier outputs: read them once for the round.
+        let mut earlier: Option<Vec<Job>> = None;
         for mut job in more {
             if job.parallel_window.is_none() || !runs(task, &job, failed) {
                 break;
             }
-            self.dispatch(conn, &mut job).await?;
+            if earlier.is_none() {
+                earlier = Some(earlier_outputs(conn, &job).await?);
+            }
+            self.dispatch(conn, &mut job, earlier.as_deref()).await?;
             after.wake_relay = true;
         }
         Ok(())
@@ -765,25 +770,32 @@ impl Orchestrator {
 
     /// Marks `job` dispatched and queues its message (in the caller's transaction) on the
     /// queue of whoever can run it: its polling agent's own queue, or the shared worker queue.
-    async fn dispatch(&self, conn: &impl ConnectionTrait, job: &mut Job) -> anyhow::Result<()> {
+    /// `earlier` is the jobs of other actions before it that set output variables, when the
+    /// caller already read them.
+    async fn dispatch(
+        &self,
+        conn: &impl ConnectionTrait,
+        job: &mut Job,
+        earlier: Option<&[Job]>,
+    ) -> anyhow::Result<()> {
         job.status = job_status::DISPATCHED.into();
         job.dispatched_at = Some(Utc::now());
         let mut message: StepJob =
             serde_json::from_str(&job.payload).context("stored job payload is unreadable")?;
         // Output variables exist only once earlier steps ran: add them now.
-        let earlier = tasks::jobs_with_outputs_before(
-            conn,
-            &job.task_id,
-            job.position,
-            job.step_number,
-            &job.action_name,
-        )
-        .await?;
+        let read;
+        let earlier = match earlier {
+            Some(earlier) => earlier,
+            None => {
+                read = earlier_outputs(conn, job).await?;
+                &read
+            }
+        };
         if !earlier.is_empty() {
             let machine = message.target.as_ref().map(|t| t.name.as_str());
             message
                 .variables
-                .extend(crate::variables::output_variables(&earlier, machine));
+                .extend(crate::variables::output_variables(earlier, machine));
             job.payload = serde_json::to_string(&message)?;
         }
         tasks::save_job(conn, job).await?;
@@ -1219,6 +1231,18 @@ fn to_job(
 
 /// Sends `TaskQueued` for the oldest queued deployment of the same project and environment, which
 /// was waiting for this one (the relay delivers it after the caller commits).
+/// The jobs of other actions before `job` that set output variables.
+async fn earlier_outputs(conn: &impl ConnectionTrait, job: &Job) -> anyhow::Result<Vec<Job>> {
+    Ok(tasks::jobs_with_outputs_before(
+        conn,
+        &job.task_id,
+        job.position,
+        job.step_number,
+        &job.action_name,
+    )
+    .await?)
+}
+
 async fn nudge_next_in_line(conn: &impl ConnectionTrait, task: &Task) -> anyhow::Result<()> {
     let (Some(project_id), Some(environment_id)) = (&task.project_id, &task.environment_id) else {
         return Ok(());
