@@ -23,9 +23,9 @@ use crate::hello::{Role, SubscriptionId};
 use crate::identity::Thumbprint;
 use crate::link::LinkOptions;
 use crate::messages::{
-    AgentCapabilities, ExtractPackage, Note, OutputLine, PackageExtracted, PackageUpload, Progress,
-    RemoteError, RemoteErrorKind, Request, Response, RewriteFiles, ScriptStatus, ScriptTicket,
-    Sha256Digest, StagePackage, StartScript,
+    AgentCapabilities, ExtractPackage, JobId, Note, OutputLine, PackageExtracted, PackageUpload,
+    Progress, RemoteError, RemoteErrorKind, Request, Response, RewriteFiles, ScriptStatus,
+    ScriptTicket, Sha256Digest, StagePackage, StartScript,
 };
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
@@ -751,6 +751,33 @@ impl Requester {
         match self.call(Request::StagePackage(stage)).await? {
             Response::PackageStaged { path } => Ok(path),
             other => Err(unexpected("stage_package", &other)),
+        }
+    }
+
+    /// Reads up to `length` bytes of the agent's file `path` from `offset`; returns them and the
+    /// file's size.
+    pub async fn read_file(
+        &self,
+        path: &str,
+        offset: u64,
+        length: u32,
+    ) -> Result<(Vec<u8>, u64), LinkError> {
+        let request = Request::ReadFile {
+            path: path.to_owned(),
+            offset,
+            length,
+        };
+        match self.call(request).await? {
+            Response::FileChunk { data, total_size } => Ok((data, total_size)),
+            other => Err(unexpected("read_file", &other)),
+        }
+    }
+
+    /// Lets the agent remove what it kept of a job.
+    pub async fn release_job(&self, job_id: JobId) -> Result<(), LinkError> {
+        match self.call(Request::ReleaseJob { job_id }).await? {
+            Response::Released => Ok(()),
+            other => Err(unexpected("release_job", &other)),
         }
     }
 

@@ -52,6 +52,22 @@ pub enum Request {
     /// Places a package the agent holds into a job's staging folder, for a script that runs
     /// there ([`Folder::Staging`]); answered by [`Response::PackageStaged`].
     StagePackage(StagePackage),
+    /// Reads part of a regular file on the agent (an artifact a script published); answered by
+    /// [`Response::FileChunk`].
+    ReadFile {
+        /// The file's absolute path on the agent.
+        path: String,
+        /// Where to start.
+        offset: u64,
+        /// How many bytes at most; the agent sends at most [`MAX_FILE_CHUNK`].
+        length: u32,
+    },
+    /// Removes what the agent kept of a job after its scripts ended (`keep_files`); answered
+    /// by [`Response::Released`].
+    ReleaseJob {
+        /// The job.
+        job_id: JobId,
+    },
     /// A request kind from a newer protocol revision that this side does not know.
     #[serde(other)]
     Unsupported,
@@ -69,6 +85,8 @@ impl Request {
             Request::ExtractPackage(_) => "extract_package",
             Request::RewriteFiles(_) => "rewrite_files",
             Request::StagePackage(_) => "stage_package",
+            Request::ReadFile { .. } => "read_file",
+            Request::ReleaseJob { .. } => "release_job",
             Request::Unsupported => "unsupported",
         }
     }
@@ -126,6 +144,16 @@ pub enum Response {
     },
     /// Answers [`Request::ExtractPackage`].
     PackageExtracted(PackageExtracted),
+    /// Answers [`Request::ReadFile`].
+    FileChunk {
+        /// The bytes read, base64 in JSON; fewer than asked only at the end of the file.
+        #[serde(with = "base64_bytes")]
+        data: Vec<u8>,
+        /// The file's size.
+        total_size: u64,
+    },
+    /// Answers [`Request::ReleaseJob`].
+    Released,
     /// Answers [`Request::StagePackage`].
     PackageStaged {
         /// The job's staging folder's full path on the agent.
@@ -268,6 +296,11 @@ pub struct StartScript {
     /// Command-line arguments for the script.
     #[serde(default)]
     pub args: Vec<String>,
+    /// Keep the working directory (the script file itself excepted) and the job's staging
+    /// folder after the script ends, until [`Request::ReleaseJob`], so the worker can read the
+    /// artifacts the script published there.
+    #[serde(default)]
+    pub keep_files: bool,
 }
 
 impl fmt::Debug for StartScript {
@@ -433,6 +466,9 @@ pub enum Folder {
         job_id: JobId,
     },
 }
+
+/// The most bytes one [`Response::FileChunk`] carries (with base64 well inside the frame limit).
+pub const MAX_FILE_CHUNK: u32 = 1024 * 1024;
 
 /// Asks the agent to place a package it holds into a job's staging folder.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -672,6 +708,7 @@ mod tests {
             files: vec![],
             folder: None,
             args: Vec::new(),
+            keep_files: false,
         };
         let text = format!("{start:?}");
         assert!(text.contains("TOKEN") && text.contains("Password"));

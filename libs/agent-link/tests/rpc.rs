@@ -155,6 +155,7 @@ async fn a_script_streams_its_output_and_then_its_exit_code() {
         files: vec![],
         folder: None,
         args: Vec::new(),
+        keep_files: false,
     };
 
     let mut run = within(pair.requester.start_script(start)).await.unwrap();

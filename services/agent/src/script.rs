@@ -172,6 +172,8 @@ struct Launched {
     script: Arc<Script>,
     child: Child,
     dir: PathBuf,
+    /// Keep `dir` (all but the script file) until the worker releases the job.
+    keep_files: bool,
 }
 
 fn bad_request(message: impl Into<String>) -> RemoteError {
@@ -272,7 +274,12 @@ impl Scripts {
         let script = self.register(&start.job_id)?;
         let dir = self.work_dir.join(&start.job_id.0);
         match self.spawn(start, &interpreter, &dir, cwd, &script).await {
-            Ok(child) => Ok(Launched { script, child, dir }),
+            Ok(child) => Ok(Launched {
+                script,
+                child,
+                dir,
+                keep_files: start.keep_files,
+            }),
             Err(error) => {
                 script.finish(-1);
                 self.table().by_ticket.remove(&script.ticket);
@@ -408,6 +415,7 @@ impl Scripts {
             script,
             mut child,
             dir,
+            keep_files,
         } = launched;
         let (lines_tx, lines_rx) = mpsc::channel(1024);
         let mut readers = Vec::new();
@@ -473,7 +481,12 @@ impl Scripts {
             }
         };
         let exit_code = exit_code_of(status, canceled);
-        remove_dir(&dir).await;
+        if keep_files {
+            // The script file holds the job's variables, secrets too: it never outlives the run.
+            remove_reserved_files(&dir).await;
+        } else {
+            remove_dir(&dir).await;
+        }
         script.finish(exit_code);
         tracing::info!(
             job.id = %script.job_id.0,
@@ -616,6 +629,39 @@ async fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
     file.write_all(contents).await?;
     file.flush().await?;
     tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await
+}
+
+/// Removes the agent's own files (the script, the owner record) from a kept directory.
+async fn remove_reserved_files(dir: &Path) {
+    let Ok(mut entries) = tokio::fs::read_dir(dir).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(RESERVED_PREFIX)
+            && let Err(err) = tokio::fs::remove_file(entry.path()).await
+        {
+            tracing::warn!(file = %entry.path().display(), error = %err, "could not remove a script file");
+        }
+    }
+}
+
+impl Scripts {
+    /// Removes a job's kept working directory, unless one of its scripts still runs.
+    pub async fn release(&self, job_id: &JobId) -> Result<(), RemoteError> {
+        check_job_id(job_id)?;
+        let running = self
+            .table()
+            .by_ticket
+            .values()
+            .any(|script| script.job_id == *job_id && script.is_running());
+        if !running {
+            remove_dir(&self.work_dir.join(&job_id.0)).await;
+        }
+        Ok(())
+    }
 }
 
 async fn remove_dir(dir: &Path) {

@@ -13,7 +13,7 @@ use cuttle_agent_link::hello::capability;
 use cuttle_agent_link::messages::{AgentCapabilities, Folder};
 use cuttle_agent_link::{
     AgentIdentity, AgentLink, IncomingRequest, IncomingRequests, LinkError, LinkOptions, Listener,
-    Request, Responder, Response, SubscriptionId,
+    RemoteError, Request, Responder, Response, SubscriptionId,
 };
 use std::path::Path;
 use std::sync::Arc;
@@ -42,6 +42,7 @@ impl Agent {
             }
             Request::StartScript(start) => {
                 let folder = start.folder.clone();
+                let keep_files = start.keep_files;
                 let cwd = match &folder {
                     None => None,
                     Some(folder) => match self.installations.resolve(folder).await {
@@ -50,8 +51,9 @@ impl Agent {
                     },
                 };
                 self.scripts.serve_start(start, cwd, responder).await;
-                // A staging folder lives as long as the one script that uses it.
-                if let Some(Folder::Staging { job_id }) = folder {
+                // A staging folder lives as long as the one script that uses it, or until the
+                // worker releases the job when it asked to keep the files.
+                if let (false, Some(Folder::Staging { job_id })) = (keep_files, folder) {
                     self.installations.remove_staging(&job_id).await;
                 }
             }
@@ -86,6 +88,27 @@ impl Agent {
                     .serve_stage(stage, &self.packages, responder)
                     .await;
             }
+            Request::ReadFile {
+                path,
+                offset,
+                length,
+            } => {
+                let response = match read_file(&path, offset, length).await {
+                    Ok((data, total_size)) => Response::FileChunk { data, total_size },
+                    Err(error) => Response::Error(error),
+                };
+                answer(responder, response).await;
+            }
+            Request::ReleaseJob { job_id } => {
+                let response = match self.scripts.release(&job_id).await {
+                    Ok(()) => {
+                        self.installations.remove_staging(&job_id).await;
+                        Response::Released
+                    }
+                    Err(error) => Response::Error(error),
+                };
+                answer(responder, response).await;
+            }
             Request::RewriteFiles(rewrite) => {
                 self.installations.serve_rewrite(rewrite, responder).await;
             }
@@ -94,6 +117,45 @@ impl Agent {
             Request::Unsupported => {}
         }
     }
+}
+
+/// Reads part of a regular file (not through a link) for `read_file`.
+async fn read_file(path: &str, offset: u64, length: u32) -> Result<(Vec<u8>, u64), RemoteError> {
+    use cuttle_agent_link::RemoteErrorKind;
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
+    let path = std::path::Path::new(path);
+    let unreadable = |err: std::io::Error| {
+        RemoteError::new(
+            RemoteErrorKind::NotFound,
+            format!("'{}' cannot be read: {err}", path.display()),
+        )
+    };
+    if !path.is_absolute() {
+        return Err(RemoteError::new(
+            RemoteErrorKind::BadRequest,
+            format!("'{}' is not an absolute path", path.display()),
+        ));
+    }
+    let meta = tokio::fs::symlink_metadata(path)
+        .await
+        .map_err(unreadable)?;
+    if !meta.is_file() {
+        return Err(RemoteError::new(
+            RemoteErrorKind::BadRequest,
+            format!("'{}' is not a regular file", path.display()),
+        ));
+    }
+    let mut file = tokio::fs::File::open(path).await.map_err(unreadable)?;
+    file.seek(std::io::SeekFrom::Start(offset))
+        .await
+        .map_err(unreadable)?;
+    let wanted = length.min(cuttle_agent_link::messages::MAX_FILE_CHUNK);
+    let mut data = Vec::with_capacity(usize::try_from(wanted).unwrap_or(0));
+    file.take(u64::from(wanted))
+        .read_to_end(&mut data)
+        .await
+        .map_err(unreadable)?;
+    Ok((data, meta.len()))
 }
 
 async fn answer(responder: Responder, response: Response) {

@@ -6,8 +6,8 @@
 mod support;
 
 use cuttle_agent_link::messages::{
-    ExtractPackage, Folder, PackageUpload, RelativeFilePath, RewriteFiles, ScriptFile, ScriptState,
-    ScriptSyntax, Sha256Digest, StartScript,
+    ExtractPackage, Folder, JobId, PackageUpload, RelativeFilePath, RewriteFiles, ScriptFile,
+    ScriptState, ScriptSyntax, Sha256Digest, StartScript,
 };
 use cuttle_agent_link::{LinkError, RemoteErrorKind, ScriptEvent, WorkerIdentity, WorkerLink};
 use nix::sys::signal::Signal;
@@ -406,6 +406,54 @@ async fn installations_refuse_packages_and_folders_the_agent_does_not_have() {
         Err(LinkError::Remote(error)) => assert_eq!(error.kind, RemoteErrorKind::NotFound),
         other => panic!("expected a not-found refusal, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kept_scripts_files_are_read_in_chunks_until_the_job_is_released() {
+    let home = AgentHome::new();
+    let (_agent, _address, requester) = home.start_listening_and_dial().await;
+    let script = StartScript {
+        keep_files: true,
+        ..bash(
+            "job-keep",
+            "head -c 3000000 /dev/zero | tr '\\0' 'a' > big.txt; ln -s big.txt link.txt",
+        )
+    };
+    let finished = run_script(&requester, script).await;
+    assert_eq!(finished.exit_code, 0, "{:?}", finished.stderr);
+    let dir = under(home.path(), &["work", "job-keep"]);
+    // Kept, but never the script itself: it held the job's variables.
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        names.iter().all(|name| !name.starts_with(".cuttle-")),
+        "{names:?}"
+    );
+    let big = dir.join("big.txt").display().to_string();
+    let (first, size) = within(requester.read_file(&big, 0, u32::MAX))
+        .await
+        .unwrap();
+    assert_eq!(size, 3_000_000);
+    assert_eq!(first.len(), 1024 * 1024);
+    let (tail, _) = within(requester.read_file(&big, 2_999_000, 5_000))
+        .await
+        .unwrap();
+    assert_eq!(tail, vec![b'a'; 1_000]);
+    for refused in [
+        dir.join("link.txt").display().to_string(),
+        "big.txt".to_owned(),
+    ] {
+        match within(requester.read_file(&refused, 0, 10)).await {
+            Err(LinkError::Remote(error)) => assert_eq!(error.kind, RemoteErrorKind::BadRequest),
+            other => panic!("expected a refusal for {refused}, got {other:?}"),
+        }
+    }
+    within(requester.release_job(JobId("job-keep".to_owned())))
+        .await
+        .unwrap();
+    assert!(!dir.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -36,7 +36,7 @@ both_modes!(
     discovery_reads_a_listening_agents_thumbprint_and_leaves_it_working,
     a_step_on_a_worker_runs_on_an_agent_registered_in_the_worker_pool,
     a_package_step_installs_on_a_listening_and_a_polling_agent_and_the_agents_cache_spares_a_resend,
-    script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_removed_after,
+    script_steps_with_packages_run_on_agents_and_their_artifacts_come_back,
     deleting_a_polling_machine_deletes_its_queue_and_its_agent_can_register_again,
 );
 
@@ -143,6 +143,7 @@ async fn a_registered_listening_agent_serves_the_server_certificate_and_refuses_
             files: Vec::new(),
             folder: None,
             args: Vec::new(),
+            keep_files: false,
         })
         .await
         .unwrap();
@@ -1070,9 +1071,7 @@ async fn deploy_web_to_test(
     (task, finished, raw.as_str().unwrap().to_owned())
 }
 
-async fn script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_removed_after(
-    mode: Mode,
-) {
+async fn script_steps_with_packages_run_on_agents_and_their_artifacts_come_back(mode: Mode) {
     let (app, comms) = start_with_polling(mode).await;
     let client = &app.client;
     let tools = zip_bytes(&[
@@ -1103,7 +1102,7 @@ async fn script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_re
                     "Octopus.Action.Script.ScriptSource": "Inline",
                     "Octopus.Action.Script.Syntax": "Bash",
                     "Octopus.Action.Script.ScriptBody":
-                        "echo \"inline on #{Octopus.Machine.Name} reads $(cat Tools/settings.conf), has $(ls *.zip)\"",
+                        "echo \"inline on #{Octopus.Machine.Name} reads $(cat Tools/settings.conf), has $(ls *.zip)\"\necho \"made on #{Octopus.Machine.Name}\" > note.txt\nnew_octopusartifact \"$PWD/note.txt\" \"note-#{Octopus.Machine.Name}.txt\"",
                     "Octopus.Action.EnabledFeatures": "Octopus.Features.SubstituteInFiles",
                     "Octopus.Action.SubstituteInFiles.TargetFiles": "Tools/*.conf"
                 },
@@ -1136,7 +1135,7 @@ async fn script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_re
 
     let (listening_home, polling_home, mut listening, mut polling) = web_agents(&app, &comms).await;
 
-    let (_, finished, raw) = deploy_web_to_test(client).await;
+    let (task, finished, raw) = deploy_web_to_test(client).await;
     assert_eq!(finished["State"], "Success", "{raw}");
     for name in ["web-01", "web-02"] {
         let line = format!("inline on {name} reads region=eu-west, has Acme.Tools.1.0.0.zip");
@@ -1149,12 +1148,43 @@ async fn script_steps_with_packages_run_on_agents_in_a_staging_folder_that_is_re
         "{raw}"
     );
     assert_eq!(raw.matches("and reads region=eu-west").count(), 2, "{raw}");
+    // The artifact each script published on its agent is collected through the link.
+    let artifacts = client
+        .get(&format!("/api/Spaces-1/artifacts?regarding={task}"))
+        .await
+        .expect(200);
+    assert_eq!(artifacts["TotalResults"], 2, "{artifacts}");
+    for name in ["web-01", "web-02"] {
+        let artifact = artifacts["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["Filename"] == format!("note-{name}.txt"))
+            .unwrap_or_else(|| panic!("no artifact of {name} in {artifacts}"));
+        let content = reqwest::Client::new()
+            .get(format!(
+                "{}/api/Spaces-1/artifacts/{}/content",
+                client.base,
+                artifact["Id"].as_str().unwrap()
+            ))
+            .header("X-Octopus-ApiKey", &client.api_key)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(content, format!("made on {name}\n"));
+    }
     for home in [&listening_home, &polling_home] {
-        // Staging folders go when their script ends; the package stays cached.
+        // Staging and working folders go once the worker has what it needs; the package stays
+        // cached.
         let staging = std::fs::read_dir(home.path().join("staging"))
             .unwrap()
             .count();
         assert_eq!(staging, 0);
+        let work = std::fs::read_dir(home.path().join("work")).unwrap().count();
+        assert_eq!(work, 0);
         let cached = std::fs::read_dir(home.path().join("packages"))
             .unwrap()
             .count();

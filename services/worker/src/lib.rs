@@ -373,45 +373,55 @@ impl Worker {
             variables: &variables,
         };
         let no_outputs = BTreeMap::new;
+        let mut session = None;
         let end = match (&job.work, &job.target) {
-            (
-                JobWork::Script {
-                    syntax,
-                    body,
-                    packages,
-                    ..
-                },
-                Some(target),
-            ) if packages.is_empty() => (
-                target::run_script(
-                    self.reach(),
-                    target,
-                    &job.job_id,
-                    *syntax,
-                    &variables.inline_script(*syntax, body),
-                    &context,
-                    &log,
-                )
-                .await,
-                no_outputs(),
-            ),
             (JobWork::HealthCheck, Some(target)) => {
                 target::health_check(self.reach(), target, &context, &log).await
             }
             (work, Some(target)) => {
-                match target::AgentSession::open(self.reach(), target, &context, &log).await {
-                    Ok(session) => {
-                        self.execute_on(&package::Host::Agent(session), work, &jobs)
-                            .await
+                let plain = matches!(work, JobWork::Script { packages, .. } if packages.is_empty());
+                let opened =
+                    target::AgentSession::open(self.reach(), target, &context, &log, !plain).await;
+                match opened {
+                    Ok(opened) => {
+                        let agent: &target::AgentSession<'_> = session.insert(opened);
+                        match work {
+                            JobWork::Script { syntax, body, .. } if plain => (
+                                agent
+                                    .run_body(
+                                        &jobs,
+                                        None,
+                                        *syntax,
+                                        variables.inline_script(*syntax, body),
+                                        &[],
+                                    )
+                                    .await,
+                                no_outputs(),
+                            ),
+                            _ => {
+                                self.execute_on(&package::Host::Agent(agent), work, &jobs)
+                                    .await
+                            }
+                        }
                     }
                     Err(ended) => (ended, no_outputs()),
                 }
             }
             (work, None) => self.execute_on(&package::Host::Here, work, &jobs).await,
         };
-        // Before the job directory goes: the files may be in it.
+        // Before the job directory goes: the files may be in it. On an agent, its files stay
+        // until the job is released.
         let requests = log.artifacts().await;
-        let artifacts = artifacts::collect(self.blob.as_ref(), job, requests, &log).await;
+        let artifacts = match &session {
+            Some(agent) => {
+                let stored =
+                    artifacts::collect_from_agent(self.blob.as_ref(), job, requests, &log, agent)
+                        .await;
+                agent.release(&jobs).await;
+                stored
+            }
+            None => artifacts::collect(self.blob.as_ref(), job, requests, &log).await,
+        };
         let said = log.finish().await;
         script::remove_job_dir(&job_dir).await;
         (self.with_said(end, said), artifacts)

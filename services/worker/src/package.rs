@@ -66,7 +66,7 @@ pub enum Host<'a> {
     /// This worker.
     Here,
     /// A deployment target's agent, over an open connection.
-    Agent(target::AgentSession<'a>),
+    Agent(&'a target::AgentSession<'a>),
 }
 
 /// An installed package.
@@ -359,7 +359,7 @@ impl PackageJobs<'_> {
                     return script::failed(reason);
                 }
                 agent
-                    .run_body(self, agent.staging(self), syntax, body, &[])
+                    .run_body(self, Some(agent.staging(self)), syntax, body, &[])
                     .await
             }
         }

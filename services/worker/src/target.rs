@@ -165,33 +165,6 @@ pub async fn health_check(
     }
 }
 
-/// Runs an inline script on `target`'s agent.
-pub async fn run_script(
-    reach: Reach<'_>,
-    target: &JobTarget,
-    job_id: &str,
-    syntax: ScriptSyntax,
-    body: &str,
-    context: &ScriptContext,
-    log: &JobLog,
-) -> Ended {
-    let requester = match connect(reach, target, context, log).await {
-        Ok(requester) => requester,
-        Err(ended) => return ended,
-    };
-    let start = StartScript {
-        job_id: JobId(job_id.to_owned()),
-        syntax: link_syntax(syntax),
-        body: body.to_owned(),
-        environment: BTreeMap::new(),
-        variables: BTreeMap::new(),
-        files: Vec::new(),
-        folder: None,
-        args: Vec::new(),
-    };
-    run_on_agent(&requester, target, start, context, log).await
-}
-
 fn link_syntax(syntax: ScriptSyntax) -> messages::ScriptSyntax {
     match syntax {
         ScriptSyntax::Bash => messages::ScriptSyntax::Bash,
@@ -291,25 +264,64 @@ pub struct AgentSession<'a> {
 }
 
 impl<'a> AgentSession<'a> {
-    /// Connects to `target`'s agent and learns what it runs.
+    /// Connects to `target`'s agent and, when `learn` is set, learns what it runs (package
+    /// steps choose between a package's scripts by it; a plain script needs no extra round trip).
     pub async fn open(
         reach: Reach<'_>,
         target: &'a JobTarget,
         context: &ScriptContext,
         log: &JobLog,
+        learn: bool,
     ) -> Result<AgentSession<'a>, Ended> {
         let requester = connect(reach, target, context, log).await?;
-        let capabilities = requester.capabilities().await.map_err(|err| {
-            script::failed(format!(
-                "The agent on deployment target '{}' did not answer: {err}",
-                target.name
-            ))
-        })?;
+        let shells = if learn {
+            let capabilities = requester.capabilities().await.map_err(|err| {
+                script::failed(format!(
+                    "The agent on deployment target '{}' did not answer: {err}",
+                    target.name
+                ))
+            })?;
+            capabilities.shells
+        } else {
+            Vec::new()
+        };
         Ok(AgentSession {
             requester,
             target,
-            shells: capabilities.shells,
+            shells,
         })
+    }
+
+    /// Reads part of a file on the agent: the bytes and the file's size.
+    pub async fn read_file(
+        &self,
+        path: &str,
+        offset: u64,
+        length: u32,
+    ) -> Result<(Vec<u8>, u64), String> {
+        self.requester
+            .read_file(path, offset, length)
+            .await
+            .map_err(|err| match err {
+                LinkError::Remote(remote) => remote.message,
+                other => other.to_string(),
+            })
+    }
+
+    /// The connection, for streams that outlive a borrow of the session.
+    pub fn requester(&self) -> Requester {
+        self.requester.clone()
+    }
+
+    /// Lets the agent remove what it kept of the job (its folder and staging folder).
+    pub async fn release(&self, jobs: &PackageJobs<'_>) {
+        if let Err(err) = self
+            .requester
+            .release_job(JobId(jobs.job_id.to_owned()))
+            .await
+        {
+            tracing::warn!(target.name = %self.target.name, error = %err, "the agent did not release the job's files; it removes them when it restarts");
+        }
     }
 
     /// Whether the agent can run PowerShell.
@@ -530,15 +542,16 @@ impl<'a> AgentSession<'a> {
             Some(bootstrap) => bootstrap,
             None => powershell_call(path),
         };
-        self.run_body(jobs, folder, syntax, body, args).await
+        self.run_body(jobs, Some(folder), syntax, body, args).await
     }
 
     /// Runs a script's text (already substituted and with its helpers) on the agent in
-    /// `folder`.
+    /// `folder`, or in a fresh working directory. The agent keeps the files until
+    /// [`AgentSession::release`], so the artifacts the script published can be read.
     pub async fn run_body(
         &self,
         jobs: &PackageJobs<'_>,
-        folder: Folder,
+        folder: Option<Folder>,
         syntax: ScriptSyntax,
         body: String,
         args: &[String],
@@ -550,8 +563,9 @@ impl<'a> AgentSession<'a> {
             environment: BTreeMap::new(),
             variables: BTreeMap::new(),
             files: Vec::new(),
-            folder: Some(folder),
+            folder,
             args: args.to_vec(),
+            keep_files: true,
         };
         run_on_agent(&self.requester, self.target, start, jobs.context, jobs.log).await
     }

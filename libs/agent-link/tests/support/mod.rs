@@ -178,7 +178,11 @@ impl TestAgent {
             }
             // The link's own behaviour is what these tests check; installations are the real
             // agent's (services/agent), so this one refuses them like an older agent would.
-            Request::ExtractPackage(_) | Request::RewriteFiles(_) | Request::StagePackage(_) => {
+            Request::ExtractPackage(_)
+            | Request::RewriteFiles(_)
+            | Request::StagePackage(_)
+            | Request::ReadFile { .. }
+            | Request::ReleaseJob { .. } => {
                 let error = RemoteError::new(
                     RemoteErrorKind::Unsupported,
                     "the test agent does not install packages",

@@ -256,6 +256,7 @@ pub fn bash(job_id: &str, body: &str) -> StartScript {
         files: Vec::new(),
         folder: None,
         args: Vec::new(),
+        keep_files: false,
     }
 }
 
