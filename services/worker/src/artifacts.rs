@@ -119,16 +119,7 @@ async fn store_from_agent(
     let body = futures::stream::once(async move { Ok(bytes::Bytes::from(first)) })
         .chain(rest)
         .boxed();
-    let key = artifact_key(job, &request.name);
-    let info = blob
-        .put(&key, body)
-        .await
-        .map_err(|err| format!("it could not be stored: {err}"))?;
-    Ok(JobArtifact {
-        name: request.name.clone(),
-        blob_key: key,
-        size_bytes: info.size,
-    })
+    put(blob, job, request, body).await
 }
 
 /// Where an artifact of `job` named `name` is kept.
@@ -169,8 +160,23 @@ async fn store(
     let file = tokio::fs::File::open(path)
         .await
         .map_err(|err| format!("'{}' cannot be read: {err}", request.path))?;
+    put(
+        blob,
+        job,
+        request,
+        tokio_util::io::ReaderStream::new(file).boxed(),
+    )
+    .await
+}
+
+/// Stores `body` as the artifact `request` of `job`.
+async fn put(
+    blob: &dyn BlobStore,
+    job: &StepJob,
+    request: &ArtifactRequest,
+    body: cuttle_blob::ByteStream,
+) -> Result<JobArtifact, String> {
     let key = artifact_key(job, &request.name);
-    let body = tokio_util::io::ReaderStream::new(file).boxed();
     let info = blob
         .put(&key, body)
         .await
