@@ -631,6 +631,19 @@ async fn write_file(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<
     tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await
 }
 
+/// Removes every directory left under `work_dir`, at start once orphans were stopped: kept
+/// files of jobs the worker never released.
+pub fn remove_leftovers(work_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(work_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if let Err(err) = std::fs::remove_dir_all(entry.path()) {
+            tracing::warn!(dir = %entry.path().display(), error = %err, "could not remove a job's kept files");
+        }
+    }
+}
+
 /// Removes the agent's own files (the script, the owner record) from a kept directory.
 async fn remove_reserved_files(dir: &Path) {
     let Ok(mut entries) = tokio::fs::read_dir(dir).await else {

@@ -222,6 +222,9 @@ pub fn run(home: &Path) -> anyhow::Result<()> {
             "stopped scripts left running by a previous agent process"
         );
     }
+    // What is left was kept for workers that never released it; no script of this process
+    // runs yet, so none of it is in use.
+    script::remove_leftovers(&work_dir);
     let agent = Arc::new(Agent {
         scripts: Scripts::new(work_dir, Duration::from_secs(config.kill_grace_secs)),
         packages: PackageCache::open(packages_dir),

@@ -411,7 +411,7 @@ async fn installations_refuse_packages_and_folders_the_agent_does_not_have() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kept_scripts_files_are_read_in_chunks_until_the_job_is_released() {
     let home = AgentHome::new();
-    let (_agent, _address, requester) = home.start_listening_and_dial().await;
+    let (agent, _address, requester) = home.start_listening_and_dial().await;
     let script = StartScript {
         keep_files: true,
         ..bash(
@@ -454,6 +454,20 @@ async fn a_kept_scripts_files_are_read_in_chunks_until_the_job_is_released() {
         .await
         .unwrap();
     assert!(!dir.exists());
+
+    // Never released (the worker died): gone when the agent starts again.
+    let script = StartScript {
+        keep_files: true,
+        ..bash("job-left", "echo kept > kept.txt")
+    };
+    assert_eq!(run_script(&requester, script).await.exit_code, 0);
+    let left = under(home.path(), &["work", "job-left"]);
+    assert!(left.join("kept.txt").exists());
+    drop(requester);
+    let (_, _) = agent.stop_with(Signal::SIGTERM).await;
+    let restarted = home.start();
+    restarted.wait_for_log("agent started").await;
+    assert!(!left.exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
