@@ -121,39 +121,12 @@ impl Orchestrator {
             prefetch: EVENT_BATCH,
             ..QueueSpec::new(queues::ORCHESTRATOR_EVENTS)
         };
-        tokio::pin!(stop);
-        loop {
-            let mut subscription = match self.bus.consume(&queue).await {
-                Ok(subscription) => subscription,
-                Err(err) => {
-                    tracing::warn!(queue = %queue.name, error = %err, "cannot consume; retrying in 1 s");
-                    tokio::select! {
-                        () = &mut stop => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                let first = tokio::select! {
-                    () = &mut stop => return,
-                    next = subscription.next() => match next {
-                        Some(delivery) => delivery,
-                        None => break,
-                    },
-                };
-                let mut batch = vec![first];
-                while batch.len() < usize::from(EVENT_BATCH) {
-                    // Only what has already arrived: a batch never waits for more.
-                    match subscription.next().now_or_never() {
-                        Some(Some(delivery)) => batch.push(delivery),
-                        _ => break,
-                    }
-                }
-                self.handle_events(batch).await;
-            }
-            tracing::warn!(queue = %queue.name, "subscription ended; consuming again");
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let bus = self.bus.clone();
+        consume_batches(bus, queue, usize::from(EVENT_BATCH), stop, move |batch| {
+            let orchestrator = self.clone();
+            async move { orchestrator.handle_events(batch).await }
+        })
+        .await;
     }
 
     /// Applies a batch of worker events, grouped by task in arrival order. A group that fails is
@@ -255,6 +228,31 @@ pub async fn consume_loop<F, Fut>(
     F: Fn(Delivery) -> Fut + Send,
     Fut: Future<Output = ()> + Send,
 {
+    consume_batches(bus, queue, 1, stop, move |batch: Vec<Delivery>| {
+        let delivery = batch.into_iter().next();
+        let handled = delivery.map(&handle);
+        async move {
+            if let Some(handled) = handled {
+                handled.await;
+            }
+        }
+    })
+    .await;
+}
+
+/// Consumes `queue` until `stop`, calling `handle` with each delivery plus whatever else has
+/// already arrived (at most `most` in all; a batch never waits for more). Re-subscribes after a
+/// lost connection.
+async fn consume_batches<F, Fut>(
+    bus: Arc<dyn Bus>,
+    queue: QueueSpec,
+    most: usize,
+    stop: impl Future<Output = ()> + Send,
+    handle: F,
+) where
+    F: Fn(Vec<Delivery>) -> Fut + Send,
+    Fut: Future<Output = ()> + Send,
+{
     tokio::pin!(stop);
     loop {
         let mut subscription = match bus.consume(&queue).await {
@@ -268,13 +266,21 @@ pub async fn consume_loop<F, Fut>(
             }
         };
         loop {
-            tokio::select! {
+            let first = tokio::select! {
                 () = &mut stop => return,
                 next = subscription.next() => match next {
-                    Some(delivery) => handle(delivery).await,
+                    Some(delivery) => delivery,
                     None => break,
                 },
+            };
+            let mut batch = vec![first];
+            while batch.len() < most {
+                match subscription.next().now_or_never() {
+                    Some(Some(delivery)) => batch.push(delivery),
+                    _ => break,
+                }
             }
+            handle(batch).await;
         }
         tracing::warn!(queue = %queue.name, "subscription ended; consuming again");
         tokio::time::sleep(Duration::from_millis(200)).await;
