@@ -15,6 +15,7 @@ mod m20261124_000007_external_identities;
 mod m20261124_000008_events;
 mod m20261124_000009_email_verification;
 mod m20261124_000010_row_level_security;
+mod m20261124_000011_task_tenants;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000008_events::Migration),
             Box::new(m20261124_000009_email_verification::Migration),
             Box::new(m20261124_000010_row_level_security::Migration),
+            Box::new(m20261124_000011_task_tenants::Migration),
         ]
     }
 }

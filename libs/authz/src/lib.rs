@@ -58,6 +58,21 @@ impl Grant {
         }
     }
 
+    /// Whether this grant sets none of the restrictions `permission` supports.
+    fn unrestricted_for(&self, permission: Permission) -> bool {
+        let restricts = |restriction: Restriction, list: &[String]| {
+            permission.supports(restriction) && !list.is_empty()
+        };
+        // A project restriction is met by a listed project or group, so groups restrict it too.
+        let groups_restrict = restricts(Restriction::Projects, &self.project_groups)
+            || restricts(Restriction::ProjectGroups, &self.project_groups);
+        let restricted = restricts(Restriction::Environments, &self.environments)
+            || restricts(Restriction::Projects, &self.projects)
+            || groups_restrict
+            || restricts(Restriction::Tenants, &self.tenants);
+        !restricted
+    }
+
     /// Whether the target meets every restriction this grant sets that `permission` supports.
     fn admits(&self, permission: Permission, target: &Target<'_>) -> bool {
         let listed = |list: &[String], value: Option<&str>| {
@@ -182,6 +197,20 @@ impl Grants {
         }
         self.holding(permission)
             .any(|grant| grant.applies_in(target.space) && grant.admits(permission, target))
+    }
+
+    /// Whether the principal holds `permission` in `space` without any restriction, so it sees
+    /// every resource the permission covers there and a list needs no filtering. Unlike
+    /// `allows` with a bare target, a tenant restriction counts.
+    pub fn allows_unrestricted(&self, permission: Permission, space: Option<&str>) -> bool {
+        if self.administrator {
+            return true;
+        }
+        if !permission.is_space() || (space.is_none() && permission.is_system()) {
+            return self.allows_system(permission);
+        }
+        self.holding(permission)
+            .any(|grant| grant.applies_in(space) && grant.unrestricted_for(permission))
     }
 
     /// The loose check for collection routes and route-level gates: some grant applying in

@@ -281,6 +281,12 @@ fn untenanted_targets_pass_tenant_restrictions() {
     assert!(grants.allows(Permission::DeploymentCreate, &untenanted));
     assert!(grants.allows(Permission::DeploymentCreate, &for_tenant("Tenants-1")));
     assert!(!grants.allows(Permission::DeploymentCreate, &for_tenant("Tenants-2")));
+    // A tenant-scoped grant is not an unrestricted one, though a bare target passes it.
+    assert!(!grants.allows_unrestricted(Permission::DeploymentView, Some("Spaces-1")));
+    assert!(grants.allows_unrestricted(Permission::TeamView, Some("Spaces-1")));
+    let open = Grants::new(vec![grant("userroles-projectdeployer", "Spaces-1")]);
+    assert!(open.allows_unrestricted(Permission::DeploymentView, Some("Spaces-1")));
+    assert!(!open.allows_unrestricted(Permission::DeploymentView, Some("Spaces-2")));
     // TenantView is tenant-restrictable; TeamView is not.
     assert!(!grants.allows(Permission::TenantView, &for_tenant("Tenants-2")));
     assert!(grants.allows(Permission::TeamView, &for_tenant("Tenants-2")));

@@ -9,6 +9,7 @@ pub mod lifecycle;
 pub mod package;
 pub mod script;
 pub mod task;
+pub mod tenant_tags;
 pub mod time_span;
 pub mod version;
 

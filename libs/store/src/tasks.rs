@@ -33,6 +33,7 @@ pub fn queued_task(
         project_id: None,
         environment_id: None,
         deployment_id: None,
+        tenant_id: None,
         queue_time: now,
         start_time: None,
         completed_time: None,
@@ -122,6 +123,8 @@ pub struct TaskQuery {
     pub project_id: Option<String>,
     /// Only tasks for this environment.
     pub environment_id: Option<String>,
+    /// Only tasks for this tenant.
+    pub tenant_id: Option<String>,
     /// Only tasks with this name ("Deploy").
     pub name: Option<String>,
     /// Rows to skip.
@@ -151,6 +154,9 @@ pub async fn list_tasks(
     }
     if let Some(environment) = &query.environment_id {
         select = select.filter(server_task::Column::EnvironmentId.eq(environment.as_str()));
+    }
+    if let Some(tenant) = &query.tenant_id {
+        select = select.filter(server_task::Column::TenantId.eq(tenant.as_str()));
     }
     if let Some(name) = &query.name {
         select = select.filter(server_task::Column::Name.eq(name.as_str()));

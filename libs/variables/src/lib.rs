@@ -3,9 +3,12 @@
 //!
 //! Values within one scope dimension are OR'ed, dimensions are AND'ed, and of the values that
 //! match, the most specific wins, ranked as Octopus ranks them: action, then machine, then role,
-//! then environment, then channel, then unscoped. Equal ranks keep the first defined, so the
-//! order of the set (project variables before library sets') breaks ties. A dimension Cuttle
-//! does not know yet (tenant tags, process owners) never matches.
+//! then tenant tag, then environment, then channel, then unscoped. Equal ranks keep the first
+//! defined, so the order of the set (project variables before library sets') breaks ties.
+//!
+//! A `TenantTag` scope is a tenant tag filter (`cuttle_domain::tenant_tags`: tags of one tag set
+//! OR'ed, tag sets AND'ed) and never matches an untenanted deployment. A dimension Cuttle does
+//! not know yet (process owners) never matches.
 
 use cuttle_wire::resources::{Machine, Variable};
 use std::collections::BTreeMap;
@@ -21,11 +24,13 @@ pub struct Scope<'a> {
     pub action_id: &'a str,
     /// The deployment target, for steps that run on one.
     pub machine: Option<&'a Machine>,
+    /// The tags of the deployment's tenant; `None` for an untenanted deployment.
+    pub tenant_tags: Option<&'a [String]>,
 }
 
 /// How specific a variable's matching scope is; higher wins. `None`: its scope excludes `scope`.
-fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 5]> {
-    let mut specific = [false; 5];
+fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 6]> {
+    let mut specific = [false; 6];
     for (dimension, values) in &variable.scope {
         if values.is_empty() {
             continue;
@@ -40,9 +45,15 @@ fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 5]> {
                     .machine
                     .is_some_and(|m| m.roles.iter().any(|role| any(role))),
             ),
-            "Environment" => (3, any(scope.environment_id)),
-            "Channel" => (4, any(scope.channel_id)),
-            // A dimension Cuttle does not know yet (tenant tags, process owners) cannot match.
+            "TenantTag" => (
+                3,
+                scope
+                    .tenant_tags
+                    .is_some_and(|tags| cuttle_domain::tenant_tags::matches(tags, values)),
+            ),
+            "Environment" => (4, any(scope.environment_id)),
+            "Channel" => (5, any(scope.channel_id)),
+            // A dimension Cuttle does not know yet (process owners) cannot match.
             _ => return None,
         };
         if !matched {
@@ -56,7 +67,7 @@ fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 5]> {
 /// The variables that apply under `scope`: one per name (case-insensitive), the best-ranked
 /// value, in the order their names were first defined.
 pub fn resolve<'v>(variables: &'v [Variable], scope: &Scope<'_>) -> Vec<&'v Variable> {
-    let mut chosen: BTreeMap<String, ([bool; 5], &Variable)> = BTreeMap::new();
+    let mut chosen: BTreeMap<String, ([bool; 6], &Variable)> = BTreeMap::new();
     for variable in variables {
         let Some(rank) = rank(variable, scope) else {
             continue;
@@ -109,6 +120,14 @@ mod tests {
             channel_id: "Channels-1",
             action_id: "Action-1",
             machine,
+            tenant_tags: None,
+        }
+    }
+
+    fn for_tenant<'a>(tags: &'a [String], machine: Option<&'a Machine>) -> Scope<'a> {
+        Scope {
+            tenant_tags: Some(tags),
+            ..scope(machine)
         }
     }
 
@@ -128,6 +147,7 @@ mod tests {
             roles: vec!["db".into()],
             ..web()
         };
+        let gold_eu = vec!["Tier/Gold".to_owned(), "Region/EU".to_owned()];
         let cases: Vec<(&str, Vec<Variable>, Scope<'_>, Option<&str>)> = vec![
             (
                 "unscoped applies everywhere",
@@ -245,8 +265,74 @@ mod tests {
                 Some("first"),
             ),
             (
-                "an unknown dimension never matches",
+                "a tenant tag scope never matches an untenanted deployment",
+                vec![variable("V", "gold", &[("TenantTag", &["Tier/Gold"])])],
+                scope(None),
+                None,
+            ),
+            (
+                "a tenant tag scope matches a tenant with the tag (case-insensitively)",
                 vec![variable("V", "gold", &[("TenantTag", &["tier/gold"])])],
+                for_tenant(&gold_eu, None),
+                Some("gold"),
+            ),
+            (
+                "tags of one tag set are OR'ed",
+                vec![variable(
+                    "V",
+                    "gold or silver",
+                    &[("TenantTag", &["Tier/Silver", "Tier/Gold"])],
+                )],
+                for_tenant(&gold_eu, None),
+                Some("gold or silver"),
+            ),
+            (
+                "tag sets are AND'ed",
+                vec![variable(
+                    "V",
+                    "gold in US",
+                    &[("TenantTag", &["Tier/Gold", "Region/US"])],
+                )],
+                for_tenant(&gold_eu, None),
+                None,
+            ),
+            (
+                "tenant tag beats environment",
+                vec![
+                    variable("V", "tag", &[("TenantTag", &["Tier/Gold"])]),
+                    variable("V", "env", &[("Environment", &["Environments-1"])]),
+                ],
+                for_tenant(&gold_eu, None),
+                Some("tag"),
+            ),
+            (
+                "role beats tenant tag",
+                vec![
+                    variable("V", "tag", &[("TenantTag", &["Tier/Gold"])]),
+                    variable("V", "role", &[("Role", &["web"])]),
+                ],
+                for_tenant(&gold_eu, Some(&machine)),
+                Some("role"),
+            ),
+            (
+                "tenant tag and environment together beat tenant tag alone",
+                vec![
+                    variable("V", "tag", &[("TenantTag", &["Tier/Gold"])]),
+                    variable(
+                        "V",
+                        "tag+env",
+                        &[
+                            ("TenantTag", &["Tier/Gold"]),
+                            ("Environment", &["Environments-1"]),
+                        ],
+                    ),
+                ],
+                for_tenant(&gold_eu, None),
+                Some("tag+env"),
+            ),
+            (
+                "an unknown dimension never matches",
+                vec![variable("V", "owner", &[("ProcessOwner", &["Projects-1"])])],
                 scope(None),
                 None,
             ),

@@ -49,6 +49,32 @@ pub struct CreateDeploymentCommand {
     pub priority: Option<String>,
 }
 
+/// `POST /api/{space}/deployments/create/tenanted/v1`: one environment, many tenants, chosen by
+/// name or id (`Tenants`) or by tag (`TenantTags`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct CreateTenantedDeploymentCommand {
+    pub space_id: Option<String>,
+    pub space_id_or_name: Option<String>,
+    pub space_name: Option<String>,
+    pub project_name: String,
+    pub release_version: String,
+    pub environment_name: String,
+    pub tenants: Vec<String>,
+    pub tenant_tags: Vec<String>,
+    pub force_package_redeployment: bool,
+    pub update_variable_snapshot: bool,
+    pub force_package_download: bool,
+    pub specific_machine_names: Vec<String>,
+    pub excluded_machine_names: Vec<String>,
+    pub skip_step_names: Vec<String>,
+    pub use_guided_failure: Option<bool>,
+    pub run_at: Option<String>,
+    pub no_run_after: Option<String>,
+    pub variables: BTreeMap<String, Value>,
+    pub priority: Option<String>,
+}
+
 /// `POST /api/{space}/deployments`, the classic create.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]

@@ -196,6 +196,50 @@ pub struct Channel {
     pub links: Links,
 }
 
+/// A set of tenant tags (`TagSets-N`), such as `Tier` with `Gold` and `Silver`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct TagSet {
+    pub id: String,
+    pub space_id: String,
+    pub name: String,
+    pub description: String,
+    pub sort_order: i64,
+    pub tags: Vec<Tag>,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
+/// One tag of a tag set: `TagSets-1-2`, canonically `Tier/Gold`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Tag {
+    pub id: String,
+    pub name: String,
+    pub color: String,
+    pub description: String,
+    pub sort_order: i64,
+    pub canonical_tag_name: String,
+}
+
+/// A tenant (`Tenants-N`): a customer or location deployed to separately, connected to
+/// projects in some of their environments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Tenant {
+    pub id: String,
+    pub space_id: String,
+    pub name: String,
+    pub slug: String,
+    pub description: String,
+    pub cloned_from_tenant_id: Option<String>,
+    pub tenant_tags: Vec<String>,
+    pub project_environments: BTreeMap<String, Vec<String>>,
+    pub is_disabled: bool,
+    #[serde(skip_deserializing)]
+    pub links: Links,
+}
+
 /// A package an action uses.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase", default)]

@@ -567,6 +567,42 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         "/workerpools/{id}/workers",
         &[(Method::GET, Space(P::WorkerView))],
     ),
+    // Tag sets are seen by whoever may see tenants; tenants are filtered to a tenant-scoped
+    // team's own, and edits check the tenant (`tenants.rs`).
+    (
+        "/tagsets",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::POST, Space(P::TagSetCreate)),
+        ],
+    ),
+    ("/tagsets/all", &[(Method::GET, Space(P::TenantView))]),
+    ("/tagsets/sortorder", &[(Method::PUT, Space(P::TagSetEdit))]),
+    (
+        "/tagsets/{id}",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::PUT, Space(P::TagSetEdit)),
+            (Method::DELETE, Space(P::TagSetDelete)),
+        ],
+    ),
+    (
+        "/tenants",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::POST, Space(P::TenantCreate)),
+        ],
+    ),
+    ("/tenants/all", &[(Method::GET, Space(P::TenantView))]),
+    ("/tenants/tag-test", &[(Method::GET, Space(P::TenantView))]),
+    (
+        "/tenants/{id}",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::PUT, Space(P::TenantEdit)),
+            (Method::DELETE, Space(P::TenantDelete)),
+        ],
+    ),
     (
         "/machinepolicies",
         &[

@@ -241,7 +241,12 @@ pub async fn capture_response(response: Response) -> (Response, Option<String>) 
 /// The category of a successful write.
 pub fn category(method: &Method, route: &str) -> &'static str {
     match (method.as_str(), route) {
-        ("POST", "/deployments" | "/deployments/create/untenanted/v1") => "DeploymentQueued",
+        (
+            "POST",
+            "/deployments"
+            | "/deployments/create/untenanted/v1"
+            | "/deployments/create/tenanted/v1",
+        ) => "DeploymentQueued",
         ("POST", "/tasks/{id}/cancel") => "TaskCanceled",
         ("POST", _) => "Created",
         ("PUT", _) => "Modified",

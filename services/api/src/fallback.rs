@@ -15,8 +15,11 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("workers", "Worker health checks, connections and tasks"),
     ("workerpools", "Worker pool summaries"),
     ("machinepolicies", "Machine policy templates"),
-    ("tenants", "Tenants"),
-    ("tagsets", "Tag sets"),
+    // Tenants and tag sets are served; below a tenant, its variables are not built yet.
+    (
+        "tenants",
+        "Tenant variables (project and library variable templates)",
+    ),
     ("runbooks", "Runbooks"),
     ("runbookruns", "Runbook runs"),
     ("runbook-runs", "Runbook runs"),

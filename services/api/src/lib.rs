@@ -31,6 +31,7 @@ pub mod spaces;
 pub mod sso;
 pub mod tasks;
 pub mod teams;
+pub mod tenants;
 pub mod users;
 pub mod variable_preview;
 
@@ -144,6 +145,7 @@ fn space_scoped_routes(prefix: &str) -> Router<AppState> {
         .merge(tasks::space_routes(prefix))
         .merge(packages::routes(prefix))
         .merge(machines::routes(prefix))
+        .merge(tenants::routes(prefix))
 }
 
 /// Serves the api on `listener` until `shutdown` resolves, with the outbox relay beside it.

@@ -353,6 +353,8 @@ fn prepare_machine(machine: &mut Machine, is_worker: bool) -> ApiResult<()> {
     if is_worker {
         machine.environment_ids.clear();
         machine.roles.clear();
+        machine.tenant_ids.clear();
+        machine.tenant_tags.clear();
     } else {
         machine.worker_pool_ids.clear();
         if machine.environment_ids.is_empty() {
@@ -379,6 +381,52 @@ fn prepare_machine(machine: &mut Machine, is_worker: bool) -> ApiResult<()> {
     Ok(())
 }
 
+/// Checks how a deployment target takes part in tenanted deployments: `Untenanted` targets
+/// name no tenants; the tenants and tags others name exist (tags kept by canonical name).
+async fn check_tenancy(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    machine: &mut Machine,
+) -> ApiResult<()> {
+    let participation = machine.tenanted_deployment_participation.as_str();
+    if !["Untenanted", "TenantedOrUntenanted", "Tenanted"].contains(&participation) {
+        return Err(ApiError::invalid_field(
+            "TenantedDeploymentParticipation",
+            "must be Untenanted, TenantedOrUntenanted or Tenanted",
+        ));
+    }
+    if participation == "Untenanted"
+        && (!machine.tenant_ids.is_empty() || !machine.tenant_tags.is_empty())
+    {
+        let field = if machine.tenant_ids.is_empty() {
+            "TenantTags"
+        } else {
+            "TenantIds"
+        };
+        return Err(ApiError::invalid_field(
+            field,
+            "an Untenanted deployment target takes no tenants; set TenantedDeploymentParticipation to Tenanted or TenantedOrUntenanted",
+        ));
+    }
+    let mut tenants: Vec<String> = Vec::new();
+    for (index, id) in machine.tenant_ids.iter().enumerate() {
+        if documents::get(conn, space, "Tenant", id).await?.is_none() {
+            return Err(ApiError::invalid_field(
+                &format!("TenantIds[{index}]"),
+                format!("tenant '{id}' was not found in this space"),
+            ));
+        }
+        if !tenants.contains(id) {
+            tenants.push(id.clone());
+        }
+    }
+    machine.tenant_ids = tenants;
+    let known = crate::tenants::known_tags(conn, space).await?;
+    machine.tenant_tags =
+        crate::tenants::canonical_tags(&known, &machine.tenant_tags, "TenantTags")?;
+    Ok(())
+}
+
 /// Checks the references a machine makes, and fills the default pool and policy.
 async fn resolve_references(
     conn: &impl ConnectionTrait,
@@ -396,6 +444,9 @@ async fn resolve_references(
                 format!("environment '{id}' was not found in this space"),
             ));
         }
+    }
+    if !is_worker {
+        check_tenancy(conn, space, machine).await?;
     }
     if is_worker {
         if machine.worker_pool_ids.is_empty() {

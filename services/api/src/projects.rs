@@ -767,6 +767,16 @@ async fn update_process(
     crate::authz::require_on_project(&principal, Permission::ProcessEdit, &scope.id, &project)?;
     let (doc, current) = load_process(&txn, &scope.id, &project).await?;
     prepare_process(&mut process)?;
+    let known = crate::tenants::known_tags(&txn, &scope.id).await?;
+    for (s, step) in process.steps.iter_mut().enumerate() {
+        for (a, action) in step.actions.iter_mut().enumerate() {
+            action.tenant_tags = crate::tenants::canonical_tags(
+                &known,
+                &action.tenant_tags,
+                &format!("Steps[{s}].Actions[{a}].TenantTags"),
+            )?;
+        }
+    }
     process.id = current.id.clone();
     process.project_id = project.id.clone();
     process.space_id = scope.id.to_string();
@@ -846,6 +856,14 @@ pub async fn present_variables(
             name: e.name.clone(),
         })
         .collect();
+    set.scope_values.tenant_tags = crate::tenants::known_tags(conn, space)
+        .await?
+        .into_values()
+        .map(|canonical| ReferenceItem {
+            id: canonical.clone(),
+            name: canonical,
+        })
+        .collect();
     set.links = variables_links(&set, space);
     Ok(set)
 }
@@ -897,7 +915,17 @@ async fn save_variables(
             ApiError::not_found(format!("variable set '{id}' (snapshots cannot be changed)"))
         })?;
     let current: VariableSet = documents::decode(&doc)?;
+    let known = crate::tenants::known_tags(&txn, &scope.id).await?;
     for (index, variable) in set.variables.iter_mut().enumerate() {
+        for (dimension, values) in variable.scope.iter_mut() {
+            if dimension.eq_ignore_ascii_case("TenantTag") {
+                *values = crate::tenants::canonical_tags(
+                    &known,
+                    values,
+                    &format!("Variables[{index}].Scope.TenantTag"),
+                )?;
+            }
+        }
         variable.name = variable.name.trim().to_owned();
         if variable.name.is_empty() {
             return Err(ApiError::invalid_field(

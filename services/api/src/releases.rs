@@ -28,11 +28,12 @@ use cuttle_store::tasks::{self, Task};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_wire::commands::{
     CreateDeploymentClassic, CreateDeploymentCommand, CreateDeploymentResponse,
-    CreateReleaseClassic, CreateReleaseCommand, CreateReleaseResponse, DeploymentServerTask,
+    CreateReleaseClassic, CreateReleaseCommand, CreateReleaseResponse,
+    CreateTenantedDeploymentCommand, DeploymentServerTask,
 };
 use cuttle_wire::resources::{
     Channel, Deployment, DeploymentProcess, Environment, LibraryVariableSet, Lifecycle, Project,
-    Release, Variable, VariableSet,
+    Release, Tenant, Variable, VariableSet,
 };
 use cuttle_wire::{Collection, Links};
 use rand::Rng;
@@ -84,7 +85,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         )
         .route(
             &format!("{prefix}/deployments/create/tenanted/v1"),
-            post(tenanted_not_available),
+            post(create_tenanted_deployment_command),
         )
         .route(
             &format!("{prefix}/deployments/{{id}}"),
@@ -611,13 +612,9 @@ impl<'a> Viewer<'a> {
 
     /// Whether the permission is held without any restriction (no filtering needed).
     fn sees_all(&self, permission: cuttle_authz::Permission) -> bool {
-        self.principal.grants.allows(
-            permission,
-            &cuttle_authz::Target {
-                space: Some(self.scope.id.as_str()),
-                ..Default::default()
-            },
-        )
+        self.principal
+            .grants
+            .allows_unrestricted(permission, Some(self.scope.id.as_str()))
     }
 
     async fn may(
@@ -626,6 +623,7 @@ impl<'a> Viewer<'a> {
         permission: cuttle_authz::Permission,
         project_id: &str,
         environment_id: Option<&str>,
+        tenant_id: Option<&str>,
     ) -> ApiResult<bool> {
         if !self.groups.contains_key(project_id) {
             let group = match find_project(conn, &self.scope.id, project_id).await? {
@@ -642,7 +640,7 @@ impl<'a> Viewer<'a> {
                 project: Some(project_id),
                 project_group: group,
                 environment: environment_id,
-                tenant: None,
+                tenant: tenant_id,
             },
         ))
     }
@@ -675,16 +673,23 @@ impl<'a> Viewer<'a> {
         for doc in docs {
             let value: serde_json::Value = serde_json::from_str(&doc.data).unwrap_or_default();
             let project = value["ProjectId"].as_str().unwrap_or_default().to_owned();
-            let (permission, environment) = if doc.kind == DEPLOYMENT_KIND {
+            let (permission, environment, tenant) = if doc.kind == DEPLOYMENT_KIND {
                 (
                     cuttle_authz::Permission::DeploymentView,
                     value["EnvironmentId"].as_str().map(str::to_owned),
+                    value["TenantId"].as_str().map(str::to_owned),
                 )
             } else {
-                (cuttle_authz::Permission::ReleaseView, None)
+                (cuttle_authz::Permission::ReleaseView, None, None)
             };
             if self
-                .may(conn, permission, &project, environment.as_deref())
+                .may(
+                    conn,
+                    permission,
+                    &project,
+                    environment.as_deref(),
+                    tenant.as_deref(),
+                )
                 .await?
             {
                 kept.push(doc);
@@ -981,6 +986,7 @@ async fn list_deployments(
     let projects = params.list("projects");
     let environments = params.list("environments");
     let channels = params.list("channels");
+    let tenants = params.list("tenants");
     let task_states: Vec<TaskState> = params
         .list("taskState")
         .iter()
@@ -996,7 +1002,12 @@ async fn list_deployments(
         let deployment: Deployment = documents::decode(&doc)?;
         let keep = (projects.is_empty() || projects.contains(&deployment.project_id))
             && (environments.is_empty() || environments.contains(&deployment.environment_id))
-            && (channels.is_empty() || channels.contains(&deployment.channel_id));
+            && (channels.is_empty() || channels.contains(&deployment.channel_id))
+            && (tenants.is_empty()
+                || deployment
+                    .tenant_id
+                    .as_ref()
+                    .is_some_and(|t| tenants.contains(t)));
         if !keep {
             continue;
         }
@@ -1007,6 +1018,7 @@ async fn list_deployments(
                     cuttle_authz::Permission::DeploymentView,
                     &deployment.project_id,
                     Some(&deployment.environment_id),
+                    deployment.tenant_id.as_deref(),
                 )
                 .await?
         {
@@ -1069,10 +1081,6 @@ async fn get_deployment(
     Ok(Json(present_deployment(&doc, &scope.id)?))
 }
 
-async fn tenanted_not_available() -> ApiError {
-    ApiError::not_implemented("Tenanted deployments")
-}
-
 /// Every environment of the space as (id, name), in sort order.
 async fn environments_in_order(
     conn: &impl ConnectionTrait,
@@ -1083,11 +1091,13 @@ async fn environments_in_order(
     Ok(docs.into_iter().map(|d| (d.id, d.name)).collect())
 }
 
-/// Environments that already have a successful deployment of `release_id`.
+/// Environments that already have a successful deployment of `release_id` (for a tenanted
+/// deployment, to the same tenant: each tenant progresses through the lifecycle on its own).
 async fn successfully_deployed(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     release_id: &str,
+    tenant_id: Option<&str>,
 ) -> ApiResult<Vec<String>> {
     let query = ListQuery {
         parent_id: Some(release_id.to_owned()),
@@ -1097,6 +1107,9 @@ async fn successfully_deployed(
     let mut done = Vec::new();
     for doc in docs {
         let deployment: Deployment = documents::decode(&doc)?;
+        if tenant_id.is_some() && deployment.tenant_id.as_deref() != tenant_id {
+            continue;
+        }
         let task = tasks::get_task(conn, Some(space), &deployment.task_id).await?;
         if task.is_some_and(|t| t.state == TaskState::Success.as_str()) {
             done.push(deployment.environment_id);
@@ -1258,6 +1271,9 @@ fn apply_prompted(variables: &mut [Variable], prompted: &Prompted<'_>) -> ApiRes
 struct DeploymentRequest<'a> {
     release_doc: Document,
     environment_doc: Document,
+    /// The tenant deployed for, and the request field that named it (for messages).
+    tenant: Option<Tenant>,
+    tenant_field: &'static str,
     comments: Option<String>,
     force_package_download: bool,
     force_package_redeployment: bool,
@@ -1286,14 +1302,35 @@ async fn insert_deployment(
             project: Some(&project.id),
             project_group: Some(&project.project_group_id),
             environment: Some(&environment.id),
-            tenant: None,
+            tenant: request.tenant.as_ref().map(|t| t.id.as_str()),
         },
+    )?;
+    check_tenancy(
+        &project,
+        &environment,
+        request.tenant.as_ref(),
+        request.tenant_field,
     )?;
     let channel: Option<Channel> =
         match documents::get(conn, &space.id, Channel::KIND, &release.channel_id).await? {
             Some(doc) => Some(documents::decode(&doc)?),
             None => None,
         };
+    // A channel with tenant tags releases only to tenants matching them.
+    if let (Some(channel), Some(tenant)) = (&channel, &request.tenant)
+        && !channel.tenant_tags.is_empty()
+        && !cuttle_domain::tenant_tags::matches(&tenant.tenant_tags, &channel.tenant_tags)
+    {
+        return Err(ApiError::invalid_field(
+            request.tenant_field,
+            format!(
+                "tenant '{}' does not match the tenant tags of channel '{}' ({})",
+                tenant.name,
+                channel.name,
+                channel.tenant_tags.join(", ")
+            ),
+        ));
+    }
     let lifecycle_id = channel
         .and_then(|c| c.lifecycle_id)
         .filter(|l| !l.is_empty())
@@ -1318,7 +1355,8 @@ async fn insert_deployment(
         })
         .collect();
     let environments = environments_in_order(conn, &space.id).await?;
-    let done = successfully_deployed(conn, &space.id, &release.id).await?;
+    let tenant_id = request.tenant.as_ref().map(|t| t.id.clone());
+    let done = successfully_deployed(conn, &space.id, &release.id, tenant_id.as_deref()).await?;
     check_progression(
         &lifecycle.name,
         &phases,
@@ -1343,10 +1381,13 @@ async fn insert_deployment(
         release_id: release.id.clone(),
         channel_id: release.channel_id.clone(),
         environment_id: environment.id.clone(),
-        tenant_id: None,
+        tenant_id: tenant_id.clone(),
         deployment_process_id: release.project_deployment_process_snapshot_id.clone(),
         task_id: task_id.clone(),
-        name: format!("Deploy to {}", environment.name),
+        name: match &request.tenant {
+            Some(tenant) => format!("Deploy to {} for {}", environment.name, tenant.name),
+            None => format!("Deploy to {}", environment.name),
+        },
         created: Some(now),
         deployed_by: principal.user.username.clone(),
         deployed_by_id: principal.user.id.clone(),
@@ -1391,14 +1432,21 @@ async fn insert_deployment(
             project_id: Some(project_doc.id.clone()),
             environment_id: Some(environment.id.clone()),
             deployment_id: Some(deployment_id.clone()),
+            tenant_id: tenant_id.clone(),
             ..tasks::queued_task(
                 task_id.clone(),
                 &space.id,
                 "Deploy",
-                format!(
-                    "Deploy {} release {} to {}",
-                    project.name, release.version, environment.name
-                ),
+                match &request.tenant {
+                    Some(tenant) => format!(
+                        "Deploy {} release {} to {} for {}",
+                        project.name, release.version, environment.name, tenant.name
+                    ),
+                    None => format!(
+                        "Deploy {} release {} to {}",
+                        project.name, release.version, environment.name
+                    ),
+                },
                 arguments,
                 now,
             )
@@ -1410,6 +1458,37 @@ async fn insert_deployment(
     let mut deployment = deployment;
     deployment.links = deployment_links(&deployment, &space.id);
     Ok((deployment, task))
+}
+
+/// Whether the project takes this deployment: a `Tenanted` project deploys only for tenants,
+/// an `Untenanted` one never, and the tenant must be connected to the project in the
+/// environment.
+fn check_tenancy(
+    project: &Project,
+    environment: &Environment,
+    tenant: Option<&Tenant>,
+    field: &str,
+) -> ApiResult<()> {
+    let mode = project.tenanted_deployment_mode.as_str();
+    match tenant {
+        None if mode == "Tenanted" => Err(ApiError::invalid_field(
+            field,
+            format!(
+                "project '{}' deploys only to tenants (its TenantedDeploymentMode is Tenanted); choose a tenant",
+                project.name
+            ),
+        )),
+        None => Ok(()),
+        Some(_) if mode.is_empty() || mode == "Untenanted" => Err(ApiError::invalid_field(
+            field,
+            format!(
+                "project '{}' does not take tenanted deployments (its TenantedDeploymentMode is Untenanted)",
+                project.name
+            ),
+        )),
+        Some(tenant) => crate::tenants::check_connected(tenant, project, environment)
+            .map_err(|why| ApiError::invalid_field(field, why)),
+    }
 }
 
 async fn find_environment(
@@ -1435,6 +1514,76 @@ async fn create_deployment_command(
     scope: SpaceScope,
     principal: Principal,
     JsonBody(command): JsonBody<CreateDeploymentCommand>,
+) -> ApiResult<(StatusCode, Json<CreateDeploymentResponse>)> {
+    deploy_by_command(&state, &scope, &principal, command, None).await
+}
+
+/// Which tenants a tenanted command names: by id or name, and by tag.
+struct TenantChoice {
+    names: Vec<String>,
+    tags: Vec<String>,
+}
+
+/// `POST /deployments/create/tenanted/v1`: one environment, a deployment per tenant.
+async fn create_tenanted_deployment_command(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    JsonBody(command): JsonBody<CreateTenantedDeploymentCommand>,
+) -> ApiResult<(StatusCode, Json<CreateDeploymentResponse>)> {
+    if command.environment_name.trim().is_empty() {
+        return Err(ApiError::invalid_field(
+            "EnvironmentName",
+            "the environment's name or id is required",
+        ));
+    }
+    if command.tenants.iter().all(|t| t.trim().is_empty())
+        && command.tenant_tags.iter().all(|t| t.trim().is_empty())
+    {
+        return Err(ApiError::invalid_field(
+            "Tenants",
+            "name at least one tenant (Tenants) or tenant tag (TenantTags)",
+        ));
+    }
+    let choice = TenantChoice {
+        names: command
+            .tenants
+            .iter()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect(),
+        tags: command.tenant_tags.clone(),
+    };
+    let untenanted = CreateDeploymentCommand {
+        space_id: command.space_id,
+        space_id_or_name: command.space_id_or_name,
+        space_name: command.space_name,
+        project_name: command.project_name,
+        release_version: command.release_version,
+        environment_names: vec![command.environment_name],
+        force_package_redeployment: command.force_package_redeployment,
+        update_variable_snapshot: command.update_variable_snapshot,
+        force_package_download: command.force_package_download,
+        specific_machine_names: command.specific_machine_names,
+        excluded_machine_names: command.excluded_machine_names,
+        skip_step_names: command.skip_step_names,
+        use_guided_failure: command.use_guided_failure,
+        run_at: command.run_at,
+        no_run_after: command.no_run_after,
+        variables: command.variables,
+        priority: command.priority,
+    };
+    deploy_by_command(&state, &scope, &principal, untenanted, Some(choice)).await
+}
+
+/// Creates the deployments a command asks for, all in one transaction: one per environment,
+/// or, for a tenanted command, one per chosen tenant.
+async fn deploy_by_command(
+    state: &AppState,
+    scope: &SpaceScope,
+    principal: &Principal,
+    command: CreateDeploymentCommand,
+    tenants: Option<TenantChoice>,
 ) -> ApiResult<(StatusCode, Json<CreateDeploymentResponse>)> {
     if command.project_name.trim().is_empty() {
         return Err(ApiError::invalid_field(
@@ -1468,7 +1617,7 @@ async fn create_deployment_command(
     }
     let txn = state.store.conn().begin().await?;
     let (project_doc, project) =
-        project_for_command(&txn, &scope, "ProjectName", &command.project_name).await?;
+        project_for_command(&txn, scope, "ProjectName", &command.project_name).await?;
     let release_doc = documents::find_by_name(
         &txn,
         &scope.id,
@@ -1497,30 +1646,50 @@ async fn create_deployment_command(
     let mut created = Vec::new();
     for name in &command.environment_names {
         let environment_doc = find_environment(&txn, &scope.id, name).await?;
-        let (deployment, task) = insert_deployment(
-            &txn,
-            &scope,
-            &principal,
-            DeploymentRequest {
-                release_doc: release_doc.clone(),
-                environment_doc,
-                comments: None,
-                force_package_download: command.force_package_download,
-                force_package_redeployment: command.force_package_redeployment,
-                use_guided_failure: command.use_guided_failure.unwrap_or(false),
-                skip_actions: skip_actions.clone(),
-                prompted: Prompted {
-                    field: "Variables",
-                    values: prompted.clone(),
-                    keyring: state.keyring.as_deref(),
+        let (chosen, field) = match &tenants {
+            None => (vec![None], "ProjectName"),
+            Some(choice) => {
+                let environment: Environment = documents::decode(&environment_doc)?;
+                let found = crate::tenants::deployment_tenants(
+                    &txn,
+                    &scope.id,
+                    &project,
+                    &environment,
+                    &choice.names,
+                    &choice.tags,
+                )
+                .await?;
+                (found.into_iter().map(Some).collect(), "Tenants")
+            }
+        };
+        for tenant in chosen {
+            let (deployment, task) = insert_deployment(
+                &txn,
+                scope,
+                principal,
+                DeploymentRequest {
+                    release_doc: release_doc.clone(),
+                    environment_doc: environment_doc.clone(),
+                    tenant,
+                    tenant_field: field,
+                    comments: None,
+                    force_package_download: command.force_package_download,
+                    force_package_redeployment: command.force_package_redeployment,
+                    use_guided_failure: command.use_guided_failure.unwrap_or(false),
+                    skip_actions: skip_actions.clone(),
+                    prompted: Prompted {
+                        field: "Variables",
+                        values: prompted.clone(),
+                        keyring: state.keyring.as_deref(),
+                    },
                 },
-            },
-        )
-        .await?;
-        created.push(DeploymentServerTask {
-            deployment_id: deployment.id,
-            server_task_id: task.id,
-        });
+            )
+            .await?;
+            created.push(DeploymentServerTask {
+                deployment_id: deployment.id,
+                server_task_id: task.id,
+            });
+        }
     }
     txn.commit().await?;
     state.relay.wake();
@@ -1581,9 +1750,6 @@ async fn create_deployment_classic(
     principal: Principal,
     JsonBody(body): JsonBody<CreateDeploymentClassic>,
 ) -> ApiResult<(StatusCode, Json<Deployment>)> {
-    if body.tenant_id.as_deref().is_some_and(|t| !t.is_empty()) {
-        return Err(ApiError::not_implemented("Tenanted deployments"));
-    }
     if !body.specific_machine_ids.is_empty() || !body.excluded_machine_ids.is_empty() {
         return Err(ApiError::unavailable("Choosing deployment targets"));
     }
@@ -1604,6 +1770,22 @@ async fn create_deployment_classic(
                 format!("environment '{}' was not found", body.environment_id),
             )
         })?;
+    let tenant = match body
+        .tenant_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    {
+        Some(id) => Some(
+            resources::load::<Tenant>(&txn, &scope.id, id)
+                .await
+                .map_err(|_| {
+                    ApiError::invalid_field("TenantId", format!("tenant '{id}' was not found"))
+                })?
+                .1,
+        ),
+        None => None,
+    };
     let (deployment, _) = insert_deployment(
         &txn,
         &scope,
@@ -1611,6 +1793,8 @@ async fn create_deployment_classic(
         DeploymentRequest {
             release_doc,
             environment_doc,
+            tenant,
+            tenant_field: "TenantId",
             comments: body.comments,
             force_package_download: body.force_package_download,
             force_package_redeployment: body.force_package_redeployment,

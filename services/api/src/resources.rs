@@ -229,7 +229,7 @@ fn visible(principal: &Principal, scope: &SpaceScope, kind: &str, doc: Option<&D
     )
 }
 
-async fn list<T: Resource>(
+pub(crate) async fn list<T: Resource>(
     State(state): State<AppState>,
     scope: SpaceScope,
     principal: Principal,

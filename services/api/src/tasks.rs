@@ -317,6 +317,7 @@ async fn list(
         states,
         project_id: params.get("project").map(str::to_owned),
         environment_id: params.get("environment").map(str::to_owned),
+        tenant_id: params.get("tenant").map(str::to_owned),
         name: params.get("name").map(str::to_owned),
         take,
     };
@@ -326,7 +327,7 @@ async fn list(
         None => "/api/tasks".to_owned(),
     };
     let template = format!(
-        "{path}{{/id}}{{?skip,active,environment,project,name,node,running,states,take,ids,spaces}}"
+        "{path}{{/id}}{{?skip,active,environment,tenant,project,name,node,running,states,take,ids,spaces}}"
     );
     Ok(Json(Collection::page(
         "Task",

@@ -869,6 +869,7 @@ async fn checked_binding(
             ("EnvironmentIds", "Environment", &body.environment_ids),
             ("ProjectIds", "Project", &body.project_ids),
             ("ProjectGroupIds", "ProjectGroup", &body.project_group_ids),
+            ("TenantIds", "Tenant", &body.tenant_ids),
         ] {
             for item in ids {
                 if documents::get(conn, &space_id, kind, item).await?.is_none() {
@@ -878,11 +879,6 @@ async fn checked_binding(
                     ));
                 }
             }
-        }
-        if !body.tenant_ids.is_empty() {
-            return Err(ApiError::unavailable(
-                "Restricting a role to tenants (TenantIds)",
-            ));
         }
     } else if restricted {
         return Err(ApiError::invalid_field(
@@ -898,7 +894,7 @@ async fn checked_binding(
         environment_ids: dedup(body.environment_ids),
         project_ids: dedup(body.project_ids),
         project_group_ids: dedup(body.project_group_ids),
-        tenant_ids: Vec::new(),
+        tenant_ids: dedup(body.tenant_ids),
         links: Default::default(),
     })
 }

@@ -1,4 +1,4 @@
-//! `GET /api/{space}/variables/preview?project=...&environment=...&channel=...&machine=...&action=...`:
+//! `GET /api/{space}/variables/preview?project=...&environment=...&channel=...&machine=...&action=...&tenant=...`:
 //! the variables a deployment of the project would see with those choices, evaluated, with
 //! sensitive values masked. It reads the project's current variables and the library variable
 //! sets it includes (what the next release would snapshot), picks each name's value with the
@@ -8,7 +8,7 @@
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Params, SpaceScope};
+use crate::extract::{Params, Principal, SpaceScope};
 use crate::machines::Target;
 use crate::projects::{VARIABLES_KIND, load_process, require_project};
 use crate::resources::{self, Resource};
@@ -18,7 +18,7 @@ use axum::{Json, Router};
 use cuttle_store::documents;
 use cuttle_store::documents::ListQuery;
 use cuttle_wire::resources::{
-    Channel, Environment, LibraryVariableSet, Machine, Variable, VariableSet,
+    Channel, Environment, LibraryVariableSet, Machine, Tenant, Variable, VariableSet,
 };
 use serde::Serialize;
 
@@ -34,6 +34,7 @@ pub struct VariablesPreview {
     channel_id: String,
     machine_id: Option<String>,
     action_id: Option<String>,
+    tenant_id: Option<String>,
     variables: Vec<PreviewVariable>,
 }
 
@@ -56,6 +57,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
 async fn preview(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     params: Params,
 ) -> ApiResult<Json<VariablesPreview>> {
     let conn = state.store.conn();
@@ -126,6 +128,33 @@ async fn preview(
         ),
         None => None,
     };
+    let tenant: Option<Tenant> = match params.get("tenant").filter(|t| !t.trim().is_empty()) {
+        Some(key) => {
+            let found = resources::load_by_id_or_name::<Tenant>(conn, space, key)
+                .await?
+                .filter(|(doc, _)| {
+                    principal.grants.allows(
+                        cuttle_authz::Permission::TenantView,
+                        &cuttle_authz::Target {
+                            space: Some(space.as_str()),
+                            tenant: Some(&doc.id),
+                            ..Default::default()
+                        },
+                    )
+                });
+            Some(
+                found
+                    .ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "tenant",
+                            format!("tenant '{key}' does not exist in this space"),
+                        )
+                    })?
+                    .1,
+            )
+        }
+        None => None,
+    };
     let (_, process) = load_process(conn, space, &project).await?;
     let action = match params.get("action").filter(|a| !a.trim().is_empty()) {
         Some(key) => Some(
@@ -172,6 +201,7 @@ async fn preview(
         channel_id: &channel.id,
         action_id: action.as_ref().map(|(_, id, _)| id.as_str()).unwrap_or(""),
         machine: machine.as_ref(),
+        tenant_tags: tenant.as_ref().map(|t| t.tenant_tags.as_slice()),
     };
     let chosen = cuttle_variables::resolve(&variables, &scope_of);
 
@@ -195,6 +225,11 @@ async fn preview(
         system.push(("Octopus.Machine.Id", machine.id.clone()));
         system.push(("Octopus.Machine.Name", machine.name.clone()));
         system.push(("Octopus.Machine.Roles", machine.roles.join(",")));
+    }
+    if let Some(tenant) = &tenant {
+        system.push(("Octopus.Tenant.Id", tenant.id.clone()));
+        system.push(("Octopus.Tenant.Name", tenant.name.clone()));
+        system.push(("Octopus.Tenant.Tags", tenant.tenant_tags.join(",")));
     }
     if let Some((step, _, action)) = &action {
         system.push(("Octopus.Step.Name", step.clone()));
@@ -264,6 +299,7 @@ async fn preview(
         channel_id: channel.id,
         machine_id: machine.map(|m| m.id),
         action_id: action.map(|(_, id, _)| id),
+        tenant_id: tenant.map(|t| t.id),
         variables: out,
     }))
 }

@@ -576,6 +576,8 @@ fn concrete(template: &str, ids: &Ids) -> String {
         "environments" => ids.environment.as_str(),
         "releases" => ids.release.as_str(),
         "deployments" => ids.deployment.as_str(),
+        "tenants" => ids.tenant.as_str(),
+        "tagsets" => ids.tag_set.as_str(),
         _ => "Things-1",
     };
     template
@@ -598,6 +600,8 @@ struct Ids {
     environment: String,
     release: String,
     deployment: String,
+    tenant: String,
+    tag_set: String,
 }
 
 /// Builds an organisation's world through `client` with names carrying `marker`.
@@ -655,6 +659,20 @@ async fn world(client: &Client, space: &str, marker: &str) -> Ids {
         )
         .await
         .expect(201);
+    let tag_set = client
+        .post(
+            &format!("/api/{space}/tagsets"),
+            json!({"Name": format!("{marker}-tier"), "Tags": [{"Name": format!("{marker}-gold")}]}),
+        )
+        .await
+        .expect(201);
+    let tenant = client
+        .post(
+            &format!("/api/{space}/tenants"),
+            json!({"Name": format!("{marker}-tenant"), "TenantTags": [format!("{marker}-tier/{marker}-gold")]}),
+        )
+        .await
+        .expect(201);
     Ids {
         space: space.to_owned(),
         user: id(&user),
@@ -667,6 +685,8 @@ async fn world(client: &Client, space: &str, marker: &str) -> Ids {
         environment: deployment["EnvironmentId"].as_str().unwrap().to_owned(),
         release: deployment["ReleaseId"].as_str().unwrap().to_owned(),
         deployment: id(&deployment),
+        tenant: id(&tenant),
+        tag_set: id(&tag_set),
     }
 }
 
@@ -747,6 +767,8 @@ async fn no_route_lets_one_organisation_see_another(mode: Mode) {
         environment: "Environments-9999".into(),
         release: "Releases-9999".into(),
         deployment: "Deployments-9999".into(),
+        tenant: "Tenants-9999".into(),
+        tag_set: "TagSets-9999".into(),
     };
     let ghost_calls = calls(&ghost);
     let mut checked = 0usize;

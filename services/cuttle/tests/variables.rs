@@ -34,33 +34,6 @@ async fn environment(client: &Client, name: &str) -> String {
     created["Id"].as_str().unwrap().to_owned()
 }
 
-/// Every log line of a task as (category, text).
-async fn log_lines(client: &Client, task: &str) -> Vec<(String, String)> {
-    fn walk(node: &Value, out: &mut Vec<(String, String)>) {
-        for element in node["LogElements"].as_array().into_iter().flatten() {
-            out.push((
-                element["Category"].as_str().unwrap_or_default().to_owned(),
-                element["MessageText"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned(),
-            ));
-        }
-        for child in node["Children"].as_array().into_iter().flatten() {
-            walk(child, out);
-        }
-    }
-    let details = client
-        .get(&format!("/api/Spaces-1/tasks/{task}/details"))
-        .await
-        .expect(200);
-    let mut out = Vec::new();
-    for root in details["ActivityLogs"].as_array().into_iter().flatten() {
-        walk(root, &mut out);
-    }
-    out
-}
-
 async fn deploy(client: &Client, project: &str, env: &str) -> (Value, Vec<(String, String)>) {
     let task_id = flow::release_and_deploy(client, "Spaces-1", project, env).await;
     finished(client, &task_id).await
@@ -94,7 +67,7 @@ async fn promote(
 
 async fn finished(client: &Client, task_id: &str) -> (Value, Vec<(String, String)>) {
     let task = client.wait_for_task(task_id, WAIT).await;
-    let lines = log_lines(client, task_id).await;
+    let lines = common::log_lines(client, "Spaces-1", task_id).await;
     (task, lines)
 }
 

@@ -14,7 +14,7 @@ use cuttle_store::tasks::{self, Job, NewLogLine, Task, job_status};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_store::{documents, packages};
 use cuttle_wire::resources::{
-    Deployment, DeploymentProcess, Machine, Project, Release, Space, Variable, VariableSet,
+    Deployment, DeploymentProcess, Machine, Project, Release, Space, Tenant, Variable, VariableSet,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -224,6 +224,26 @@ fn machine_kind(id: &str) -> &'static str {
         WORKER_KIND
     } else {
         TARGET_KIND
+    }
+}
+
+/// Whether a deployment target takes part in a deployment for `tenant` (`None`: untenanted), by
+/// its `TenantedDeploymentParticipation`: an untenanted deployment uses `Untenanted` and
+/// `TenantedOrUntenanted` targets; a tenanted one uses `Tenanted` and `TenantedOrUntenanted`
+/// targets that name the tenant or carry tenant tags the tenant matches.
+pub(crate) fn takes_part(machine: &Machine, tenant: Option<&Tenant>) -> bool {
+    let participation = machine.tenanted_deployment_participation.as_str();
+    match tenant {
+        None => participation != "Tenanted",
+        Some(tenant) => {
+            matches!(participation, "Tenanted" | "TenantedOrUntenanted")
+                && (machine.tenant_ids.contains(&tenant.id)
+                    || (!machine.tenant_tags.is_empty()
+                        && cuttle_domain::tenant_tags::matches(
+                            &tenant.tenant_tags,
+                            &machine.tenant_tags,
+                        )))
+        }
     }
 }
 
@@ -449,7 +469,8 @@ impl Orchestrator {
         let (others, _) = tasks::list_tasks(conn, &query).await?;
         Ok(others
             .into_iter()
-            .filter(|other| other.id != task.id)
+            // Octopus's mutex is per project, environment and tenant: tenants deploy in parallel.
+            .filter(|other| other.id != task.id && other.tenant_id == task.tenant_id)
             .find(|other| {
                 other.state != TaskState::Queued.as_str()
                     || (other.queue_time, numeric(&other.id)) < (task.queue_time, numeric(&task.id))
@@ -546,8 +567,17 @@ impl Orchestrator {
                 .unwrap_or(false)
         };
         let exclude_unhealthy = policy("ExcludeUnhealthyTargets");
+        let tenant: Option<Tenant> = match deployment.tenant_id.as_deref() {
+            None => None,
+            Some(id) => match documents::get(conn, space, "Tenant", id).await {
+                Ok(Some(doc)) => Some(documents::decode(&doc).map_err(|e| e.to_string())?),
+                Ok(None) => return Err(format!("The tenant {id} no longer exists.")),
+                Err(err) => return Err(format!("The tenant could not be read: {err}")),
+            },
+        };
         let targets = enabled_targets(conn, space, |machine| {
             machine.environment_ids.contains(&deployment.environment_id)
+                && takes_part(machine, tenant.as_ref())
                 && !(exclude_unhealthy
                     && matches!(machine.health_status.as_str(), "Unhealthy" | "Unavailable"))
         })
@@ -581,7 +611,7 @@ impl Orchestrator {
             .flatten()
             .map(|doc| doc.name)
             .unwrap_or_default();
-        let system = BTreeMap::from(
+        let mut system = BTreeMap::from(
             [
                 ("Octopus.Space.Id", space.to_string()),
                 ("Octopus.Space.Name", space_name),
@@ -602,6 +632,14 @@ impl Orchestrator {
             ]
             .map(|(name, value)| (name.to_owned(), value)),
         );
+        if let Some(tenant) = &tenant {
+            let tags = tenant.tenant_tags.join(",");
+            for prefix in ["Octopus.Deployment.Tenant", "Octopus.Tenant"] {
+                system.insert(format!("{prefix}.Id"), tenant.id.clone());
+                system.insert(format!("{prefix}.Name"), tenant.name.clone());
+                system.insert(format!("{prefix}.Tags"), tags.clone());
+            }
+        }
         let (worker_agents, default_worker_pool) = worker_agents(conn, space)
             .await
             .map_err(|err| format!("The workers could not be read: {err}"))?;
@@ -617,6 +655,7 @@ impl Orchestrator {
                 system: &system,
                 worker_agents: &worker_agents,
                 default_worker_pool: default_worker_pool.as_deref(),
+                tenant_tags: tenant.as_ref().map(|t| t.tenant_tags.as_slice()),
             },
         )
         .map_err(|e| e.0)
@@ -1258,6 +1297,7 @@ async fn nudge_next_in_line(conn: &impl ConnectionTrait, task: &Task) -> anyhow:
     let (queued, _) = tasks::list_tasks(conn, &query).await?;
     if let Some(next) = queued
         .into_iter()
+        .filter(|queued| queued.tenant_id == task.tenant_id)
         .min_by_key(|t| (t.queue_time, numeric(&t.id)))
     {
         let command = cuttle_contracts::OrchestratorCommand::TaskQueued { task_id: next.id };
@@ -1310,4 +1350,53 @@ pub async fn finalize(
     nudge_next_in_line(conn, task).await?;
     tracing::info!(task.id = %task.id, task.state = state.as_str(), "task finished");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, participation: &str, tenants: &[&str], tags: &[&str]) -> Machine {
+        Machine {
+            name: name.into(),
+            tenanted_deployment_participation: participation.into(),
+            tenant_ids: tenants.iter().map(|s| s.to_string()).collect(),
+            tenant_tags: tags.iter().map(|s| s.to_string()).collect(),
+            ..Machine::default()
+        }
+    }
+
+    /// Which targets each deployment uses, by participation, tenant ids and tenant tags.
+    #[test]
+    fn targets_take_part_by_their_tenancy() {
+        let targets = [
+            target("untenanted", "Untenanted", &[], &[]),
+            target("legacy", "", &[], &[]),
+            target("either-acme", "TenantedOrUntenanted", &["Tenants-1"], &[]),
+            target("acme-only", "Tenanted", &["Tenants-1"], &[]),
+            target("gold", "Tenanted", &[], &["Tier/Gold"]),
+            target("gold-us", "Tenanted", &[], &["Tier/Gold", "Region/US"]),
+            target("tenanted-nobody", "Tenanted", &[], &[]),
+        ];
+        let acme = Tenant {
+            id: "Tenants-1".into(),
+            tenant_tags: vec!["Tier/Gold".into(), "Region/EU".into()],
+            ..Tenant::default()
+        };
+        let initech = Tenant {
+            id: "Tenants-2".into(),
+            tenant_tags: vec!["Tier/Gold".into(), "Region/US".into()],
+            ..Tenant::default()
+        };
+        let chosen = |tenant: Option<&Tenant>| -> Vec<&str> {
+            targets
+                .iter()
+                .filter(|t| takes_part(t, tenant))
+                .map(|t| t.name.as_str())
+                .collect()
+        };
+        assert_eq!(chosen(None), ["untenanted", "legacy", "either-acme"]);
+        assert_eq!(chosen(Some(&acme)), ["either-acme", "acme-only", "gold"]);
+        assert_eq!(chosen(Some(&initech)), ["gold", "gold-us"]);
+    }
 }

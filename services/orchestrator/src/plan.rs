@@ -34,6 +34,9 @@ pub struct PlanInputs<'a> {
     pub worker_agents: &'a [Machine],
     /// The space's default worker pool, for steps that name none.
     pub default_worker_pool: Option<&'a str>,
+    /// The tags of the deployment's tenant; `None` for an untenanted deployment. The targets
+    /// are already those that take part in this deployment's tenancy.
+    pub tenant_tags: Option<&'a [String]>,
 }
 
 /// The worker agent a step that runs on a worker goes to: one of the agents in the action's
@@ -153,9 +156,15 @@ fn is_true(value: Option<&String>) -> bool {
     value.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
-/// True when the action applies to this deployment's environment and channel and is not skipped.
-fn applies(action: &Action, deployment: &Deployment) -> bool {
-    !action.is_disabled
+/// True when the action applies to this deployment's environment, channel and tenant and is not
+/// skipped. An action with `TenantTags` runs only for tenants matching them, so never in an
+/// untenanted deployment.
+fn applies(action: &Action, deployment: &Deployment, tenant_tags: Option<&[String]>) -> bool {
+    let tenant_ok = action.tenant_tags.is_empty()
+        || tenant_tags
+            .is_some_and(|tags| cuttle_domain::tenant_tags::matches(tags, &action.tenant_tags));
+    tenant_ok
+        && !action.is_disabled
         && !deployment.skip_actions.contains(&action.id)
         && (action.environments.is_empty()
             || action.environments.contains(&deployment.environment_id))
@@ -241,6 +250,7 @@ fn evaluate_for_action(text: &str, action: &Action, inputs: &PlanInputs<'_>) -> 
         channel_id: &inputs.deployment.channel_id,
         action_id: &action.id,
         machine: None,
+        tenant_tags: inputs.tenant_tags,
     };
     let mut dictionary = cuttle_template::VariableDictionary::new();
     for (name, value) in inputs.system {
@@ -479,7 +489,7 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
         for action in step
             .actions
             .iter()
-            .filter(|a| applies(a, inputs.deployment))
+            .filter(|a| applies(a, inputs.deployment, inputs.tenant_tags))
         {
             let work = plan_action(step, action, inputs)?;
             // (the machine variables are scoped to, where the job runs)
@@ -530,6 +540,7 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                         channel_id: &inputs.deployment.channel_id,
                         action_id: &action.id,
                         machine,
+                        tenant_tags: inputs.tenant_tags,
                     },
                 );
                 jobs.push(PlannedJob {
@@ -576,6 +587,7 @@ mod tests {
             system: &BTreeMap::new(),
             worker_agents: &agents,
             default_worker_pool: Some("WorkerPools-1"),
+            tenant_tags: None,
         };
         let script = JobWork::Script {
             syntax: ScriptSyntax::Bash,
@@ -698,6 +710,7 @@ mod tests {
                 system: &BTreeMap::new(),
                 worker_agents: &[],
                 default_worker_pool: None,
+                tenant_tags: None,
             },
         )
         .map(|plan| plan.jobs)
@@ -720,6 +733,7 @@ mod tests {
                 system: &BTreeMap::new(),
                 worker_agents: &[],
                 default_worker_pool: None,
+                tenant_tags: None,
             },
         )
         .map(|plan| plan.jobs)
@@ -983,6 +997,7 @@ mod tests {
                 system: &BTreeMap::new(),
                 worker_agents: &[],
                 default_worker_pool: None,
+                tenant_tags: None,
             },
         )
         .unwrap()
@@ -1041,6 +1056,7 @@ mod tests {
                 system: &BTreeMap::new(),
                 worker_agents: &[],
                 default_worker_pool: None,
+                tenant_tags: None,
             },
         )
     }
@@ -1099,6 +1115,7 @@ mod tests {
                 system: &BTreeMap::new(),
                 worker_agents: &[],
                 default_worker_pool: None,
+                tenant_tags: None,
             };
             plan(&process, &inputs).map(|plan| plan.jobs[0].parallel_window)
         };

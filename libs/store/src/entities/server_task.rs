@@ -17,6 +17,7 @@ pub struct Model {
     pub project_id: Option<String>,
     pub environment_id: Option<String>,
     pub deployment_id: Option<String>,
+    pub tenant_id: Option<String>,
     pub queue_time: DateTimeUtc,
     pub start_time: Option<DateTimeUtc>,
     pub completed_time: Option<DateTimeUtc>,

@@ -405,3 +405,30 @@ pub async fn push(
 ) -> cuttle_testkit::Reply {
     push_as(client, space, "fileToUpload", file_name, bytes, "").await
 }
+
+/// Every log line of a task as (category, text).
+pub async fn log_lines(client: &Client, space: &str, task: &str) -> Vec<(String, String)> {
+    fn walk(node: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        for element in node["LogElements"].as_array().into_iter().flatten() {
+            out.push((
+                element["Category"].as_str().unwrap_or_default().to_owned(),
+                element["MessageText"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ));
+        }
+        for child in node["Children"].as_array().into_iter().flatten() {
+            walk(child, out);
+        }
+    }
+    let details = client
+        .get(&format!("/api/{space}/tasks/{task}/details"))
+        .await
+        .expect(200);
+    let mut out = Vec::new();
+    for root in details["ActivityLogs"].as_array().into_iter().flatten() {
+        walk(root, &mut out);
+    }
+    out
+}

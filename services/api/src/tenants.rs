@@ -1,0 +1,826 @@
+//! Tenants and tenant tag sets (`/api/{space}/tenants`, `/api/{space}/tagsets`).
+//!
+//! A tag set (`TagSets-1`, "Tier") holds tags (`TagSets-1-2`, canonically `Tier/Gold`). A tenant
+//! carries tags and is connected to projects in some of their environments
+//! (`ProjectEnvironments`). Everything else refers to tags by canonical name: deployment targets,
+//! steps, channels and variable scopes (`TenantTags`, scope key `TenantTag`). So renaming a tag
+//! rewrites those references in one transaction, and a tag still referenced cannot be removed.
+//! Tag filters match as [`cuttle_domain::tenant_tags`] says.
+//!
+//! A tenant-scoped team (`TenantIds` on a scoped user role) sees and changes only its tenants.
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
+use crate::links::{links, space_prefix};
+use crate::resources::{self, Resource, resource_accessors, resource_assign};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use cuttle_authz::Permission;
+use cuttle_domain::SpaceId;
+use cuttle_domain::ids::slugify;
+use cuttle_domain::tenant_tags;
+use cuttle_store::documents::{self, Document, ListQuery, Replacement};
+use cuttle_store::{ConnectionTrait, TransactionTrait};
+use cuttle_wire::resources::{Environment, Project, TagSet, Tenant};
+use cuttle_wire::{Collection, Links};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+
+/// Routes of this module.
+pub fn routes(prefix: &str) -> Router<AppState> {
+    let tagsets = format!("{prefix}/tagsets");
+    let tenants = format!("{prefix}/tenants");
+    Router::new()
+        .route(
+            &tagsets,
+            get(resources::list::<TagSet>).post(create_tag_set),
+        )
+        .route(&format!("{tagsets}/all"), get(resources::all::<TagSet>))
+        .route(&format!("{tagsets}/sortorder"), put(sort_tag_sets))
+        .route(
+            &format!("{tagsets}/{{id}}"),
+            get(resources::get_one::<TagSet>)
+                .put(update_tag_set)
+                .delete(delete_tag_set),
+        )
+        .route(&tenants, get(list_tenants).post(create_tenant))
+        .route(&format!("{tenants}/all"), get(all_tenants))
+        .route(&format!("{tenants}/tag-test"), get(tag_test))
+        .route(
+            &format!("{tenants}/{{id}}"),
+            get(get_tenant).put(update_tenant).delete(delete_tenant),
+        )
+}
+
+/// The colour a tag gets when none is given (Octopus's grey).
+const DEFAULT_TAG_COLOR: &str = "#333333";
+
+fn is_color(text: &str) -> bool {
+    text.len() == 7 && text.starts_with('#') && text[1..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+impl Resource for TagSet {
+    const KIND: &'static str = "TagSet";
+    const PREFIX: &'static str = "TagSets";
+    const COLLECTION: &'static str = "tagsets";
+    const NOUN: &'static str = "tag set";
+
+    resource_accessors!();
+
+    resource_assign!();
+    fn links(&self, space: &SpaceId) -> Links {
+        let base = format!("{}/tagsets/{}", space_prefix(space.as_str()), self.id);
+        links([
+            ("Self", base),
+            ("Web", format!("/app#/{space}/tenants/tagSets/{}", self.id)),
+        ])
+    }
+    fn sort_order(&self, number: i64) -> i64 {
+        if self.sort_order > 0 {
+            self.sort_order
+        } else {
+            number
+        }
+    }
+    /// Trims names, gives new tags ids after the set's highest (`TagSets-1-3`), fills colours
+    /// and canonical names, and numbers the tags in the order given.
+    fn prepare(&mut self) -> ApiResult<()> {
+        self.name = self.name.trim().to_owned();
+        if self.name.contains('/') {
+            return Err(ApiError::invalid_field(
+                "Name",
+                "a tag set name cannot contain '/', which separates it from the tag in 'TagSet/Tag'",
+            ));
+        }
+        let own = format!("{}-", self.id);
+        let mut next = self
+            .tags
+            .iter()
+            .filter_map(|tag| tag.id.strip_prefix(&own)?.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0);
+        let mut seen: Vec<String> = Vec::new();
+        for (index, tag) in self.tags.iter_mut().enumerate() {
+            let field = |name: &str| format!("Tags[{index}].{name}");
+            tag.name = tag.name.trim().to_owned();
+            if tag.name.is_empty() {
+                return Err(ApiError::invalid_field(
+                    &field("Name"),
+                    "every tag needs a name",
+                ));
+            }
+            if tag.name.contains('/') {
+                return Err(ApiError::invalid_field(
+                    &field("Name"),
+                    "a tag name cannot contain '/'",
+                ));
+            }
+            let lower = tag.name.to_lowercase();
+            if seen.contains(&lower) {
+                return Err(ApiError::invalid_field(
+                    &field("Name"),
+                    format!("the tag '{}' appears twice in this tag set", tag.name),
+                ));
+            }
+            seen.push(lower);
+            let keeps_id = tag
+                .id
+                .strip_prefix(&own)
+                .is_some_and(|n| n.parse::<u64>().is_ok());
+            if !keeps_id {
+                next += 1;
+                tag.id = format!("{own}{next}");
+            }
+            tag.color = tag.color.trim().to_owned();
+            if tag.color.is_empty() {
+                tag.color = DEFAULT_TAG_COLOR.into();
+            }
+            if !is_color(&tag.color) {
+                return Err(ApiError::invalid_field(
+                    &field("Color"),
+                    "must be a colour written #RRGGBB",
+                ));
+            }
+            tag.canonical_tag_name = format!("{}/{}", self.name, tag.name);
+            tag.sort_order = index as i64 + 1;
+        }
+        Ok(())
+    }
+}
+
+impl Resource for Tenant {
+    const KIND: &'static str = "Tenant";
+    const PREFIX: &'static str = "Tenants";
+    const COLLECTION: &'static str = "tenants";
+    const NOUN: &'static str = "tenant";
+
+    resource_accessors!();
+
+    resource_assign!();
+    fn links(&self, space: &SpaceId) -> Links {
+        let base = format!("{}/tenants/{}", space_prefix(space.as_str()), self.id);
+        links([
+            ("Self", base.clone()),
+            ("Variables", format!("{base}/variables")),
+            ("Web", format!("/app#/{space}/tenants/{}/overview", self.id)),
+        ])
+    }
+    fn prepare(&mut self) -> ApiResult<()> {
+        self.slug = slugify(&self.name);
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tags: lookups and the references other documents hold.
+
+/// Every tag of the space: lower-case canonical name to canonical name.
+pub async fn known_tags(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+) -> ApiResult<BTreeMap<String, String>> {
+    let (docs, _) = documents::list(conn, space, TagSet::KIND, &ListQuery::everything()).await?;
+    let mut known = BTreeMap::new();
+    for doc in docs {
+        let set: TagSet = documents::decode(&doc)?;
+        for tag in set.tags {
+            known.insert(
+                tag.canonical_tag_name.to_lowercase(),
+                tag.canonical_tag_name,
+            );
+        }
+    }
+    Ok(known)
+}
+
+/// `tags` as their canonical names (deduplicated), or a 400 naming `field[i]` for an unknown
+/// one.
+pub fn canonical_tags(
+    known: &BTreeMap<String, String>,
+    tags: &[String],
+    field: &str,
+) -> ApiResult<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for (index, tag) in tags.iter().enumerate() {
+        let tag = tag.trim();
+        if tag.is_empty() {
+            continue;
+        }
+        let canonical = known.get(&tag.to_lowercase()).ok_or_else(|| {
+            ApiError::invalid_field(
+                &format!("{field}[{index}]"),
+                format!(
+                    "the tag '{tag}' was not found; tags are written by tag set and name, as 'Tier/Gold'"
+                ),
+            )
+        })?;
+        if !out.contains(canonical) {
+            out.push(canonical.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Document kinds whose JSON refers to tags by canonical name, under `TenantTags` (tenants,
+/// deployment targets, channels, the steps of a process) or a variable's `TenantTag` scope.
+const TAG_HOLDERS: &[(&str, &str)] = &[
+    ("Tenant", "tenant"),
+    ("Machine", "deployment target"),
+    ("Channel", "channel"),
+    (crate::projects::PROCESS_KIND, "deployment process"),
+    (crate::projects::VARIABLES_KIND, "variable set"),
+];
+
+fn is_tag_key(key: &str) -> bool {
+    key.eq_ignore_ascii_case("TenantTags") || key.eq_ignore_ascii_case("TenantTag")
+}
+
+/// Calls `visit` on every tag reference in `value`; a reference `visit` returns `false` for is
+/// removed, and one it rewrites is kept rewritten. Returns whether anything changed.
+fn walk_tags(value: &mut Value, visit: &mut dyn FnMut(&mut String) -> bool) -> bool {
+    let mut changed = false;
+    match value {
+        Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                if is_tag_key(key)
+                    && let Value::Array(tags) = item
+                {
+                    let before = tags.clone();
+                    tags.retain_mut(|tag| match tag {
+                        Value::String(name) => visit(name),
+                        _ => true,
+                    });
+                    changed |= *tags != before;
+                } else {
+                    changed |= walk_tags(item, visit);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                changed |= walk_tags(item, visit);
+            }
+        }
+        _ => {}
+    }
+    changed
+}
+
+/// Who refers to any of `tags` (canonical names): `tenant 'Acme'`, `deployment target 'web-01'`.
+async fn tag_users(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tags: &[String],
+) -> ApiResult<Vec<String>> {
+    let mut users = Vec::new();
+    if tags.is_empty() {
+        return Ok(users);
+    }
+    for (kind, noun) in TAG_HOLDERS {
+        let (docs, _) = documents::list(conn, space, kind, &ListQuery::everything()).await?;
+        for doc in docs {
+            let mut value: Value = serde_json::from_str(&doc.data).unwrap_or_default();
+            let mut uses = false;
+            walk_tags(&mut value, &mut |name| {
+                uses |= tags.iter().any(|t| t.eq_ignore_ascii_case(name));
+                true
+            });
+            if uses {
+                users.push(format!("{noun} '{}'", doc.name));
+            }
+        }
+    }
+    Ok(users)
+}
+
+/// Rewrites every reference to a renamed tag (lower-case old canonical name to the new one).
+async fn rename_tags(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    renames: &HashMap<String, String>,
+) -> ApiResult<()> {
+    if renames.is_empty() {
+        return Ok(());
+    }
+    for (kind, _) in TAG_HOLDERS {
+        let (docs, _) = documents::list(conn, space, kind, &ListQuery::everything()).await?;
+        for doc in docs {
+            let mut value: Value = serde_json::from_str(&doc.data).unwrap_or_default();
+            let changed = walk_tags(&mut value, &mut |name| {
+                if let Some(new) = renames.get(&name.to_lowercase()) {
+                    *name = new.clone();
+                }
+                true
+            });
+            if changed {
+                rewrite(conn, space, &doc, value).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stores `data` as the new content of `doc`, keeping its name and keys.
+async fn rewrite(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    doc: &Document,
+    data: Value,
+) -> ApiResult<()> {
+    documents::replace(
+        conn,
+        space,
+        &doc.kind,
+        &doc.id,
+        Replacement {
+            name: doc.name.clone(),
+            unique_key: doc.unique_key.clone(),
+            sort_order: doc.sort_order,
+            data,
+            expected_version: None,
+        },
+        "",
+    )
+    .await?;
+    Ok(())
+}
+
+fn in_use(tags: &[String], users: &[String]) -> ApiError {
+    let tags = tags.join("', '");
+    ApiError::bad_request(
+        format!(
+            "The tag '{tags}' is still used by {}. Remove it there first.",
+            users.join(", ")
+        ),
+        users.iter().map(|u| format!("used by {u}")).collect(),
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tag sets.
+
+async fn create_tag_set(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    JsonBody(set): JsonBody<TagSet>,
+) -> ApiResult<(StatusCode, Json<TagSet>)> {
+    let txn = state.store.conn().begin().await?;
+    // A new set's tags are all new: ids a client sent along (say, from another space) are not
+    // this set's.
+    let mut set = set;
+    for tag in &mut set.tags {
+        tag.id.clear();
+    }
+    let created = resources::insert(&txn, &scope.id, set).await?;
+    txn.commit().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Saves a tag set. A tag that keeps its id but changes its name (or whose set is renamed) is
+/// renamed everywhere it is used; a tag that is left out is removed, unless something uses it.
+async fn update_tag_set(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    JsonBody(set): JsonBody<TagSet>,
+) -> ApiResult<Json<TagSet>> {
+    let id = path.get("id")?;
+    let txn = state.store.conn().begin().await?;
+    let (_, old) = resources::load::<TagSet>(&txn, &scope.id, id).await?;
+    let saved = resources::replace(&txn, &scope.id, id, set).await?;
+    let removed: Vec<String> = old
+        .tags
+        .iter()
+        .filter(|tag| !saved.tags.iter().any(|t| t.id == tag.id))
+        .map(|tag| tag.canonical_tag_name.clone())
+        .collect();
+    let users = tag_users(&txn, &scope.id, &removed).await?;
+    if !users.is_empty() {
+        return Err(in_use(&removed, &users));
+    }
+    let renames: HashMap<String, String> = old
+        .tags
+        .iter()
+        .filter_map(|tag| {
+            let new = saved.tags.iter().find(|t| t.id == tag.id)?;
+            (new.canonical_tag_name != tag.canonical_tag_name).then(|| {
+                (
+                    tag.canonical_tag_name.to_lowercase(),
+                    new.canonical_tag_name.clone(),
+                )
+            })
+        })
+        .collect();
+    rename_tags(&txn, &scope.id, &renames).await?;
+    txn.commit().await?;
+    Ok(Json(saved))
+}
+
+async fn delete_tag_set(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
+    let id = path.get("id")?;
+    let txn = state.store.conn().begin().await?;
+    let (_, set) = resources::load::<TagSet>(&txn, &scope.id, id).await?;
+    let tags: Vec<String> = set
+        .tags
+        .iter()
+        .map(|t| t.canonical_tag_name.clone())
+        .collect();
+    let users = tag_users(&txn, &scope.id, &tags).await?;
+    if !users.is_empty() {
+        return Err(in_use(&tags, &users));
+    }
+    documents::delete(&txn, &scope.id, TagSet::KIND, id).await?;
+    txn.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+/// `PUT /tagsets/sortorder` with every tag set id in the order wanted.
+async fn sort_tag_sets(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    JsonBody(ids): JsonBody<Vec<String>>,
+) -> ApiResult<StatusCode> {
+    let txn = state.store.conn().begin().await?;
+    for (index, id) in ids.iter().enumerate() {
+        let (_, mut set) = resources::load::<TagSet>(&txn, &scope.id, id).await?;
+        set.sort_order = index as i64 + 1;
+        resources::replace(&txn, &scope.id, id, set).await?;
+    }
+    txn.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants.
+
+/// Whether the principal may `permission` on the tenant (`None`: on every tenant).
+fn may(
+    principal: &Principal,
+    scope: &SpaceScope,
+    permission: Permission,
+    tenant: Option<&str>,
+) -> bool {
+    principal.grants.allows(
+        permission,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            tenant,
+            ..Default::default()
+        },
+    )
+}
+
+/// Loads a tenant the principal can see; a hidden one is a 404 like a missing one.
+async fn visible_tenant(
+    conn: &impl ConnectionTrait,
+    principal: &Principal,
+    scope: &SpaceScope,
+    id: &str,
+) -> ApiResult<(Document, Tenant)> {
+    let (doc, tenant) = resources::load::<Tenant>(conn, &scope.id, id).await?;
+    if !may(principal, scope, Permission::TenantView, Some(&doc.id)) {
+        return Err(ApiError::not_found(format!("tenant '{id}'")));
+    }
+    Ok((doc, tenant))
+}
+
+/// Checks what a tenant refers to: its tags exist (stored by canonical name), and each project
+/// it is connected to exists, takes tenanted deployments, and is connected in environments of
+/// this space.
+async fn check_tenant(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tenant: &mut Tenant,
+) -> ApiResult<()> {
+    let known = known_tags(conn, space).await?;
+    tenant.tenant_tags = canonical_tags(&known, &tenant.tenant_tags, "TenantTags")?;
+    let mut connected = BTreeMap::new();
+    for (project_id, environment_ids) in &tenant.project_environments {
+        let field = format!("ProjectEnvironments.{project_id}");
+        let project: Project = match documents::get(conn, space, Project::KIND, project_id).await? {
+            Some(doc) => documents::decode(&doc)?,
+            None => {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    format!("project '{project_id}' was not found in this space"),
+                ));
+            }
+        };
+        if project.tenanted_deployment_mode.is_empty()
+            || project.tenanted_deployment_mode == "Untenanted"
+        {
+            return Err(ApiError::invalid_field(
+                &field,
+                format!(
+                    "project '{}' does not take tenanted deployments; set its TenantedDeploymentMode to Tenanted or TenantedOrUntenanted first",
+                    project.name
+                ),
+            ));
+        }
+        let mut environments: Vec<String> = Vec::new();
+        for (index, environment_id) in environment_ids.iter().enumerate() {
+            if documents::get(conn, space, Environment::KIND, environment_id)
+                .await?
+                .is_none()
+            {
+                return Err(ApiError::invalid_field(
+                    &format!("{field}[{index}]"),
+                    format!("environment '{environment_id}' was not found in this space"),
+                ));
+            }
+            if !environments.contains(environment_id) {
+                environments.push(environment_id.clone());
+            }
+        }
+        connected.insert(project.id, environments);
+    }
+    tenant.project_environments = connected;
+    Ok(())
+}
+
+async fn create_tenant(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    JsonBody(tenant): JsonBody<Tenant>,
+) -> ApiResult<(StatusCode, Json<Tenant>)> {
+    let mut tenant = tenant;
+    let txn = state.store.conn().begin().await?;
+    check_tenant(&txn, &scope.id, &mut tenant).await?;
+    if let Some(from) = tenant
+        .cloned_from_tenant_id
+        .as_deref()
+        .filter(|s| !s.is_empty())
+        && documents::get(&txn, &scope.id, Tenant::KIND, from)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "ClonedFromTenantId",
+            format!("tenant '{from}' was not found in this space"),
+        ));
+    }
+    let created = resources::insert(&txn, &scope.id, tenant).await?;
+    txn.commit().await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+async fn update_tenant(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    path: PathParams,
+    JsonBody(tenant): JsonBody<Tenant>,
+) -> ApiResult<Json<Tenant>> {
+    let mut tenant = tenant;
+    let txn = state.store.conn().begin().await?;
+    let (doc, current) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
+    crate::authz::require(
+        &principal,
+        Permission::TenantEdit,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            tenant: Some(&doc.id),
+            ..Default::default()
+        },
+    )?;
+    tenant.cloned_from_tenant_id = current.cloned_from_tenant_id;
+    check_tenant(&txn, &scope.id, &mut tenant).await?;
+    let saved = resources::replace(&txn, &scope.id, &doc.id, tenant).await?;
+    txn.commit().await?;
+    Ok(Json(saved))
+}
+
+/// Deletes a tenant and disconnects it from the deployment targets that named it. Its past
+/// deployments stay, as in Octopus.
+async fn delete_tenant(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
+    let txn = state.store.conn().begin().await?;
+    let (doc, _) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
+    crate::authz::require(
+        &principal,
+        Permission::TenantDelete,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            tenant: Some(&doc.id),
+            ..Default::default()
+        },
+    )?;
+    let (machines, _) =
+        documents::list(&txn, &scope.id, "Machine", &ListQuery::everything()).await?;
+    for machine in machines {
+        let mut value: Value = serde_json::from_str(&machine.data).unwrap_or_default();
+        if let Some(Value::Array(ids)) = value.get_mut("TenantIds") {
+            let before = ids.len();
+            ids.retain(|id| id.as_str() != Some(doc.id.as_str()));
+            if ids.len() != before {
+                rewrite(&txn, &scope.id, &machine, value).await?;
+            }
+        }
+    }
+    documents::delete(&txn, &scope.id, Tenant::KIND, &doc.id).await?;
+    txn.commit().await?;
+    Ok(StatusCode::OK)
+}
+
+async fn get_tenant(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    path: PathParams,
+) -> ApiResult<Json<Tenant>> {
+    let (doc, _) = visible_tenant(state.store.conn(), &principal, &scope, path.get("id")?).await?;
+    Ok(Json(resources::present(&doc, &scope.id)?))
+}
+
+/// Every tenant of the space the principal can see, with `filter` applied.
+async fn tenants_matching(
+    conn: &impl ConnectionTrait,
+    principal: &Principal,
+    scope: &SpaceScope,
+    query: &ListQuery,
+    params: &Params,
+) -> ApiResult<Vec<(Document, Tenant)>> {
+    let project = params.get("projectId").filter(|p| !p.is_empty());
+    let tags = params.list("tags");
+    let cloned_from = params.get("clonedFromTenantId").filter(|p| !p.is_empty());
+    let (docs, _) =
+        documents::list(conn, &scope.id, Tenant::KIND, &resources::unpaged(query)).await?;
+    let mut out = Vec::new();
+    for doc in docs {
+        if !may(principal, scope, Permission::TenantView, Some(&doc.id)) {
+            continue;
+        }
+        let tenant: Tenant = documents::decode(&doc)?;
+        let keep = project.is_none_or(|p| tenant.project_environments.contains_key(p))
+            && tenant_tags::matches(&tenant.tenant_tags, &tags)
+            && cloned_from.is_none_or(|c| tenant.cloned_from_tenant_id.as_deref() == Some(c));
+        if keep {
+            out.push((doc, tenant));
+        }
+    }
+    Ok(out)
+}
+
+/// `GET /tenants{?skip,take,ids,partialName,name,projectId,tags,clonedFromTenantId}`.
+async fn list_tenants(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    params: Params,
+) -> ApiResult<Json<Collection<Tenant>>> {
+    let query = resources::list_query(&params)?;
+    let found = tenants_matching(state.store.conn(), &principal, &scope, &query, &params).await?;
+    let (page, total) = resources::page_slice(found, &query);
+    let docs = page.into_iter().map(|(doc, _)| doc).collect();
+    let path = format!("{}/tenants", space_prefix(scope.id.as_str()));
+    let mut collection = resources::page::<Tenant>(docs, total, &query, &scope.id, path.clone())?;
+    collection.links.insert(
+        "Template".into(),
+        format!("{path}{{/id}}{{?skip,projectId,name,tags,take,ids,clone,partialName,clonedFromTenantId}}"),
+    );
+    Ok(Json(collection))
+}
+
+async fn all_tenants(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    params: Params,
+) -> ApiResult<Json<Vec<Tenant>>> {
+    let found = tenants_matching(
+        state.store.conn(),
+        &principal,
+        &scope,
+        &ListQuery::everything(),
+        &params,
+    )
+    .await?;
+    Ok(Json(
+        found
+            .iter()
+            .map(|(doc, _)| resources::present(doc, &scope.id))
+            .collect::<ApiResult<_>>()?,
+    ))
+}
+
+/// `GET /tenants/tag-test{?tenantIds,tags}`: for each tenant, whether it matches the tag
+/// filter and, when not, which tag sets it misses.
+async fn tag_test(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    params: Params,
+) -> ApiResult<Json<BTreeMap<String, Value>>> {
+    let conn = state.store.conn();
+    let known = known_tags(conn, &scope.id).await?;
+    let tags = canonical_tags(&known, &params.list("tags"), "tags")?;
+    let mut out = BTreeMap::new();
+    for id in params.list("tenantIds") {
+        let (doc, tenant) = visible_tenant(conn, &principal, &scope, &id).await?;
+        let missing = tenant_tags::missing(&tenant.tenant_tags, &tags);
+        let reason = if missing.is_empty() {
+            "Tenant matches all the tag sets in the filter.".to_owned()
+        } else {
+            format!("Tenant does not have {}.", missing.join(", nor "))
+        };
+        out.insert(
+            doc.id,
+            json!({ "IsMatched": missing.is_empty(), "Reason": reason, "MissingTags": missing }),
+        );
+    }
+    Ok(Json(out))
+}
+
+/// The tenants a tenanted deployment of `project` to `environment` goes to: those named in
+/// `names` (by id or name) and those matching `tags`, each of which must be connected to the
+/// project in that environment and not disabled. Named tenants that are not connected are a
+/// 400; tags that match none connected are a 400 too, so a deployment never silently does
+/// nothing.
+pub async fn deployment_tenants(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project: &Project,
+    environment: &Environment,
+    names: &[String],
+    tags: &[String],
+) -> ApiResult<Vec<Tenant>> {
+    let (docs, _) = documents::list(conn, space, Tenant::KIND, &ListQuery::everything()).await?;
+    let all: Vec<Tenant> = docs
+        .iter()
+        .map(documents::decode::<Tenant>)
+        .collect::<Result<_, _>>()?;
+    let mut chosen: Vec<Tenant> = Vec::new();
+    for (index, name) in names.iter().enumerate() {
+        let field = format!("Tenants[{index}]");
+        let tenant = all
+            .iter()
+            .find(|t| t.id.eq_ignore_ascii_case(name) || t.name.eq_ignore_ascii_case(name))
+            .ok_or_else(|| {
+                ApiError::invalid_field(&field, format!("tenant '{name}' was not found"))
+            })?;
+        check_connected(tenant, project, environment)
+            .map_err(|why| ApiError::invalid_field(&field, why))?;
+        if !chosen.iter().any(|t| t.id == tenant.id) {
+            chosen.push(tenant.clone());
+        }
+    }
+    if !tags.is_empty() {
+        let known = known_tags(conn, space).await?;
+        let tags = canonical_tags(&known, tags, "TenantTags")?;
+        let matched: Vec<&Tenant> = all
+            .iter()
+            .filter(|t| tenant_tags::matches(&t.tenant_tags, &tags))
+            .filter(|t| check_connected(t, project, environment).is_ok())
+            .collect();
+        if matched.is_empty() {
+            return Err(ApiError::invalid_field(
+                "TenantTags",
+                format!(
+                    "no enabled tenant with the tags {} is connected to project '{}' in {}",
+                    tags.join(", "),
+                    project.name,
+                    environment.name
+                ),
+            ));
+        }
+        for tenant in matched {
+            if !chosen.iter().any(|t| t.id == tenant.id) {
+                chosen.push(tenant.clone());
+            }
+        }
+    }
+    Ok(chosen)
+}
+
+/// Why `tenant` cannot take a deployment of `project` to `environment`, if it cannot.
+pub fn check_connected(
+    tenant: &Tenant,
+    project: &Project,
+    environment: &Environment,
+) -> Result<(), String> {
+    if tenant.is_disabled {
+        return Err(format!("tenant '{}' is disabled", tenant.name));
+    }
+    let connected = tenant
+        .project_environments
+        .get(&project.id)
+        .is_some_and(|envs| envs.contains(&environment.id));
+    if !connected {
+        return Err(format!(
+            "tenant '{}' is not connected to project '{}' in {}",
+            tenant.name, project.name, environment.name
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,631 @@
+//! Tenants end to end, in both modes: tag sets and tenants are validated, filtered and renamed
+//! as Octopus does; a tenanted deployment runs once per tenant with that tenant's variables and
+//! steps; and a team restricted to one tenant sees and deploys only that tenant.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot unwrap has failed; the panic says where"
+)]
+
+mod common;
+
+use common::InProcess;
+use cuttle_testkit::{Client, Mode, flow};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+both_modes!(
+    tag_sets_and_tenants_are_validated_filtered_and_renamed,
+    a_tenanted_deployment_runs_once_per_tenant_with_its_own_variables_and_steps,
+    a_team_restricted_to_one_tenant_sees_and_deploys_only_that_tenant,
+);
+
+const WAIT: Duration = Duration::from_secs(60);
+const SPACE: &str = "/api/Spaces-1";
+
+fn id(value: &Value) -> String {
+    value["Id"].as_str().unwrap().to_owned()
+}
+
+fn names(list: &Value) -> Vec<String> {
+    let items = list["Items"].as_array().or(list.as_array()).unwrap();
+    let mut out: Vec<String> = items
+        .iter()
+        .map(|t| t["Name"].as_str().unwrap().to_owned())
+        .collect();
+    out.sort();
+    out
+}
+
+/// The error message of a 4xx reply, whole.
+fn problem(reply: &Value) -> String {
+    format!("{} {}", reply["ErrorMessage"], reply["Errors"])
+}
+
+/// Tag sets `Tier` (Gold, Silver) and `Region` (EU, US); returns the Tier set.
+async fn tag_sets(client: &Client) -> Value {
+    let tier = client
+        .post(
+            &format!("{SPACE}/tagsets"),
+            json!({"Name": "Tier", "Tags": [{"Name": "Gold", "Color": "#FFD700"}, {"Name": "Silver"}]}),
+        )
+        .await
+        .expect(201);
+    client
+        .post(
+            &format!("{SPACE}/tagsets"),
+            json!({"Name": "Region", "Tags": [{"Name": "EU"}, {"Name": "US"}]}),
+        )
+        .await
+        .expect(201);
+    tier
+}
+
+async fn tenant(client: &Client, name: &str, tags: &[&str], connect: Value) -> String {
+    id(&client
+        .post(
+            &format!("{SPACE}/tenants"),
+            json!({"Name": name, "TenantTags": tags, "ProjectEnvironments": connect}),
+        )
+        .await
+        .expect(201))
+}
+
+/// Sets the project's TenantedDeploymentMode.
+async fn tenanted(client: &Client, project: &str, mode: &str) {
+    let path = format!("{SPACE}/projects/{project}");
+    let mut body = client.get(&path).await.expect(200);
+    body["TenantedDeploymentMode"] = json!(mode);
+    client.put(&path, body).await.expect(200);
+}
+
+async fn environment_id(client: &Client, name: &str) -> String {
+    let found = client
+        .get(&format!("{SPACE}/environments?name={name}"))
+        .await
+        .expect(200);
+    id(&found["Items"][0])
+}
+
+async fn tag_sets_and_tenants_are_validated_filtered_and_renamed(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let tier = tag_sets(client).await;
+    let tier_id = id(&tier);
+    assert_eq!(tier["Tags"][0]["CanonicalTagName"], "Tier/Gold");
+    assert_eq!(tier["Tags"][0]["Id"], format!("{tier_id}-1"));
+    assert_eq!(tier["Tags"][1]["Color"], "#333333");
+
+    // Bad tag sets name the field at fault and leave nothing behind.
+    for (body, field) in [
+        (json!({"Name": "A/B", "Tags": []}), "Name"),
+        (
+            json!({"Name": "Size", "Tags": [{"Name": "L"}, {"Name": "l"}]}),
+            "Tags[1].Name",
+        ),
+        (
+            json!({"Name": "Size", "Tags": [{"Name": "L", "Color": "red"}]}),
+            "Tags[0].Color",
+        ),
+        (json!({"Name": "Tier", "Tags": []}), "Name"),
+    ] {
+        let refused = client
+            .post(&format!("{SPACE}/tagsets"), body.clone())
+            .await
+            .expect(400);
+        assert!(problem(&refused).contains(field), "{body}: {refused}");
+    }
+    let all = client
+        .get(&format!("{SPACE}/tagsets/all"))
+        .await
+        .expect(200);
+    assert_eq!(names(&all), ["Region", "Tier"]);
+
+    // Tenants: tags must exist and are kept by canonical name; projects must take tenants.
+    let project =
+        flow::project_with_script(client, "Spaces-1", "Test", "Portal", "echo portal").await;
+    let test = environment_id(client, "Test").await;
+    let refused = client
+        .post(
+            &format!("{SPACE}/tenants"),
+            json!({"Name": "Acme", "TenantTags": ["Tier/Platinum"]}),
+        )
+        .await
+        .expect(400);
+    assert!(problem(&refused).contains("TenantTags[0]"), "{refused}");
+    let refused = client
+        .post(
+            &format!("{SPACE}/tenants"),
+            json!({"Name": "Acme", "ProjectEnvironments": {project.clone(): [test.clone()]}}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        problem(&refused).contains(&format!("ProjectEnvironments.{project}"))
+            && problem(&refused).contains("does not take tenanted deployments"),
+        "{refused}"
+    );
+    tenanted(client, &project, "TenantedOrUntenanted").await;
+    let refused = client
+        .post(
+            &format!("{SPACE}/tenants"),
+            json!({"Name": "Acme", "ProjectEnvironments": {project.clone(): ["Environments-999"]}}),
+        )
+        .await
+        .expect(400);
+    assert!(problem(&refused).contains("Environments-999"), "{refused}");
+    let listed = client.get(&format!("{SPACE}/tenants")).await.expect(200);
+    assert_eq!(listed["TotalResults"], 0, "refused tenants left nothing");
+
+    let acme = tenant(
+        client,
+        "Acme",
+        &["tier/gold", "Region/EU"],
+        json!({project.clone(): [test.clone()]}),
+    )
+    .await;
+    let globex = tenant(client, "Globex", &["Tier/Silver", "Region/US"], json!({})).await;
+    tenant(client, "Initech", &["Tier/Gold", "Region/US"], json!({})).await;
+    let stored = client
+        .get(&format!("{SPACE}/tenants/{acme}"))
+        .await
+        .expect(200);
+    assert_eq!(stored["TenantTags"], json!(["Tier/Gold", "Region/EU"]));
+    let duplicate = client
+        .post(&format!("{SPACE}/tenants"), json!({"Name": "acme"}))
+        .await
+        .expect(400);
+    assert!(
+        problem(&duplicate).contains("already in use"),
+        "{duplicate}"
+    );
+
+    // Filters: tags of one set OR'ed, sets AND'ed; by project; by name.
+    let by_tags = |tags: &str| format!("{SPACE}/tenants?tags={tags}");
+    let gold = client.get(&by_tags("Tier/Gold")).await.expect(200);
+    assert_eq!(names(&gold), ["Acme", "Initech"]);
+    let gold_or_silver_in_us = client
+        .get(&by_tags("Tier/Gold,Tier/Silver,Region/US"))
+        .await
+        .expect(200);
+    assert_eq!(names(&gold_or_silver_in_us), ["Globex", "Initech"]);
+    let connected = client
+        .get(&format!("{SPACE}/tenants?projectId={project}"))
+        .await
+        .expect(200);
+    assert_eq!(names(&connected), ["Acme"]);
+    let partial = client
+        .get(&format!("{SPACE}/tenants?partialName=glo"))
+        .await
+        .expect(200);
+    assert_eq!(names(&partial), ["Globex"]);
+    let tested = client
+        .get(&format!(
+            "{SPACE}/tenants/tag-test?tenantIds={acme},{globex}&tags=Tier/Gold,Region/EU"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(tested[&acme]["IsMatched"], true, "{tested}");
+    assert_eq!(tested[&globex]["IsMatched"], false, "{tested}");
+    assert_eq!(
+        tested[&globex]["MissingTags"],
+        json!(["Region/EU", "Tier/Gold"]),
+        "{tested}"
+    );
+
+    // A variable scoped to a tag, and a step filtered by one, refer to it by canonical name.
+    let variables_path = format!("{SPACE}/projects/{project}/variables");
+    let mut variables = client.get(&variables_path).await.expect(200);
+    assert!(
+        variables["ScopeValues"]["TenantTags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Id"] == "Tier/Gold"),
+        "{}",
+        variables["ScopeValues"]
+    );
+    variables["Variables"] = json!([
+        {"Name": "Plan", "Value": "gold", "Scope": {"TenantTag": ["TIER/GOLD"]}}
+    ]);
+    let saved = client
+        .put(&variables_path, variables.clone())
+        .await
+        .expect(200);
+    assert_eq!(
+        saved["Variables"][0]["Scope"]["TenantTag"],
+        json!(["Tier/Gold"])
+    );
+    variables["Variables"] = json!([
+        {"Name": "Plan", "Value": "x", "Scope": {"TenantTag": ["Tier/Bronze"]}}
+    ]);
+    variables["Version"] = saved["Version"].clone();
+    let refused = client.put(&variables_path, variables).await.expect(400);
+    assert!(
+        problem(&refused).contains("Variables[0].Scope.TenantTag"),
+        "{refused}"
+    );
+
+    // Renaming a tag renames it everywhere; removing a tag in use is refused, naming the users.
+    let mut renamed = tier.clone();
+    renamed["Tags"][0]["Name"] = json!("Platinum");
+    let renamed = client
+        .put(&format!("{SPACE}/tagsets/{tier_id}"), renamed)
+        .await
+        .expect(200);
+    assert_eq!(renamed["Tags"][0]["CanonicalTagName"], "Tier/Platinum");
+    assert_eq!(renamed["Tags"][0]["Id"], format!("{tier_id}-1"));
+    let acme_now = client
+        .get(&format!("{SPACE}/tenants/{acme}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        acme_now["TenantTags"],
+        json!(["Tier/Platinum", "Region/EU"])
+    );
+    let variables = client.get(&variables_path).await.expect(200);
+    assert_eq!(
+        variables["Variables"][0]["Scope"]["TenantTag"],
+        json!(["Tier/Platinum"])
+    );
+    let mut without_platinum = renamed.clone();
+    without_platinum["Tags"] = json!([renamed["Tags"][1].clone()]);
+    let refused = client
+        .put(&format!("{SPACE}/tagsets/{tier_id}"), without_platinum)
+        .await
+        .expect(400);
+    let message = problem(&refused);
+    assert!(
+        message.contains("Tier/Platinum")
+            && message.contains("tenant 'Acme'")
+            && message.contains("tenant 'Initech'")
+            && message.contains("variable set"),
+        "{refused}"
+    );
+    client
+        .delete(&format!("{SPACE}/tagsets/{tier_id}"))
+        .await
+        .expect(400);
+    // Once nobody uses a tag set, it goes.
+    let region = client
+        .get(&format!("{SPACE}/tagsets?partialName=Region"))
+        .await
+        .expect(200);
+    let region_id = id(&region["Items"][0]);
+    for tenant_id in [&acme, &globex] {
+        let path = format!("{SPACE}/tenants/{tenant_id}");
+        let mut body = client.get(&path).await.expect(200);
+        body["TenantTags"] = json!([]);
+        client.put(&path, body).await.expect(200);
+    }
+    let initech = client
+        .get(&format!("{SPACE}/tenants?name=Initech"))
+        .await
+        .expect(200)["Items"][0]
+        .clone();
+    client
+        .delete(&format!("{SPACE}/tenants/{}", id(&initech)))
+        .await
+        .expect(200);
+    client
+        .delete(&format!("{SPACE}/tagsets/{region_id}"))
+        .await
+        .expect(200);
+    client
+        .get(&format!("{SPACE}/tenants/{}", id(&initech)))
+        .await
+        .expect(404);
+    app.stop().await;
+}
+
+/// Every log line of a task, joined.
+async fn log_text(client: &Client, task: &str) -> String {
+    let lines = common::log_lines(client, "Spaces-1", task).await;
+    let texts: Vec<String> = lines.into_iter().map(|(_, text)| text).collect();
+    texts.join("\n")
+}
+
+/// Creates release 1.0.0 of Shop; returns its id.
+async fn release(client: &Client) -> String {
+    let release = client
+        .post(
+            &format!("{SPACE}/releases/create/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0"}),
+        )
+        .await
+        .expect(201);
+    release["ReleaseId"].as_str().unwrap().to_owned()
+}
+
+/// A Tenanted project "Shop" deployed to Test: Acme (Gold, EU) and Globex (Silver, US) are
+/// connected in Test. Returns (project id, Test's id, Acme's id, Globex's id).
+async fn shop(client: &Client) -> (String, String, String, String) {
+    tag_sets(client).await;
+    let project = flow::project_with_script(client, "Spaces-1", "Test", "Shop", "echo").await;
+    tenanted(client, &project, "Tenanted").await;
+    let test = environment_id(client, "Test").await;
+    let mut step = flow::script_step(
+        "Greet",
+        "Bash",
+        "echo \"tenant=#{Octopus.Tenant.Name} id=#{Octopus.Deployment.Tenant.Id} tags=#{Octopus.Tenant.Tags} plan=#{Plan}\"",
+    );
+    step["Name"] = json!("Greet");
+    let mut eu_only = flow::script_step(
+        "EU notice",
+        "Bash",
+        "echo \"eu-only for #{Octopus.Tenant.Name}\"",
+    );
+    eu_only["Actions"][0]["TenantTags"] = json!(["Region/EU"]);
+    flow::set_steps(client, "Spaces-1", &project, vec![step, eu_only]).await;
+    let variables_path = format!("{SPACE}/projects/{project}/variables");
+    let mut variables = client.get(&variables_path).await.expect(200);
+    variables["Variables"] = json!([
+        {"Name": "Plan", "Value": "standard"},
+        {"Name": "Plan", "Value": "premium", "Scope": {"TenantTag": ["Tier/Gold"]}},
+        {"Name": "Plan", "Value": "test-only", "Scope": {"Environment": ["Environments-999"]}}
+    ]);
+    client.put(&variables_path, variables).await.expect(200);
+    let connect = json!({project.clone(): [test.clone()]});
+    let acme = tenant(client, "Acme", &["Tier/Gold", "Region/EU"], connect.clone()).await;
+    let globex = tenant(client, "Globex", &["Tier/Silver", "Region/US"], connect).await;
+    (project, test, acme, globex)
+}
+
+async fn a_tenanted_deployment_runs_once_per_tenant_with_its_own_variables_and_steps(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let (project, test, acme, globex) = shop(client).await;
+    // A tenant not connected to the project.
+    let stranger = tenant(client, "Stranger", &["Tier/Gold"], json!({})).await;
+    let release_id = release(client).await;
+
+    // A Tenanted project takes no untenanted deployment, and an unconnected tenant none either.
+    let refused = client
+        .post(
+            &format!("{SPACE}/deployments/create/untenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentNames": ["Test"]}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        problem(&refused).contains("deploys only to tenants"),
+        "{refused}"
+    );
+    let refused = client
+        .post(
+            &format!("{SPACE}/deployments"),
+            json!({"ReleaseId": release_id, "EnvironmentId": test, "TenantId": stranger}),
+        )
+        .await
+        .expect(400);
+    assert!(
+        problem(&refused).contains("TenantId") && problem(&refused).contains("not connected"),
+        "{refused}"
+    );
+    let refused = client
+        .post(
+            &format!("{SPACE}/deployments/create/tenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": "Test"}),
+        )
+        .await
+        .expect(400);
+    assert!(problem(&refused).contains("Tenants"), "{refused}");
+    let refused = client
+        .post(
+            &format!("{SPACE}/deployments/create/tenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": "Test", "Tenants": ["Acme", "Stranger"]}),
+        )
+        .await
+        .expect(400);
+    assert!(problem(&refused).contains("Tenants[1]"), "{refused}");
+    let none = client
+        .get(&format!("{SPACE}/deployments"))
+        .await
+        .expect(200);
+    assert_eq!(none["TotalResults"], 0, "refused requests deployed nothing");
+
+    // By tag: Gold or Silver picks both connected tenants (not the unconnected Stranger).
+    let created = client
+        .post(
+            &format!("{SPACE}/deployments/create/tenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": "Test", "TenantTags": ["Tier/Gold", "Tier/Silver"]}),
+        )
+        .await
+        .expect(201);
+    let tasks = created["DeploymentServerTasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 2, "{created}");
+    let mut by_tenant = std::collections::BTreeMap::new();
+    for entry in tasks {
+        let deployment = client
+            .get(&format!(
+                "{SPACE}/deployments/{}",
+                entry["DeploymentId"].as_str().unwrap()
+            ))
+            .await
+            .expect(200);
+        let tenant_id = deployment["TenantId"].as_str().unwrap().to_owned();
+        let task_id = entry["ServerTaskId"].as_str().unwrap().to_owned();
+        by_tenant.insert(tenant_id, (deployment, task_id));
+    }
+    let (acme_deployment, acme_task) = by_tenant[&acme].clone();
+    let (globex_deployment, globex_task) = by_tenant[&globex].clone();
+    assert_eq!(acme_deployment["Name"], "Deploy to Test for Acme");
+    assert_eq!(globex_deployment["Name"], "Deploy to Test for Globex");
+    for task in [&acme_task, &globex_task] {
+        let done = client.wait_for_task(task, WAIT).await;
+        assert_eq!(done["State"], "Success", "{done}");
+    }
+    let acme_task_json = client
+        .get(&format!("{SPACE}/tasks/{acme_task}"))
+        .await
+        .expect(200);
+    assert_eq!(
+        acme_task_json["Description"],
+        "Deploy Shop release 1.0.0 to Test for Acme"
+    );
+
+    let acme_log = log_text(client, &acme_task).await;
+    assert!(
+        acme_log.contains(&format!(
+            "tenant=Acme id={acme} tags=Tier/Gold,Region/EU plan=premium"
+        )),
+        "{acme_log}"
+    );
+    assert!(acme_log.contains("eu-only for Acme"), "{acme_log}");
+    let globex_log = log_text(client, &globex_task).await;
+    assert!(
+        globex_log.contains(&format!(
+            "tenant=Globex id={globex} tags=Tier/Silver,Region/US plan=standard"
+        )),
+        "{globex_log}"
+    );
+    assert!(!globex_log.contains("eu-only"), "{globex_log}");
+
+    // The deployment and task lists filter by tenant.
+    let acme_only = client
+        .get(&format!("{SPACE}/deployments?tenants={acme}"))
+        .await
+        .expect(200);
+    assert_eq!(acme_only["TotalResults"], 1, "{acme_only}");
+    assert_eq!(acme_only["Items"][0]["TenantId"], acme);
+    let acme_tasks = client
+        .get(&format!("{SPACE}/tasks?tenant={acme}"))
+        .await
+        .expect(200);
+    assert_eq!(acme_tasks["TotalResults"], 1, "{acme_tasks}");
+    assert_eq!(acme_tasks["Items"][0]["Id"], acme_task);
+
+    // The preview shows what a tenant's deployment would see.
+    let preview = client
+        .get(&format!(
+            "{SPACE}/variables/preview?project={project}&environment=Test&tenant=Acme"
+        ))
+        .await
+        .expect(200);
+    let value_of = |name: &str| {
+        preview["Variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["Name"] == name)
+            .map(|v| v["Value"].clone())
+    };
+    assert_eq!(value_of("Plan"), Some(json!("premium")), "{preview}");
+    assert_eq!(value_of("Octopus.Tenant.Name"), Some(json!("Acme")));
+    app.stop().await;
+}
+
+async fn a_team_restricted_to_one_tenant_sees_and_deploys_only_that_tenant(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let (_, test, acme, globex) = shop(admin).await;
+    let release_id = release(admin).await;
+    // Globex's deployment, made by the administrator, which Acme's team must not see.
+    let globex_deployment = admin
+        .post(
+            &format!("{SPACE}/deployments"),
+            json!({"ReleaseId": release_id, "EnvironmentId": test, "TenantId": globex}),
+        )
+        .await
+        .expect(201);
+
+    let user = admin
+        .post(
+            "/api/users",
+            json!({"Username": "acme-ops", "EmailAddress": "ops@acme.example"}),
+        )
+        .await
+        .expect(201);
+    let key = admin
+        .post(
+            &format!("/api/users/{}/apikeys", id(&user)),
+            json!({"Purpose": "tests"}),
+        )
+        .await
+        .expect(201);
+    let acme_ops = Client::new(admin.base.clone(), key["ApiKey"].as_str().unwrap());
+    let team = admin
+        .post(
+            "/api/teams",
+            json!({"Name": "Acme operators", "MemberUserIds": [id(&user)], "SpaceId": "Spaces-1"}),
+        )
+        .await
+        .expect(201);
+    let refused = admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": id(&team), "UserRoleId": "userroles-projectdeployer", "SpaceId": "Spaces-1", "TenantIds": ["Tenants-999"]}),
+        )
+        .await
+        .expect(400);
+    assert!(problem(&refused).contains("TenantIds"), "{refused}");
+    admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": id(&team), "UserRoleId": "userroles-projectdeployer", "SpaceId": "Spaces-1", "TenantIds": [acme]}),
+        )
+        .await
+        .expect(201);
+
+    let seen = acme_ops.get(&format!("{SPACE}/tenants")).await.expect(200);
+    assert_eq!(names(&seen), ["Acme"]);
+    let seen_all = acme_ops
+        .get(&format!("{SPACE}/tenants/all"))
+        .await
+        .expect(200);
+    assert_eq!(names(&seen_all), ["Acme"]);
+    acme_ops
+        .get(&format!("{SPACE}/tenants/{globex}"))
+        .await
+        .expect(404);
+    acme_ops
+        .get(&format!("{SPACE}/tenants/{acme}"))
+        .await
+        .expect(200);
+    // Project deployers may view tenants but not change them.
+    let mut edited = acme_ops
+        .get(&format!("{SPACE}/tenants/{acme}"))
+        .await
+        .expect(200);
+    edited["Description"] = json!("changed");
+    let refused = acme_ops
+        .put(&format!("{SPACE}/tenants/{acme}"), edited)
+        .await
+        .expect(403);
+    assert!(problem(&refused).contains("TenantEdit"), "{refused}");
+
+    let refused = acme_ops
+        .post(
+            &format!("{SPACE}/deployments/create/tenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": "Test", "Tenants": ["Globex"]}),
+        )
+        .await
+        .expect(403);
+    assert!(problem(&refused).contains("DeploymentCreate"), "{refused}");
+    let created = acme_ops
+        .post(
+            &format!("{SPACE}/deployments/create/tenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": "Test", "Tenants": ["Acme"]}),
+        )
+        .await
+        .expect(201);
+    let task = created["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = acme_ops.wait_for_task(&task, WAIT).await;
+    assert_eq!(done["State"], "Success", "{done}");
+
+    // Deployments for Globex are hidden from the team.
+    let listed = acme_ops
+        .get(&format!("{SPACE}/deployments"))
+        .await
+        .expect(200);
+    assert_eq!(listed["TotalResults"], 1, "{listed}");
+    assert_eq!(listed["Items"][0]["TenantId"], acme);
+    acme_ops
+        .get(&format!("{SPACE}/deployments/{}", id(&globex_deployment)))
+        .await
+        .expect(404);
+    app.stop().await;
+}
