@@ -3,14 +3,15 @@
 //!
 //! Values within one scope dimension are OR'ed, dimensions are AND'ed, and of the values that
 //! match, the most specific wins, ranked as Octopus ranks them: action, then machine, then role,
-//! then tenant tag, then environment, then channel, then unscoped. Equal ranks keep the first
+//! then tenant, then tenant tag, then environment, then channel, then unscoped. Equal ranks keep the first
 //! defined, so the order of the set (project variables before library sets') breaks ties.
 //!
+//! A `Tenant` scope is what a tenant's values for variable templates get ([`tenant_variables`]).
 //! A `TenantTag` scope is a tenant tag filter (`cuttle_domain::tenant_tags`: tags of one tag set
 //! OR'ed, tag sets AND'ed) and never matches an untenanted deployment. A dimension Cuttle does
 //! not know yet (process owners) never matches.
 
-use cuttle_wire::resources::{Machine, Variable};
+use cuttle_wire::resources::{Machine, StoredTenantVariables, Variable, VariableTemplate};
 use std::collections::BTreeMap;
 
 /// What a variable's scope is compared with.
@@ -24,13 +25,15 @@ pub struct Scope<'a> {
     pub action_id: &'a str,
     /// The deployment target, for steps that run on one.
     pub machine: Option<&'a Machine>,
+    /// The deployment's tenant; `None` for an untenanted deployment.
+    pub tenant_id: Option<&'a str>,
     /// The tags of the deployment's tenant; `None` for an untenanted deployment.
     pub tenant_tags: Option<&'a [String]>,
 }
 
 /// How specific a variable's matching scope is; higher wins. `None`: its scope excludes `scope`.
-fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 6]> {
-    let mut specific = [false; 6];
+fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 7]> {
+    let mut specific = [false; 7];
     for (dimension, values) in &variable.scope {
         if values.is_empty() {
             continue;
@@ -45,14 +48,15 @@ fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 6]> {
                     .machine
                     .is_some_and(|m| m.roles.iter().any(|role| any(role))),
             ),
+            "Tenant" => (3, scope.tenant_id.is_some_and(any)),
             "TenantTag" => (
-                3,
+                4,
                 scope
                     .tenant_tags
                     .is_some_and(|tags| cuttle_domain::tenant_tags::matches(tags, values)),
             ),
-            "Environment" => (4, any(scope.environment_id)),
-            "Channel" => (5, any(scope.channel_id)),
+            "Environment" => (5, any(scope.environment_id)),
+            "Channel" => (6, any(scope.channel_id)),
             // A dimension Cuttle does not know yet (process owners) cannot match.
             _ => return None,
         };
@@ -67,7 +71,7 @@ fn rank(variable: &Variable, scope: &Scope<'_>) -> Option<[bool; 6]> {
 /// The variables that apply under `scope`: one per name (case-insensitive), the best-ranked
 /// value, in the order their names were first defined.
 pub fn resolve<'v>(variables: &'v [Variable], scope: &Scope<'_>) -> Vec<&'v Variable> {
-    let mut chosen: BTreeMap<String, ([bool; 6], &Variable)> = BTreeMap::new();
+    let mut chosen: BTreeMap<String, ([bool; 7], &Variable)> = BTreeMap::new();
     for variable in variables {
         let Some(rank) = rank(variable, scope) else {
             continue;
@@ -84,6 +88,57 @@ pub fn resolve<'v>(variables: &'v [Variable], scope: &Scope<'_>) -> Vec<&'v Vari
     for variable in variables {
         if let Some((_, best)) = chosen.remove(&variable.name.to_lowercase()) {
             out.push(best);
+        }
+    }
+    out
+}
+
+/// A tenant's values for the variable templates of a deployment, as variables scoped to the
+/// tenant: each project template's value for `environment_id` (else its default), then each
+/// library template's (else its default). A template with neither gives no variable. Values of
+/// sensitive templates stay as stored (sealed) and are marked sensitive.
+pub fn tenant_variables(
+    tenant_id: &str,
+    project: (&str, &[VariableTemplate]),
+    environment_id: &str,
+    libraries: &[(&str, &[VariableTemplate])],
+    stored: &StoredTenantVariables,
+) -> Vec<Variable> {
+    let (project_id, project_templates) = project;
+    let project_values = stored
+        .project_variables
+        .get(project_id)
+        .and_then(|by_env| by_env.get(environment_id));
+    let mut out = Vec::new();
+    let mut give = |template: &VariableTemplate, value: Option<&String>| {
+        let value = value.cloned().or_else(|| {
+            (!template.is_sensitive())
+                .then(|| template.default_text())
+                .flatten()
+        });
+        if let Some(value) = value {
+            out.push(Variable {
+                id: format!("{tenant_id}-{}", template.id),
+                name: template.name.clone(),
+                value: Some(value),
+                kind: if template.is_sensitive() {
+                    "Sensitive".into()
+                } else {
+                    "String".into()
+                },
+                is_sensitive: template.is_sensitive(),
+                scope: BTreeMap::from([("Tenant".to_owned(), vec![tenant_id.to_owned()])]),
+                ..Variable::default()
+            });
+        }
+    };
+    for template in project_templates {
+        give(template, project_values.and_then(|v| v.get(&template.id)));
+    }
+    for (library_id, templates) in libraries {
+        let values = stored.library_variables.get(*library_id);
+        for template in *templates {
+            give(template, values.and_then(|v| v.get(&template.id)));
         }
     }
     out
@@ -120,12 +175,14 @@ mod tests {
             channel_id: "Channels-1",
             action_id: "Action-1",
             machine,
+            tenant_id: None,
             tenant_tags: None,
         }
     }
 
     fn for_tenant<'a>(tags: &'a [String], machine: Option<&'a Machine>) -> Scope<'a> {
         Scope {
+            tenant_id: Some("Tenants-1"),
             tenant_tags: Some(tags),
             ..scope(machine)
         }
@@ -306,6 +363,31 @@ mod tests {
                 Some("tag"),
             ),
             (
+                "a tenant's own value beats its tags and the environment",
+                vec![
+                    variable("V", "env", &[("Environment", &["Environments-1"])]),
+                    variable("V", "tag", &[("TenantTag", &["Tier/Gold"])]),
+                    variable("V", "tenant", &[("Tenant", &["Tenants-1"])]),
+                ],
+                for_tenant(&gold_eu, None),
+                Some("tenant"),
+            ),
+            (
+                "another tenant's value does not apply",
+                vec![variable("V", "other", &[("Tenant", &["Tenants-2"])])],
+                for_tenant(&gold_eu, None),
+                None,
+            ),
+            (
+                "role beats tenant",
+                vec![
+                    variable("V", "tenant", &[("Tenant", &["Tenants-1"])]),
+                    variable("V", "role", &[("Role", &["web"])]),
+                ],
+                for_tenant(&gold_eu, Some(&machine)),
+                Some("role"),
+            ),
+            (
                 "role beats tenant tag",
                 vec![
                     variable("V", "tag", &[("TenantTag", &["Tier/Gold"])]),
@@ -364,5 +446,69 @@ mod tests {
             .map(|v| v.value.as_deref().unwrap_or(""))
             .collect();
         assert_eq!(names, ["3", "2"]);
+    }
+
+    #[test]
+    fn tenant_values_fall_back_to_defaults_and_keep_secrets_sealed() {
+        let template =
+            |id: &str, name: &str, default: Option<&str>, sensitive: bool| VariableTemplate {
+                id: id.into(),
+                name: name.into(),
+                default_value: default.map(|d| serde_json::Value::String(d.into())),
+                display_settings: if sensitive {
+                    BTreeMap::from([("Octopus.ControlType".to_owned(), "Sensitive".to_owned())])
+                } else {
+                    BTreeMap::new()
+                },
+                ..VariableTemplate::default()
+            };
+        let project = vec![
+            template("t1", "Database", Some("shop"), false),
+            template("t2", "ApiKey", None, true),
+            template("t3", "Unset", None, false),
+        ];
+        let library = vec![template("l1", "Support", Some("help@example.com"), false)];
+        let mut stored = StoredTenantVariables::default();
+        stored.project_variables.insert(
+            "Projects-1".into(),
+            BTreeMap::from([(
+                "Environments-1".into(),
+                BTreeMap::from([
+                    ("t1".to_owned(), "acme_db".to_owned()),
+                    ("t2".to_owned(), "cuttle-sealed:v1:k:abc".to_owned()),
+                ]),
+            )]),
+        );
+        let given = |environment: &str| {
+            tenant_variables(
+                "Tenants-1",
+                ("Projects-1", &project),
+                environment,
+                &[("LibraryVariableSets-1", &library)],
+                &stored,
+            )
+            .into_iter()
+            .map(|v| (v.name, v.value.unwrap_or_default(), v.is_sensitive))
+            .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            given("Environments-1"),
+            [
+                ("Database".to_owned(), "acme_db".to_owned(), false),
+                (
+                    "ApiKey".to_owned(),
+                    "cuttle-sealed:v1:k:abc".to_owned(),
+                    true
+                ),
+                ("Support".to_owned(), "help@example.com".to_owned(), false),
+            ]
+        );
+        assert_eq!(
+            given("Environments-2"),
+            [
+                ("Database".to_owned(), "shop".to_owned(), false),
+                ("Support".to_owned(), "help@example.com".to_owned(), false),
+            ]
+        );
     }
 }

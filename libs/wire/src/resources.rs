@@ -162,7 +162,8 @@ pub struct Project {
     pub default_guided_failure_mode: String,
     pub versioning_strategy: Value,
     pub release_creation_strategy: Value,
-    pub templates: Vec<Value>,
+    /// Variable templates: values each tenant gives per environment.
+    pub templates: Vec<VariableTemplate>,
     pub auto_deploy_release_overrides: Vec<Value>,
     pub release_notes_template: Option<String>,
     pub deployment_changes_template: Option<String>,
@@ -238,6 +239,55 @@ pub struct Tenant {
     pub is_disabled: bool,
     #[serde(skip_deserializing)]
     pub links: Links,
+}
+
+/// A variable template (`ActionTemplateParameter`): a variable whose value each tenant gives,
+/// on a project (per environment) or a library variable set (once per tenant).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct VariableTemplate {
+    pub id: String,
+    pub name: String,
+    pub label: String,
+    pub help_text: String,
+    /// The value a tenant that gives none gets (not for sensitive templates).
+    pub default_value: Option<Value>,
+    /// `Octopus.ControlType`: `SingleLineText`, `MultiLineText`, `Checkbox`, `Select`,
+    /// `Sensitive`, ...
+    #[serde(deserialize_with = "string_map")]
+    pub display_settings: BTreeMap<String, String>,
+}
+
+impl VariableTemplate {
+    /// Whether tenants' values for it are secrets.
+    pub fn is_sensitive(&self) -> bool {
+        self.display_settings
+            .get("Octopus.ControlType")
+            .is_some_and(|t| t.eq_ignore_ascii_case("Sensitive"))
+    }
+
+    /// The default value as text (a JSON string or scalar), if any.
+    pub fn default_text(&self) -> Option<String> {
+        match self.default_value.as_ref()? {
+            Value::Null => None,
+            Value::String(text) => Some(text.clone()),
+            Value::Bool(b) => Some(if *b { "True".into() } else { "False".into() }),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// A tenant's values for variable templates, as stored (`tenantvariables-Tenants-N`); values of
+/// sensitive templates are sealed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct StoredTenantVariables {
+    pub tenant_id: String,
+    /// Project id, then environment id, then template id, to the value.
+    pub project_variables: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
+    /// Library variable set id, then template id, to the value.
+    pub library_variables: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// A package an action uses.
@@ -395,8 +445,8 @@ pub struct LibraryVariableSet {
     pub variable_set_id: String,
     /// `Variables` (script modules are not built).
     pub content_type: String,
-    /// Tenant variable templates (tenants are not built; always empty).
-    pub templates: Vec<Value>,
+    /// Variable templates: values each tenant gives ("common variables").
+    pub templates: Vec<VariableTemplate>,
     #[serde(skip_deserializing)]
     pub links: Links,
 }
@@ -425,6 +475,10 @@ pub struct SelectedPackage {
     pub step_name: Option<String>,
     pub package_reference_name: String,
     pub version: String,
+    /// The package id, when the reference names its package with a variable (`#{PackageId}`):
+    /// the id it evaluated to when the release was created. (Cuttle's addition.)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub package_id: Option<String>,
 }
 
 /// A release: an immutable snapshot of a project's process and variables.

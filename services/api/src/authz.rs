@@ -596,6 +596,17 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
     ("/tenants/all", &[(Method::GET, Space(P::TenantView))]),
     ("/tenants/tag-test", &[(Method::GET, Space(P::TenantView))]),
     (
+        "/tenants/variables-missing",
+        &[(Method::GET, Space(P::TenantView))],
+    ),
+    (
+        "/tenants/{id}/variables",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::PUT, Space(P::TenantEdit)),
+        ],
+    ),
+    (
         "/tenants/{id}",
         &[
             (Method::GET, Space(P::TenantView)),

@@ -15,10 +15,11 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("workers", "Worker health checks, connections and tasks"),
     ("workerpools", "Worker pool summaries"),
     ("machinepolicies", "Machine policy templates"),
-    // Tenants and tag sets are served; below a tenant, its variables are not built yet.
+    // Tenants, tag sets and `/tenants/{id}/variables` are served; the newer per-kind tenant
+    // variable routes are not.
     (
         "tenants",
-        "Tenant variables (project and library variable templates)",
+        "Tenant common and project variables (use /tenants/{id}/variables)",
     ),
     ("runbooks", "Runbooks"),
     ("runbookruns", "Runbook runs"),
@@ -56,7 +57,9 @@ mod tests {
 
     #[tokio::test]
     async fn unbuilt_octopus_features_answer_501_and_unknown_paths_404() {
-        let uri: Uri = "/api/Spaces-1/tenants".parse().unwrap();
+        let uri: Uri = "/api/Spaces-1/tenants/Tenants-1/commonvariables"
+            .parse()
+            .unwrap();
         assert_eq!(
             fallback(Method::POST, uri).await.into_response().status(),
             501

@@ -60,13 +60,7 @@ impl Resource for LibraryVariableSet {
             ));
         }
         self.content_type = VARIABLES_CONTENT.into();
-        if !self.templates.is_empty() {
-            return Err(ApiError::invalid_field(
-                "Templates",
-                "variable templates need tenants, which are not available in this version of Cuttle",
-            ));
-        }
-        Ok(())
+        crate::tenants::prepare_templates(&mut self.templates)
     }
 }
 

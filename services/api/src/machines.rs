@@ -603,6 +603,8 @@ struct MachineFilter {
     worker_pool_ids: Vec<String>,
     health_statuses: Vec<String>,
     comm_styles: Vec<String>,
+    tenant_ids: Vec<String>,
+    tenant_tags: Vec<String>,
     thumbprint: Option<String>,
     is_disabled: Option<bool>,
 }
@@ -618,6 +620,8 @@ impl MachineFilter {
             worker_pool_ids: params.list("workerPoolIds"),
             health_statuses: params.list("healthStatuses"),
             comm_styles: params.list("commStyles"),
+            tenant_ids: params.list("tenantIds"),
+            tenant_tags: params.list("tenantTags"),
             thumbprint: params.get("thumbprint").map(str::to_owned),
             is_disabled: params.flag("isDisabled")?,
         })
@@ -647,6 +651,8 @@ impl MachineFilter {
             && any_of(&self.worker_pool_ids, &machine.worker_pool_ids)
             && one_of(&self.health_statuses, &machine.health_status)
             && one_of(&self.comm_styles, &machine.endpoint.communication_style)
+            && any_of(&self.tenant_ids, &machine.tenant_ids)
+            && any_of(&self.tenant_tags, &machine.tenant_tags)
             && self
                 .thumbprint
                 .as_deref()
@@ -773,7 +779,7 @@ async fn machine_page<T: MachineKind>(
         .take(usize::try_from(take).unwrap_or(usize::MAX))
         .collect();
     let template = format!(
-        "{path}{{/id}}{{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,commStyles,environmentIds,workerPoolIds,thumbprint}}"
+        "{path}{{/id}}{{?skip,take,name,ids,partialName,roles,isDisabled,healthStatuses,commStyles,tenantIds,tenantTags,environmentIds,workerPoolIds,thumbprint}}"
     );
     Ok(Collection::page(
         T::KIND,

@@ -118,6 +118,7 @@ impl Resource for Project {
                 "must be Untenanted, TenantedOrUntenanted or Tenanted",
             ));
         }
+        crate::tenants::prepare_templates(&mut self.templates)?;
         if self.default_guided_failure_mode.is_empty() {
             self.default_guided_failure_mode = "EnvironmentDefault".into();
         }
@@ -491,6 +492,7 @@ async fn delete_project(
     }
     documents::delete_children(&txn, &scope.id, &doc.id).await?;
     documents::delete(&txn, &scope.id, Project::KIND, &doc.id).await?;
+    crate::tenants::forget(&txn, &scope.id, crate::tenants::Gone::Project(&doc.id)).await?;
     txn.commit().await?;
     Ok(StatusCode::OK)
 }

@@ -12,6 +12,13 @@
 //!
 //! Every chosen version must be in the feed: a release never pins a package that cannot be
 //! deployed.
+//!
+//! A reference may name its package with a variable (`#{WebPackage}`). As in Octopus, it is
+//! evaluated when the release is created, with the variables known then: the project's and its
+//! library sets' values that are unscoped or scoped to the release's channel or to the action
+//! (never to an environment, a target or a tenant), and `Octopus.Project.*`,
+//! `Octopus.Release.Channel.*`. The id it evaluates to is kept on the release's
+//! `SelectedPackages` entry (`PackageId`), so every deployment of the release takes that package.
 
 use crate::error::{ApiError, ApiResult};
 use cuttle_domain::SpaceId;
@@ -19,7 +26,7 @@ use cuttle_domain::package::PackageVersion;
 use cuttle_store::ConnectionTrait;
 use cuttle_store::packages::{self, PackageRow};
 use cuttle_wire::packages::OctopusBuildInformation;
-use cuttle_wire::resources::{DeploymentProcess, SelectedPackage};
+use cuttle_wire::resources::{Action, DeploymentProcess, SelectedPackage, Variable};
 use serde_json::{Value, json};
 
 /// The id of the only feed Cuttle has.
@@ -31,7 +38,46 @@ struct Slot {
     step_name: String,
     action_name: String,
     reference_name: String,
+    /// The package id, evaluated when the reference names it with a variable.
     package_id: String,
+    /// Whether `package_id` came from a variable.
+    from_variable: bool,
+}
+
+/// What a variable package id (`#{WebPackage}`) is evaluated with when a release is created.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseVariables {
+    /// The project's variables, then its library sets'.
+    pub variables: Vec<Variable>,
+    /// The release's channel.
+    pub channel_id: String,
+    /// System variables known at release creation (`Octopus.Project.Name`, ...).
+    pub system: Vec<(String, String)>,
+}
+
+impl ReleaseVariables {
+    /// `text` evaluated as the action sees it at release creation. Sensitive values are sealed,
+    /// so they take no part.
+    fn evaluate(&self, action: &Action, text: &str) -> String {
+        let scope = cuttle_variables::Scope {
+            environment_id: "",
+            channel_id: &self.channel_id,
+            action_id: &action.id,
+            machine: None,
+            tenant_id: None,
+            tenant_tags: None,
+        };
+        let mut dictionary = cuttle_template::VariableDictionary::new();
+        for (name, value) in &self.system {
+            dictionary.set(name.as_str(), value.as_str());
+        }
+        for variable in cuttle_variables::resolve(&self.variables, &scope) {
+            if let (false, Some(value)) = (variable.is_sensitive, &variable.value) {
+                dictionary.set(variable.name.as_str(), value.as_str());
+            }
+        }
+        dictionary.evaluate_lenient(text)
+    }
 }
 
 impl Slot {
@@ -132,9 +178,10 @@ pub async fn pin(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     process: &DeploymentProcess,
+    variables: &ReleaseVariables,
     selection: Selection,
 ) -> ApiResult<Pinned> {
-    let slots = slots(process)?;
+    let slots = slots(process, variables)?;
     let mut selected = Vec::with_capacity(slots.len());
     let mut rows = Vec::with_capacity(slots.len());
     match selection {
@@ -222,8 +269,9 @@ pub async fn pin(
     })
 }
 
-/// Every package reference of the process, in process order.
-fn slots(process: &DeploymentProcess) -> ApiResult<Vec<Slot>> {
+/// Every package reference of the process, in process order, with variable package ids
+/// evaluated.
+fn slots(process: &DeploymentProcess, variables: &ReleaseVariables) -> ApiResult<Vec<Slot>> {
     let mut slots = Vec::new();
     for step in &process.steps {
         for action in &step.actions {
@@ -238,20 +286,44 @@ fn slots(process: &DeploymentProcess) -> ApiResult<Vec<Slot>> {
                         Vec::new(),
                     ));
                 }
-                if reference.package_id.contains("#{") {
-                    return Err(ApiError::bad_request(
-                        format!(
-                            "Action '{}' names its package with a variable ('{}'), which is not available in this version of Cuttle yet.",
-                            action.name, reference.package_id
-                        ),
-                        Vec::new(),
-                    ));
-                }
+                let written = reference.package_id.trim();
+                let from_variable = written.contains("#{");
+                let package_id = if from_variable {
+                    let evaluated = variables.evaluate(action, written).trim().to_owned();
+                    if evaluated.is_empty() || evaluated.contains("#{") {
+                        return Err(ApiError::bad_request(
+                            format!(
+                                "Action '{}' names its package with '{written}', which evaluates to '{evaluated}' when the release is created. Give the variable a value that is unscoped, or scoped to the channel or the step: environment, target and tenant scopes are not known until deployment.",
+                                action.name
+                            ),
+                            vec![format!(
+                                "the package id '{written}' of action '{}' cannot be evaluated",
+                                action.name
+                            )],
+                        ));
+                    }
+                    if cuttle_domain::package::PackageId::parse(&evaluated).is_err() {
+                        return Err(ApiError::bad_request(
+                            format!(
+                                "Action '{}' names its package with '{written}', which evaluates to '{evaluated}', not a valid package id.",
+                                action.name
+                            ),
+                            vec![format!(
+                                "the package id '{written}' of action '{}' is not valid",
+                                action.name
+                            )],
+                        ));
+                    }
+                    evaluated
+                } else {
+                    written.to_owned()
+                };
                 slots.push(Slot {
                     step_name: step.name.clone(),
                     action_name: action.name.clone(),
                     reference_name: reference.reference_name().to_owned(),
-                    package_id: reference.package_id.clone(),
+                    package_id,
+                    from_variable,
                 });
             }
         }
@@ -338,6 +410,7 @@ fn selected_package(slot: &Slot, row: &PackageRow) -> SelectedPackage {
         step_name: Some(slot.step_name.clone()),
         package_reference_name: slot.reference_name.clone(),
         version: row.version.clone(),
+        package_id: slot.from_variable.then(|| row.package_id.clone()),
     }
 }
 
@@ -376,6 +449,7 @@ mod tests {
             action_name: step.into(),
             reference_name: reference.into(),
             package_id: package.into(),
+            from_variable: false,
         }
     }
 

@@ -248,6 +248,40 @@ async fn snapshot_variables(
     })
 }
 
+/// What a release's variable package ids evaluate with: the variables of the sets `set_ids`
+/// (documents of `kind`: the project's live sets, or a release's snapshots) and the system
+/// variables known before any deployment.
+async fn release_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    project: &Project,
+    channel_doc: &Document,
+    kind: &str,
+    set_ids: &[String],
+) -> ApiResult<release_packages::ReleaseVariables> {
+    let mut variables = Vec::new();
+    for id in set_ids {
+        if let Some(doc) = documents::get(conn, space, kind, id).await? {
+            let set: VariableSet = documents::decode(&doc)?;
+            variables.extend(set.variables);
+        }
+    }
+    let system = [
+        ("Octopus.Project.Id", project.id.clone()),
+        ("Octopus.Project.Name", project.name.clone()),
+        ("Octopus.Release.Channel.Id", channel_doc.id.clone()),
+        ("Octopus.Release.Channel.Name", channel_doc.name.clone()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect();
+    Ok(release_packages::ReleaseVariables {
+        variables,
+        channel_id: channel_doc.id.clone(),
+        system,
+    })
+}
+
 /// The release document `id` of this space, or a 404.
 async fn require_release(
     conn: &impl ConnectionTrait,
@@ -379,7 +413,25 @@ async fn insert_release(
         ));
     }
     let (_, process) = load_process(conn, space, &new.project).await?;
-    let pinned = release_packages::pin(conn, space, &process, new.packages).await?;
+    let mut set_ids = vec![new.project.variable_set_id.clone()];
+    for library_id in &new.project.included_library_variable_set_ids {
+        if let Some((_, library)) =
+            resources::load_by_id_or_name::<LibraryVariableSet>(conn, space, library_id).await?
+        {
+            set_ids.push(library.variable_set_id);
+        }
+    }
+    let release_variables = release_variables(
+        conn,
+        space,
+        &new.project,
+        &channel_doc,
+        VARIABLES_KIND,
+        &set_ids,
+    )
+    .await?;
+    let pinned =
+        release_packages::pin(conn, space, &process, &release_variables, new.packages).await?;
     let release_id = cuttle_store::next_id(conn, "Releases").await?;
     let release_number = cuttle_domain::ids::numeric_suffix(&release_id, "Releases").unwrap_or(0);
     // Snapshots freeze what this release deploys: later edits to the project never reach it.
@@ -875,10 +927,28 @@ async fn update_release(
         .await?
         .ok_or_else(|| ApiError::internal(format!("release {id} has lost its process snapshot")))?;
         let process: DeploymentProcess = documents::decode(&process_doc)?;
+        // Variable package ids evaluate as they did when the release was made: with its
+        // snapshots.
+        let (_, project) = require_project(&txn, &scope.id, &release.project_id).await?;
+        let channel_doc = documents::get(&txn, &scope.id, Channel::KIND, &release.channel_id)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("release {id} has lost its channel")))?;
+        let mut set_ids = vec![release.project_variable_set_snapshot_id.clone()];
+        set_ids.extend(release.library_variable_set_snapshot_ids.iter().cloned());
+        let release_variables = release_variables(
+            &txn,
+            &scope.id,
+            &project,
+            &channel_doc,
+            VARIABLES_SNAPSHOT_KIND,
+            &set_ids,
+        )
+        .await?;
         let pinned = release_packages::pin(
             &txn,
             &scope.id,
             &process,
+            &release_variables,
             Selection::Explicit(body.selected_packages),
         )
         .await?;

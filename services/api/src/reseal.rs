@@ -1,5 +1,6 @@
 //! `cuttle secrets reseal`: the last step of a master key rotation. Every sensitive value in
-//! every variable set and snapshot is sealed again under the current key, so the retired key can
+//! every variable set and snapshot, and every tenant's sensitive template values, is sealed
+//! again under the current key, so the retired key can
 //! be dropped from `secrets.retired_keys`. Values already under the current key are left alone;
 //! each document is rewritten in its own transaction, so the command can be run again after an
 //! interruption.
@@ -8,7 +9,7 @@ use crate::projects::{VARIABLES_KIND, VARIABLES_SNAPSHOT_KIND};
 use cuttle_secrets::Keyring;
 use cuttle_store::documents::{self, Replacement};
 use cuttle_store::{Store, TransactionTrait};
-use cuttle_wire::resources::VariableSet;
+use cuttle_wire::resources::{StoredTenantVariables, VariableSet};
 
 /// What a reseal did.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -74,7 +75,70 @@ pub async fn reseal_all(store: &Store, keyring: &Keyring) -> anyhow::Result<Rese
             txn.commit().await?;
         }
     }
+    reseal_tenant_variables(store, keyring, &mut done).await?;
     Ok(done)
+}
+
+/// Reseals tenants' values for sensitive templates: the only sealed values they hold (the api
+/// refuses plain values that look sealed).
+async fn reseal_tenant_variables(
+    store: &Store,
+    keyring: &Keyring,
+    done: &mut Resealed,
+) -> anyhow::Result<()> {
+    let kind = crate::tenants::TENANT_VARIABLES_KIND;
+    for listed in documents::list_in_all_spaces(store.conn(), kind).await? {
+        let txn = store.conn().begin().await?;
+        let space = cuttle_domain::SpaceId::parse(&listed.space_id)?;
+        let Some(doc) = documents::get(&txn, &space, kind, &listed.id).await? else {
+            continue;
+        };
+        let mut stored: StoredTenantVariables = documents::decode(&doc)?;
+        let mut changed = 0;
+        let values = stored
+            .project_variables
+            .values_mut()
+            .flat_map(|by_env| by_env.values_mut())
+            .chain(stored.library_variables.values_mut());
+        for by_template in values {
+            for (template, value) in by_template.iter_mut() {
+                if !Keyring::is_sealed(value) {
+                    continue;
+                }
+                let moved = keyring.reseal(value).map_err(|err| {
+                    anyhow::anyhow!(
+                        "the value of template {template} in {} cannot be opened: {err}",
+                        doc.id
+                    )
+                })?;
+                if &moved != value {
+                    *value = moved;
+                    changed += 1;
+                }
+            }
+        }
+        if changed > 0 {
+            documents::replace(
+                &txn,
+                &space,
+                kind,
+                &doc.id,
+                Replacement {
+                    name: doc.name.clone(),
+                    unique_key: doc.unique_key.clone(),
+                    sort_order: doc.sort_order,
+                    data: documents::encode(&stored),
+                    expected_version: Some(doc.version),
+                },
+                "",
+            )
+            .await?;
+            done.documents += 1;
+            done.values += changed;
+        }
+        txn.commit().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

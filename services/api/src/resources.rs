@@ -383,9 +383,14 @@ pub(crate) async fn delete<T: Resource>(
     path: PathParams,
 ) -> ApiResult<StatusCode> {
     let id = path.get("id")?;
-    if !documents::delete(state.store.conn(), &scope.id, T::KIND, id).await? {
+    let txn = state.store.conn().begin().await?;
+    if !documents::delete(&txn, &scope.id, T::KIND, id).await? {
         return Err(ApiError::not_found(format!("{} '{id}'", T::NOUN)));
     }
+    if T::KIND == Environment::KIND {
+        crate::tenants::forget(&txn, &scope.id, crate::tenants::Gone::Environment(id)).await?;
+    }
+    txn.commit().await?;
     Ok(StatusCode::OK)
 }
 

@@ -8,6 +8,13 @@
 //! Tag filters match as [`cuttle_domain::tenant_tags`] says.
 //!
 //! A tenant-scoped team (`TenantIds` on a scoped user role) sees and changes only its tenants.
+//!
+//! Tenant variables: projects and library variable sets declare variable templates
+//! (`Templates`); a tenant gives values for them (`/tenants/{id}/variables`): per environment for
+//! each connected project's templates, once for each template of a library set those projects
+//! include. Values of sensitive templates are sealed like sensitive variables and shown as
+//! `{"HasValue": true, "NewValue": null}`. A tenanted deployment gets them as variables scoped to
+//! the tenant (`cuttle_variables::tenant_variables`), read when it is planned, as Octopus does.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -24,7 +31,10 @@ use cuttle_domain::ids::slugify;
 use cuttle_domain::tenant_tags;
 use cuttle_store::documents::{self, Document, ListQuery, Replacement};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
-use cuttle_wire::resources::{Environment, Project, TagSet, Tenant};
+use cuttle_wire::resources::{
+    Environment, LibraryVariableSet, Project, StoredTenantVariables, TagSet, Tenant,
+    VariableTemplate,
+};
 use cuttle_wire::{Collection, Links};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap};
@@ -50,9 +60,75 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         .route(&format!("{tenants}/all"), get(all_tenants))
         .route(&format!("{tenants}/tag-test"), get(tag_test))
         .route(
+            &format!("{tenants}/variables-missing"),
+            get(missing_not_built),
+        )
+        .route(
             &format!("{tenants}/{{id}}"),
             get(get_tenant).put(update_tenant).delete(delete_tenant),
         )
+        .route(
+            &format!("{tenants}/{{id}}/variables"),
+            get(get_tenant_variables).put(update_tenant_variables),
+        )
+}
+
+async fn missing_not_built() -> ApiError {
+    ApiError::not_implemented("The report of tenants' missing variables (variables-missing)")
+}
+
+/// Document kind of a tenant's values for variable templates.
+pub const TENANT_VARIABLES_KIND: &str = "TenantVariables";
+
+/// The id of a tenant's variables document.
+pub fn tenant_variables_id(tenant_id: &str) -> String {
+    format!("tenantvariables-{tenant_id}")
+}
+
+/// Checks variable templates (`Templates` of a project or library variable set): each has a
+/// unique name, gets an id when it has none, and a sensitive one has no default (a default
+/// would be stored in clear).
+pub fn prepare_templates(templates: &mut [VariableTemplate]) -> ApiResult<()> {
+    let mut names: Vec<String> = Vec::new();
+    let mut ids: Vec<String> = Vec::new();
+    for (index, template) in templates.iter_mut().enumerate() {
+        let field = |name: &str| format!("Templates[{index}].{name}");
+        template.name = template.name.trim().to_owned();
+        if template.name.is_empty() {
+            return Err(ApiError::invalid_field(
+                &field("Name"),
+                "every variable template needs a variable name",
+            ));
+        }
+        let lower = template.name.to_lowercase();
+        if names.contains(&lower) {
+            return Err(ApiError::invalid_field(
+                &field("Name"),
+                format!("the template '{}' is declared twice", template.name),
+            ));
+        }
+        names.push(lower);
+        if template.id.trim().is_empty() {
+            template.id = uuid::Uuid::new_v4().to_string();
+        }
+        if ids.contains(&template.id) {
+            return Err(ApiError::invalid_field(
+                &field("Id"),
+                format!("the template id '{}' is used twice", template.id),
+            ));
+        }
+        ids.push(template.id.clone());
+        if template.label.trim().is_empty() {
+            template.label = template.name.clone();
+        }
+        if template.is_sensitive() && template.default_text().is_some() {
+            return Err(ApiError::invalid_field(
+                &field("DefaultValue"),
+                "a sensitive template takes no default value; each tenant gives its own",
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The colour a tag gets when none is given (Octopus's grey).
@@ -629,6 +705,13 @@ async fn delete_tenant(
         }
     }
     documents::delete(&txn, &scope.id, Tenant::KIND, &doc.id).await?;
+    documents::delete(
+        &txn,
+        &scope.id,
+        TENANT_VARIABLES_KIND,
+        &tenant_variables_id(&doc.id),
+    )
+    .await?;
     txn.commit().await?;
     Ok(StatusCode::OK)
 }
@@ -821,6 +904,469 @@ pub fn check_connected(
             "tenant '{}' is not connected to project '{}' in {}",
             tenant.name, project.name, environment.name
         ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenant variables.
+
+/// The stored values of a tenant (none yet: empty).
+pub async fn stored_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tenant_id: &str,
+) -> ApiResult<StoredTenantVariables> {
+    match documents::get(
+        conn,
+        space,
+        TENANT_VARIABLES_KIND,
+        &tenant_variables_id(tenant_id),
+    )
+    .await?
+    {
+        Some(doc) => Ok(documents::decode(&doc)?),
+        None => Ok(StoredTenantVariables {
+            tenant_id: tenant_id.to_owned(),
+            ..StoredTenantVariables::default()
+        }),
+    }
+}
+
+/// The projects a tenant is connected to, and the library variable sets they include that
+/// declare templates.
+async fn template_owners(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tenant: &Tenant,
+) -> ApiResult<(Vec<Project>, Vec<LibraryVariableSet>)> {
+    let mut projects = Vec::new();
+    let mut libraries: Vec<LibraryVariableSet> = Vec::new();
+    for project_id in tenant.project_environments.keys() {
+        let Some(doc) = documents::get(conn, space, Project::KIND, project_id).await? else {
+            continue;
+        };
+        let project: Project = documents::decode(&doc)?;
+        for library_id in &project.included_library_variable_set_ids {
+            if libraries.iter().any(|l| &l.id == library_id) {
+                continue;
+            }
+            if let Some((_, library)) =
+                resources::load_by_id_or_name::<LibraryVariableSet>(conn, space, library_id).await?
+                && !library.templates.is_empty()
+            {
+                libraries.push(library);
+            }
+        }
+        projects.push(project);
+    }
+    Ok((projects, libraries))
+}
+
+/// How a value shows: as text, or for a sensitive template only whether it is set.
+fn shown(template: &VariableTemplate, value: Option<&String>) -> Value {
+    if template.is_sensitive() {
+        json!({ "HasValue": value.is_some(), "NewValue": null })
+    } else {
+        value.map_or(Value::Null, |v| Value::String(v.clone()))
+    }
+}
+
+/// `GET /tenants/{id}/variables` (Octopus's `TenantVariableResource`).
+async fn present_tenant_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tenant: &Tenant,
+) -> ApiResult<Value> {
+    let stored = stored_variables(conn, space, &tenant.id).await?;
+    let (projects, libraries) = template_owners(conn, space, tenant).await?;
+    let mut project_variables = serde_json::Map::new();
+    for project in &projects {
+        let mut by_environment = serde_json::Map::new();
+        let values = stored.project_variables.get(&project.id);
+        for environment in tenant
+            .project_environments
+            .get(&project.id)
+            .into_iter()
+            .flatten()
+        {
+            let values = values.and_then(|v| v.get(environment));
+            let items: serde_json::Map<String, Value> = project
+                .templates
+                .iter()
+                .filter_map(|t| {
+                    let value = values.and_then(|v| v.get(&t.id));
+                    (value.is_some() || t.is_sensitive()).then(|| (t.id.clone(), shown(t, value)))
+                })
+                .collect();
+            by_environment.insert(environment.clone(), Value::Object(items));
+        }
+        project_variables.insert(
+            project.id.clone(),
+            json!({
+                "ProjectId": project.id,
+                "ProjectName": project.name,
+                "Templates": project.templates,
+                "Variables": by_environment,
+                "Links": { "Project": format!("{}/projects/{}", space_prefix(space.as_str()), project.id) },
+            }),
+        );
+    }
+    let mut library_variables = serde_json::Map::new();
+    for library in &libraries {
+        let values = stored.library_variables.get(&library.id);
+        let items: serde_json::Map<String, Value> = library
+            .templates
+            .iter()
+            .filter_map(|t| {
+                let value = values.and_then(|v| v.get(&t.id));
+                (value.is_some() || t.is_sensitive()).then(|| (t.id.clone(), shown(t, value)))
+            })
+            .collect();
+        library_variables.insert(
+            library.id.clone(),
+            json!({
+                "LibraryVariableSetId": library.id,
+                "LibraryVariableSetName": library.name,
+                "Templates": library.templates,
+                "Variables": items,
+                "Links": { "LibraryVariableSet": format!("{}/libraryvariablesets/{}", space_prefix(space.as_str()), library.id) },
+            }),
+        );
+    }
+    Ok(json!({
+        "TenantId": tenant.id,
+        "TenantName": tenant.name,
+        "SpaceId": space.as_str(),
+        "ProjectVariables": project_variables,
+        "LibraryVariables": library_variables,
+        "Links": { "Self": format!("{}/tenants/{}/variables", space_prefix(space.as_str()), tenant.id) },
+    }))
+}
+
+async fn get_tenant_variables(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    path: PathParams,
+) -> ApiResult<Json<Value>> {
+    let conn = state.store.conn();
+    let (_, tenant) = visible_tenant(conn, &principal, &scope, path.get("id")?).await?;
+    Ok(Json(
+        present_tenant_variables(conn, &scope.id, &tenant).await?,
+    ))
+}
+
+/// What a client sent for one template: `None` clears it.
+enum Given {
+    Clear,
+    Keep,
+    Set(String),
+}
+
+/// Reads a value sent for `template` at `field`: text, null, or for a sensitive template
+/// `{HasValue, NewValue}` (`HasValue` without `NewValue` keeps the stored secret).
+fn given(template: &VariableTemplate, value: &Value, field: &str) -> ApiResult<Given> {
+    match value {
+        Value::Null => Ok(Given::Clear),
+        Value::String(text) if text.is_empty() => Ok(Given::Clear),
+        Value::String(text) if cuttle_secrets::Keyring::is_sealed(text) => {
+            Err(ApiError::invalid_field(
+                field,
+                "a value cannot begin with Cuttle's sealed-value prefix",
+            ))
+        }
+        Value::String(text) => Ok(Given::Set(text.clone())),
+        Value::Bool(b) => Ok(Given::Set(if *b { "True" } else { "False" }.into())),
+        Value::Number(n) => Ok(Given::Set(n.to_string())),
+        Value::Object(map) if template.is_sensitive() => {
+            let new = map
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("NewValue"))
+                .map(|(_, v)| v);
+            let has = map
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("HasValue"))
+                .is_some_and(|(_, v)| v == &Value::Bool(true));
+            match new {
+                Some(Value::String(text)) if !text.is_empty() => Ok(Given::Set(text.clone())),
+                _ if has => Ok(Given::Keep),
+                _ => Ok(Given::Clear),
+            }
+        }
+        _ => Err(ApiError::invalid_field(
+            field,
+            "must be text (or, for a sensitive template, {\"HasValue\", \"NewValue\"})",
+        )),
+    }
+}
+
+/// What to store for the value sent for template `template_id` of `owner` (`None`: nothing),
+/// sealing a sensitive one; `kept` is the value stored now.
+fn value_to_store(
+    owner: (&str, &[VariableTemplate]),
+    template_id: &str,
+    value: &Value,
+    field: &str,
+    kept: Option<&String>,
+    seal: &dyn Fn(&str, &str) -> ApiResult<String>,
+) -> ApiResult<Option<String>> {
+    let (owner, templates) = owner;
+    let template = templates
+        .iter()
+        .find(|t| t.id == template_id)
+        .ok_or_else(|| {
+            ApiError::invalid_field(
+                field,
+                format!("{owner} has no variable template '{template_id}'"),
+            )
+        })?;
+    Ok(match given(template, value, field)? {
+        Given::Clear => None,
+        Given::Keep => kept.cloned(),
+        Given::Set(text) if template.is_sensitive() => Some(seal(field, &text)?),
+        Given::Set(text) => Some(text),
+    })
+}
+
+/// The map of one JSON object member, or an empty one; a non-object is a 400 naming `field`.
+fn members<'v>(value: Option<&'v Value>, field: &str) -> ApiResult<Vec<(&'v String, &'v Value)>> {
+    match value {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Object(map)) => Ok(map.iter().collect()),
+        Some(_) => Err(ApiError::invalid_field(field, "must be an object")),
+    }
+}
+
+fn member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+    value
+        .as_object()?
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
+}
+
+/// `PUT /tenants/{id}/variables`: the body as `GET` returns it, with the values wanted. Every
+/// template value is replaced by what the body gives; a sensitive one sent back as
+/// `{"HasValue": true, "NewValue": null}` keeps its stored secret.
+async fn update_tenant_variables(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    path: PathParams,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
+    let txn = state.store.conn().begin().await?;
+    let (_, tenant) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
+    crate::authz::require(
+        &principal,
+        Permission::TenantEdit,
+        &cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            tenant: Some(&tenant.id),
+            ..Default::default()
+        },
+    )?;
+    let current = stored_variables(&txn, &scope.id, &tenant.id).await?;
+    let (projects, libraries) = template_owners(&txn, &scope.id, &tenant).await?;
+    let seal = |field: &str, plain: &str| -> ApiResult<String> {
+        let keyring = state.keyring.as_deref().ok_or_else(|| {
+            ApiError::invalid_field(
+                field,
+                "this server has no master key for sensitive values (secrets.master_key), so it cannot store them encrypted",
+            )
+        })?;
+        keyring.seal(plain).map_err(|err| {
+            tracing::error!(error = %err, "a tenant's sensitive value could not be sealed");
+            ApiError::internal("a sensitive value could not be encrypted with the master key")
+        })
+    };
+    let mut next = StoredTenantVariables {
+        tenant_id: tenant.id.clone(),
+        ..StoredTenantVariables::default()
+    };
+    for (project_id, entry) in members(member(&body, "ProjectVariables"), "ProjectVariables")? {
+        let field = format!("ProjectVariables.{project_id}");
+        let project = projects
+            .iter()
+            .find(|p| &p.id == project_id)
+            .ok_or_else(|| {
+                ApiError::invalid_field(
+                    &field,
+                    format!(
+                        "tenant '{}' is not connected to project '{project_id}'",
+                        tenant.name
+                    ),
+                )
+            })?;
+        let connected = tenant
+            .project_environments
+            .get(project_id)
+            .cloned()
+            .unwrap_or_default();
+        for (environment_id, values) in
+            members(member(entry, "Variables"), &format!("{field}.Variables"))?
+        {
+            let field = format!("{field}.Variables.{environment_id}");
+            if !connected.contains(environment_id) {
+                return Err(ApiError::invalid_field(
+                    &field,
+                    format!(
+                        "tenant '{}' is not connected to project '{}' in environment '{environment_id}'",
+                        tenant.name, project.name
+                    ),
+                ));
+            }
+            for (template_id, value) in members(Some(values), &field)? {
+                let field = format!("{field}.{template_id}");
+                let kept = current
+                    .project_variables
+                    .get(project_id)
+                    .and_then(|v| v.get(environment_id))
+                    .and_then(|v| v.get(template_id));
+                let owner = format!("project '{}'", project.name);
+                let stored = value_to_store(
+                    (&owner, &project.templates),
+                    template_id,
+                    value,
+                    &field,
+                    kept,
+                    &seal,
+                )?;
+                if let Some(stored) = stored {
+                    next.project_variables
+                        .entry(project_id.clone())
+                        .or_default()
+                        .entry(environment_id.clone())
+                        .or_default()
+                        .insert(template_id.clone(), stored);
+                }
+            }
+        }
+    }
+    for (library_id, entry) in members(member(&body, "LibraryVariables"), "LibraryVariables")? {
+        let field = format!("LibraryVariables.{library_id}");
+        let library = libraries.iter().find(|l| &l.id == library_id).ok_or_else(|| {
+            ApiError::invalid_field(
+                &field,
+                format!(
+                    "no project tenant '{}' is connected to includes library variable set '{library_id}' with templates",
+                    tenant.name
+                ),
+            )
+        })?;
+        for (template_id, value) in
+            members(member(entry, "Variables"), &format!("{field}.Variables"))?
+        {
+            let field = format!("{field}.Variables.{template_id}");
+            let kept = current
+                .library_variables
+                .get(library_id)
+                .and_then(|v| v.get(template_id));
+            let owner = format!("library variable set '{}'", library.name);
+            let stored = value_to_store(
+                (&owner, &library.templates),
+                template_id,
+                value,
+                &field,
+                kept,
+                &seal,
+            )?;
+            if let Some(stored) = stored {
+                next.library_variables
+                    .entry(library_id.clone())
+                    .or_default()
+                    .insert(template_id.clone(), stored);
+            }
+        }
+    }
+    let id = tenant_variables_id(&tenant.id);
+    let data = documents::encode(&next);
+    let replaced = documents::replace(
+        &txn,
+        &scope.id,
+        TENANT_VARIABLES_KIND,
+        &id,
+        Replacement {
+            name: tenant.name.clone(),
+            unique_key: None,
+            sort_order: 0,
+            data: data.clone(),
+            expected_version: None,
+        },
+        "",
+    )
+    .await?;
+    if replaced.is_none() {
+        documents::insert(
+            &txn,
+            documents::NewDocument {
+                id,
+                space_id: scope.id.clone(),
+                kind: TENANT_VARIABLES_KIND,
+                name: tenant.name.clone(),
+                parent_id: Some(tenant.id.clone()),
+                unique_key: None,
+                sort_order: 0,
+                data,
+            },
+            "",
+        )
+        .await?;
+    }
+    let presented = present_tenant_variables(&txn, &scope.id, &tenant).await?;
+    txn.commit().await?;
+    Ok(Json(presented))
+}
+
+/// What was deleted that tenants may refer to.
+pub enum Gone<'a> {
+    /// A project: tenants are disconnected from it and lose their values for its templates.
+    Project(&'a str),
+    /// An environment: it leaves every tenant's connections and values.
+    Environment(&'a str),
+}
+
+/// Keeps tenants true to what exists after a project or environment is deleted (in the
+/// deleting transaction).
+pub async fn forget(conn: &impl ConnectionTrait, space: &SpaceId, gone: Gone<'_>) -> ApiResult<()> {
+    let (docs, _) = documents::list(conn, space, Tenant::KIND, &ListQuery::everything()).await?;
+    for doc in docs {
+        let mut tenant: Tenant = documents::decode(&doc)?;
+        let before = tenant.project_environments.clone();
+        match gone {
+            Gone::Project(id) => {
+                tenant.project_environments.remove(id);
+            }
+            Gone::Environment(id) => {
+                for environments in tenant.project_environments.values_mut() {
+                    environments.retain(|e| e != id);
+                }
+            }
+        }
+        if tenant.project_environments != before {
+            rewrite(conn, space, &doc, documents::encode(&tenant)).await?;
+        }
+        let variables_id = tenant_variables_id(&doc.id);
+        if let Some(stored_doc) =
+            documents::get(conn, space, TENANT_VARIABLES_KIND, &variables_id).await?
+        {
+            let mut stored: StoredTenantVariables = documents::decode(&stored_doc)?;
+            let before = stored.clone();
+            match gone {
+                Gone::Project(id) => {
+                    stored.project_variables.remove(id);
+                }
+                Gone::Environment(id) => {
+                    for by_environment in stored.project_variables.values_mut() {
+                        by_environment.remove(id);
+                    }
+                }
+            }
+            if stored != before {
+                rewrite(conn, space, &stored_doc, documents::encode(&stored)).await?;
+            }
+        }
     }
     Ok(())
 }

@@ -196,11 +196,39 @@ async fn preview(
         sources.extend(std::iter::repeat_n(source, set.variables.len()));
         variables.extend(set.variables);
     }
+    // A tenant's values for the templates of the project and its library sets, in the chosen
+    // environment.
+    if let (Some(tenant), Some(environment)) = (&tenant, &environment) {
+        let stored = crate::tenants::stored_variables(conn, space, &tenant.id).await?;
+        let mut libraries = Vec::new();
+        for id in &project.included_library_variable_set_ids {
+            if let Some((_, library)) =
+                resources::load_by_id_or_name::<LibraryVariableSet>(conn, space, id).await?
+            {
+                libraries.push(library);
+            }
+        }
+        let library_templates: Vec<(&str, &[cuttle_wire::resources::VariableTemplate])> = libraries
+            .iter()
+            .map(|l| (l.id.as_str(), l.templates.as_slice()))
+            .collect();
+        let given = cuttle_variables::tenant_variables(
+            &tenant.id,
+            (&project.id, &project.templates),
+            &environment.id,
+            &library_templates,
+            &stored,
+        );
+        let source = format!("Tenant '{}'", tenant.name);
+        sources.extend(std::iter::repeat_n(source, given.len()));
+        variables.extend(given);
+    }
     let scope_of = cuttle_variables::Scope {
         environment_id: environment.as_ref().map(|e| e.id.as_str()).unwrap_or(""),
         channel_id: &channel.id,
         action_id: action.as_ref().map(|(_, id, _)| id.as_str()).unwrap_or(""),
         machine: machine.as_ref(),
+        tenant_id: tenant.as_ref().map(|t| t.id.as_str()),
         tenant_tags: tenant.as_ref().map(|t| t.tenant_tags.as_slice()),
     };
     let chosen = cuttle_variables::resolve(&variables, &scope_of);

@@ -30,6 +30,7 @@ both_modes!(
     a_failing_deploy_script_fails_the_step_after_running_deploy_failed,
     a_package_deleted_after_the_release_fails_the_deployment_with_a_reason,
     retention_keeps_the_latest_versions_and_every_version_a_release_uses,
+    a_package_named_by_a_variable_is_chosen_when_the_release_is_created,
 );
 
 /// How long a deployment may take in these tests before they give up.
@@ -1418,5 +1419,118 @@ async fn an_inline_script_gets_its_referenced_packages_files_substituted(mode: M
     assert_eq!(task["State"], "Success", "{log}");
     position(&log, "region=eu-west");
     position(&log, "\"Region\": \"eu-west\"");
+    app.stop().await;
+}
+
+async fn a_package_named_by_a_variable_is_chosen_when_the_release_is_created(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    for (file, marker) in [
+        ("Acme.Blue.1.0.0.zip", "blue"),
+        ("Acme.Green.2.0.0.zip", "green"),
+    ] {
+        push(
+            client,
+            "Spaces-1",
+            file,
+            zip_bytes(&[("colour.txt", marker.as_bytes())]),
+        )
+        .await
+        .expect(201);
+    }
+    let project = package_project(
+        client,
+        "Staging",
+        "Colours",
+        "Octopus.Script",
+        json!({"Octopus.Action.RunOnServer": "true",
+               "Octopus.Action.Script.ScriptSource": "Inline",
+               "Octopus.Action.Script.Syntax": "Bash",
+               "Octopus.Action.Script.ScriptBody": "echo \"deployed $(cat App/colour.txt)\""}),
+        &[("App", "Acme.#{Colour}")],
+    )
+    .await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let set_colour = async |colour: &str, scope: Value| {
+        let mut set = client.get(&path).await.expect(200);
+        set["Variables"] = json!([{"Name": "Colour", "Value": colour, "Scope": scope}]);
+        client.put(&path, set).await.expect(200);
+    };
+
+    // A value only an environment would give is not known when the release is created.
+    let staging = client
+        .get("/api/Spaces-1/environments?name=Staging")
+        .await
+        .expect(200)["Items"][0]["Id"]
+        .clone();
+    set_colour("Blue", json!({"Environment": [staging]})).await;
+    let refused = create_release(client, "Colours", json!({}))
+        .await
+        .expect(400);
+    let message = refused["ErrorMessage"].as_str().unwrap();
+    assert!(
+        message.contains("Deploy web") && message.contains("not known until deployment"),
+        "{refused}"
+    );
+
+    set_colour("Blue", json!({})).await;
+    let release = create_release(client, "Colours", json!({}))
+        .await
+        .expect(201);
+    let stored = client
+        .get(&format!(
+            "/api/Spaces-1/releases/{}",
+            release["ReleaseId"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(stored["SelectedPackages"][0]["PackageId"], "Acme.Blue");
+    assert_eq!(stored["SelectedPackages"][0]["Version"], "1.0.0");
+    // Changing the variable later changes the next release, never this one.
+    set_colour("Green", json!({})).await;
+    let (task, log) = deploy(
+        client,
+        "Colours",
+        release["ReleaseVersion"].as_str().unwrap(),
+        "Staging",
+    )
+    .await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "deployed blue");
+    let (task, log) = release_and_deploy(client, "Colours", "Staging").await;
+    assert_eq!(task["State"], "Success", "{log}");
+    position(&log, "deployed green");
+
+    // Retention keeps the version a release pinned through a variable.
+    for version in ["1.1.0", "1.2.0"] {
+        push(
+            client,
+            "Spaces-1",
+            &format!("Acme.Blue.{version}.zip"),
+            zip_bytes(&[("colour.txt", b"newer blue")]),
+        )
+        .await
+        .expect(201);
+    }
+    let feed_path = "/api/Spaces-1/feeds/feeds-builtin";
+    let mut feed = client.get(feed_path).await.expect(200);
+    feed["KeepLatestVersionsPerPackage"] = json!(1);
+    client.put(feed_path, feed).await.expect(200);
+    let task = client
+        .post("/api/Spaces-1/tasks", json!({"Name": "Retention"}))
+        .await
+        .expect(201);
+    assert_eq!(task["State"], "Success", "{task}");
+    let versions = client
+        .get("/api/Spaces-1/feeds/feeds-builtin/packages/versions?packageId=Acme.Blue")
+        .await
+        .expect(200);
+    let kept: Vec<&str> = versions["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["Version"].as_str().unwrap())
+        .collect();
+    assert_eq!(kept, ["1.2.0", "1.0.0"]);
     app.stop().await;
 }

@@ -18,6 +18,8 @@ both_modes!(
     tag_sets_and_tenants_are_validated_filtered_and_renamed,
     a_tenanted_deployment_runs_once_per_tenant_with_its_own_variables_and_steps,
     a_team_restricted_to_one_tenant_sees_and_deploys_only_that_tenant,
+    tenant_variables_give_each_tenant_its_own_values_and_keep_secrets,
+    deployment_targets_take_tenants_by_id_or_tag,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -315,6 +317,33 @@ async fn tag_sets_and_tenants_are_validated_filtered_and_renamed(mode: Mode) {
         .get(&format!("{SPACE}/tenants/{}", id(&initech)))
         .await
         .expect(404);
+
+    // Deleting an environment or a project disconnects tenants from it.
+    let other = client
+        .post(&format!("{SPACE}/environments"), json!({"Name": "Other"}))
+        .await
+        .expect(201);
+    let acme_path = format!("{SPACE}/tenants/{acme}");
+    let mut body = client.get(&acme_path).await.expect(200);
+    body["ProjectEnvironments"] = json!({project.clone(): [test.clone(), id(&other)]});
+    client.put(&acme_path, body).await.expect(200);
+    client
+        .delete(&format!("{SPACE}/environments/{}", id(&other)))
+        .await
+        .expect(200);
+    let acme_now = client.get(&acme_path).await.expect(200);
+    assert_eq!(
+        acme_now["ProjectEnvironments"],
+        json!({project.clone(): [test.clone()]})
+    );
+    client
+        .delete(&format!("{SPACE}/projects/{project}"))
+        .await
+        .expect(200);
+    let acme_now = client.get(&acme_path).await.expect(200);
+    assert_eq!(acme_now["ProjectEnvironments"], json!({}));
+    // And the tenant can still be saved as it is.
+    client.put(&acme_path, acme_now).await.expect(200);
     app.stop().await;
 }
 
@@ -627,5 +656,261 @@ async fn a_team_restricted_to_one_tenant_sees_and_deploys_only_that_tenant(mode:
         .get(&format!("{SPACE}/deployments/{}", id(&globex_deployment)))
         .await
         .expect(404);
+    app.stop().await;
+}
+
+async fn tenant_variables_give_each_tenant_its_own_values_and_keep_secrets(mode: Mode) {
+    const SECRET: &str = "acme-k3y-9931";
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let (project, test, acme, globex) = shop(client).await;
+    // Templates: on the project (per environment) and on an included library set (once).
+    let path = format!("{SPACE}/projects/{project}");
+    let mut body = client.get(&path).await.expect(200);
+    body["Templates"] = json!([
+        {"Name": "Database", "Label": "Database name", "DefaultValue": "shop"},
+        {"Name": "ApiKey", "DisplaySettings": {"Octopus.ControlType": "Sensitive"}}
+    ]);
+    let refused = client
+        .put(&path, {
+            let mut bad = body.clone();
+            bad["Templates"][1]["DefaultValue"] = json!("in the clear");
+            bad
+        })
+        .await
+        .expect(400);
+    assert!(
+        problem(&refused).contains("Templates[1].DefaultValue"),
+        "{refused}"
+    );
+    let saved = client.put(&path, body).await.expect(200);
+    let database = saved["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    let api_key = saved["Templates"][1]["Id"].as_str().unwrap().to_owned();
+    let library = client
+        .post(
+            &format!("{SPACE}/libraryvariablesets"),
+            json!({"Name": "Support", "Templates": [{"Name": "SupportEmail", "DefaultValue": "help@shop.example"}]}),
+        )
+        .await
+        .expect(201);
+    let library_id = id(&library);
+    let support = library["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    let mut body = client.get(&path).await.expect(200);
+    body["IncludedLibraryVariableSetIds"] = json!([library_id]);
+    client.put(&path, body).await.expect(200);
+    // A project variable scoped to Test: a tenant's own value beats it.
+    let variables_path = format!("{SPACE}/projects/{project}/variables");
+    let mut variables = client.get(&variables_path).await.expect(200);
+    let mut list = variables["Variables"].as_array().unwrap().clone();
+    list.push(json!({"Name": "Database", "Value": "test_db", "Scope": {"Environment": [test]}}));
+    variables["Variables"] = json!(list);
+    client.put(&variables_path, variables).await.expect(200);
+    let mut step = flow::script_step(
+        "Greet",
+        "Bash",
+        "echo \"tenant=#{Octopus.Tenant.Name} db=#{Database} key=#{ApiKey} support=#{SupportEmail}\"",
+    );
+    step["Name"] = json!("Greet");
+    flow::set_steps(client, "Spaces-1", &project, vec![step]).await;
+
+    // Acme's values: a database for Test, a secret key, its own support address.
+    let acme_path = format!("{SPACE}/tenants/{acme}/variables");
+    let mut values = client.get(&acme_path).await.expect(200);
+    assert_eq!(values["TenantName"], "Acme");
+    assert_eq!(
+        values["ProjectVariables"][&project]["Variables"][&test][&api_key],
+        json!({"HasValue": false, "NewValue": null}),
+        "{values}"
+    );
+    values["ProjectVariables"][&project]["Variables"][&test] = json!({database.clone(): "acme_db", api_key.clone(): {"HasValue": true, "NewValue": SECRET}});
+    values["LibraryVariables"][&library_id]["Variables"] =
+        json!({support.clone(): "ops@acme.example"});
+    let saved = client.put(&acme_path, values.clone()).await.expect(200);
+    assert_eq!(
+        saved["ProjectVariables"][&project]["Variables"][&test][&database],
+        "acme_db"
+    );
+    assert_eq!(
+        saved["ProjectVariables"][&project]["Variables"][&test][&api_key],
+        json!({"HasValue": true, "NewValue": null})
+    );
+    assert!(!saved.to_string().contains(SECRET), "{saved}");
+    let config = app.config();
+    assert!(
+        cuttle_testkit::stored_in_clear(config, SECRET)
+            .await
+            .unwrap()
+            .is_empty(),
+        "the tenant's secret is stored in the clear"
+    );
+    // Sent back as shown, the secret stays.
+    client.put(&acme_path, saved.clone()).await.expect(200);
+    // Mistakes name the field and change nothing.
+    let mut bad = saved.clone();
+    bad["ProjectVariables"][&project]["Variables"][&test]["no-such-template"] = json!("x");
+    let refused = client.put(&acme_path, bad).await.expect(400);
+    assert!(problem(&refused).contains("no-such-template"), "{refused}");
+    let mut bad = saved.clone();
+    bad["ProjectVariables"][&project]["Variables"]["Environments-999"] = json!({});
+    let refused = client.put(&acme_path, bad).await.expect(400);
+    assert!(problem(&refused).contains("Environments-999"), "{refused}");
+
+    // Each tenant's deployment sees its own values; Globex gets the defaults and no key.
+    release(client).await;
+    let created = client
+        .post(
+            &format!("{SPACE}/deployments/create/tenanted/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": "Test", "Tenants": [acme, globex]}),
+        )
+        .await
+        .expect(201);
+    let mut logs = Vec::new();
+    for entry in created["DeploymentServerTasks"].as_array().unwrap() {
+        let task = entry["ServerTaskId"].as_str().unwrap().to_owned();
+        let done = client.wait_for_task(&task, WAIT).await;
+        assert_eq!(done["State"], "Success", "{done}");
+        logs.push(log_text(client, &task).await);
+    }
+    let all = logs.join("\n");
+    assert!(
+        all.contains("tenant=Acme db=acme_db key=******** support=ops@acme.example"),
+        "{all}"
+    );
+    assert!(
+        all.contains("tenant=Globex db=shop key=#{ApiKey} support=help@shop.example"),
+        "{all}"
+    );
+    assert!(!all.contains(SECRET), "{all}");
+
+    // The preview shows the same, the secret masked.
+    let preview = client
+        .get(&format!(
+            "{SPACE}/variables/preview?project={project}&environment=Test&tenant=Acme"
+        ))
+        .await
+        .expect(200);
+    let database_value = preview["Variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["Name"] == "Database")
+        .map(|v| (v["Value"].clone(), v["Source"].clone()));
+    assert_eq!(
+        database_value,
+        Some((json!("acme_db"), json!("Tenant 'Acme'"))),
+        "{preview}"
+    );
+    assert!(!preview.to_string().contains(SECRET), "{preview}");
+    app.stop().await;
+}
+
+/// A polling deployment target in Test tagged `web`, with `extra` fields.
+fn polling_target(name: &str, test: &str, seed: u8, extra: Value) -> Value {
+    let mut body = json!({
+        "Name": name, "EnvironmentIds": [test], "Roles": ["web"],
+        "Endpoint": {"CommunicationStyle": "TentacleActive",
+                     "Uri": format!("poll://{name}/"),
+                     "Thumbprint": format!("{seed:02X}").repeat(20)}
+    });
+    for (key, value) in extra.as_object().unwrap() {
+        body[key] = value.clone();
+    }
+    body
+}
+
+async fn deployment_targets_take_tenants_by_id_or_tag(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let tier = tag_sets(client).await;
+    let test = id(&client
+        .post(&format!("{SPACE}/environments"), json!({"Name": "Test"}))
+        .await
+        .expect(201));
+    let acme = tenant(client, "Acme", &["Tier/Gold"], json!({})).await;
+    let machines = format!("{SPACE}/machines");
+    for (extra, field) in [
+        (json!({"TenantIds": [acme.clone()]}), "TenantIds"),
+        (
+            json!({"TenantedDeploymentParticipation": "Tenanted", "TenantIds": ["Tenants-999"]}),
+            "TenantIds[0]",
+        ),
+        (
+            json!({"TenantedDeploymentParticipation": "Tenanted", "TenantTags": ["Tier/Bronze"]}),
+            "TenantTags[0]",
+        ),
+        (
+            json!({"TenantedDeploymentParticipation": "Sometimes"}),
+            "TenantedDeploymentParticipation",
+        ),
+    ] {
+        let refused = client
+            .post(&machines, polling_target("bad", &test, 9, extra.clone()))
+            .await
+            .expect(400);
+        assert!(problem(&refused).contains(field), "{extra}: {refused}");
+    }
+    let by_id = client
+        .post(
+            &machines,
+            polling_target(
+                "acme-web",
+                &test,
+                1,
+                json!({"TenantedDeploymentParticipation": "Tenanted", "TenantIds": [acme.clone()]}),
+            ),
+        )
+        .await
+        .expect(201);
+    let by_tag = client
+        .post(
+            &machines,
+            polling_target(
+                "gold-web",
+                &test,
+                2,
+                json!({"TenantedDeploymentParticipation": "TenantedOrUntenanted", "TenantTags": ["tier/gold"]}),
+            ),
+        )
+        .await
+        .expect(201);
+    assert_eq!(by_tag["TenantTags"], json!(["Tier/Gold"]));
+    let plain = client
+        .post(&machines, polling_target("plain-web", &test, 3, json!({})))
+        .await
+        .expect(201);
+    assert_eq!(plain["TenantedDeploymentParticipation"], "Untenanted");
+    let listed = client
+        .get(&format!("{machines}?tenantIds={acme}"))
+        .await
+        .expect(200);
+    assert_eq!(names(&listed), ["acme-web"]);
+    let listed = client
+        .get(&format!("{machines}?tenantTags=Tier/Gold"))
+        .await
+        .expect(200);
+    assert_eq!(names(&listed), ["gold-web"]);
+
+    // A renamed tag is renamed on the target; a deleted tenant leaves the target's list.
+    let tier_id = id(&tier);
+    let mut renamed = tier.clone();
+    renamed["Tags"][0]["Name"] = json!("Platinum");
+    client
+        .put(&format!("{SPACE}/tagsets/{tier_id}"), renamed)
+        .await
+        .expect(200);
+    let gold_web = client
+        .get(&format!("{machines}/{}", id(&by_tag)))
+        .await
+        .expect(200);
+    assert_eq!(gold_web["TenantTags"], json!(["Tier/Platinum"]));
+    client
+        .delete(&format!("{SPACE}/tenants/{acme}"))
+        .await
+        .expect(200);
+    let acme_web = client
+        .get(&format!("{machines}/{}", id(&by_id)))
+        .await
+        .expect(200);
+    assert_eq!(acme_web["TenantIds"], json!([]));
     app.stop().await;
 }

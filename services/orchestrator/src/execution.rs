@@ -14,7 +14,8 @@ use cuttle_store::tasks::{self, Job, NewLogLine, Task, job_status};
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_store::{documents, packages};
 use cuttle_wire::resources::{
-    Deployment, DeploymentProcess, Machine, Project, Release, Space, Tenant, Variable, VariableSet,
+    Deployment, DeploymentProcess, LibraryVariableSet, Machine, Project, Release, Space,
+    StoredTenantVariables, Tenant, Variable, VariableSet, VariableTemplate,
 };
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -45,16 +46,22 @@ async fn resolve_packages(
         else {
             continue;
         };
+        // A reference naming its package with a variable took the id it evaluated to when
+        // the release was created.
+        let package_id = selected
+            .package_id
+            .as_deref()
+            .unwrap_or(&reference.package_id);
         let version = PackageVersion::parse(&selected.version).map_err(|err| {
             format!(
-                "The release selected package '{}' version '{}': {err}",
-                reference.package_id, selected.version
+                "The release selected package '{package_id}' version '{}': {err}",
+                selected.version
             )
         })?;
         let located = match packages::find(
             conn,
             space,
-            &reference.package_id.to_ascii_lowercase(),
+            &package_id.to_ascii_lowercase(),
             &version.normalized(),
         )
         .await
@@ -70,8 +77,8 @@ async fn resolve_packages(
                 extract: true,
             }),
             Ok(None) => Err(format!(
-                "package '{}' version {} is no longer in the built-in feed.",
-                reference.package_id, selected.version
+                "package '{package_id}' version {} is no longer in the built-in feed.",
+                selected.version
             )),
             Err(err) => return Err(format!("The built-in feed could not be read: {err}")),
         };
@@ -225,6 +232,49 @@ fn machine_kind(id: &str) -> &'static str {
     } else {
         TARGET_KIND
     }
+}
+
+/// A tenant's values for the variable templates of the deployment's project and of the library
+/// variable sets it includes, read now (tenant variables are not frozen in releases, as in
+/// Octopus), as variables scoped to the tenant.
+async fn tenant_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tenant: &Tenant,
+    deployment: &Deployment,
+) -> anyhow::Result<Vec<Variable>> {
+    let stored: StoredTenantVariables = match documents::get(
+        conn,
+        space,
+        "TenantVariables",
+        &format!("tenantvariables-{}", tenant.id),
+    )
+    .await?
+    {
+        Some(doc) => documents::decode(&doc)?,
+        None => StoredTenantVariables::default(),
+    };
+    let Some(doc) = documents::get(conn, space, "Project", &deployment.project_id).await? else {
+        return Ok(Vec::new());
+    };
+    let project: Project = documents::decode(&doc)?;
+    let mut libraries: Vec<LibraryVariableSet> = Vec::new();
+    for id in &project.included_library_variable_set_ids {
+        if let Some(doc) = documents::get(conn, space, "LibraryVariableSet", id).await? {
+            libraries.push(documents::decode(&doc)?);
+        }
+    }
+    let library_templates: Vec<(&str, &[VariableTemplate])> = libraries
+        .iter()
+        .map(|l| (l.id.as_str(), l.templates.as_slice()))
+        .collect();
+    Ok(cuttle_variables::tenant_variables(
+        &tenant.id,
+        (&project.id, &project.templates),
+        &deployment.environment_id,
+        &library_templates,
+        &stored,
+    ))
 }
 
 /// Whether a deployment target takes part in a deployment for `tenant` (`None`: untenanted), by
@@ -583,7 +633,7 @@ impl Orchestrator {
         })
         .await
         .map_err(|err| format!("The deployment targets could not be read: {err}"))?;
-        let variables: Vec<Variable> = match documents::get(
+        let mut variables: Vec<Variable> = match documents::get(
             conn,
             space,
             "VariableSetSnapshot",
@@ -599,6 +649,13 @@ impl Orchestrator {
             Ok(None) => Vec::new(),
             Err(err) => return Err(format!("The release's variables could not be read: {err}")),
         };
+        if let Some(tenant) = &tenant {
+            variables.extend(
+                tenant_variables(conn, space, tenant, &deployment)
+                    .await
+                    .map_err(|err| format!("The tenant's variables could not be read: {err}"))?,
+            );
+        }
         let project_name = documents::get(conn, space, "Project", &deployment.project_id)
             .await
             .ok()

@@ -250,6 +250,7 @@ fn evaluate_for_action(text: &str, action: &Action, inputs: &PlanInputs<'_>) -> 
         channel_id: &inputs.deployment.channel_id,
         action_id: &action.id,
         machine: None,
+        tenant_id: inputs.deployment.tenant_id.as_deref(),
         tenant_tags: inputs.tenant_tags,
     };
     let mut dictionary = cuttle_template::VariableDictionary::new();
@@ -540,6 +541,7 @@ pub fn plan(process: &DeploymentProcess, inputs: &PlanInputs<'_>) -> Result<Plan
                         channel_id: &inputs.deployment.channel_id,
                         action_id: &action.id,
                         machine,
+                        tenant_id: inputs.deployment.tenant_id.as_deref(),
                         tenant_tags: inputs.tenant_tags,
                     },
                 );

@@ -133,6 +133,7 @@ mod tests {
             channel_id: "Channels-1",
             action_id: "Action-1",
             machine,
+            tenant_id: None,
             tenant_tags: None,
         }
     }

@@ -159,9 +159,13 @@ async fn versions_in_use(
             continue;
         };
         for selected in &release.selected_packages {
-            let package_id = process
-                .package_reference(&selected.action_name, &selected.package_reference_name)
-                .map(|reference| reference.package_id.to_ascii_lowercase());
+            // A variable package id keeps the id it evaluated to on the release.
+            let package_id = match &selected.package_id {
+                Some(id) => Some(id.to_ascii_lowercase()),
+                None => process
+                    .package_reference(&selected.action_name, &selected.package_reference_name)
+                    .map(|reference| reference.package_id.to_ascii_lowercase()),
+            };
             if let (Some(id), Ok(version)) = (package_id, PackageVersion::parse(&selected.version))
             {
                 in_use.insert((id, version.normalized()));
