@@ -883,24 +883,81 @@ async fn load_variables(
     }
 }
 
+/// Whether the principal may read (`edit`: change) the variable set `doc`, by its owner: a
+/// project's set or snapshot needs VariableView (VariableEdit) on that project, so a team
+/// restricted to one project reaches no other's; a library variable set's needs
+/// LibraryVariableSetView (LibraryVariableSetEdit). One that may not be read is a 404, one
+/// that may be read but not changed a 403 naming the permission.
+async fn check_variable_access(
+    conn: &impl ConnectionTrait,
+    principal: &Principal,
+    scope: &SpaceScope,
+    doc: &Document,
+    edit: bool,
+) -> ApiResult<()> {
+    let set: VariableSet = documents::decode(doc)?;
+    let hidden = || ApiError::not_found(format!("variable set '{}'", doc.id));
+    if set.owner_id.starts_with("LibraryVariableSets-") {
+        let target = cuttle_authz::Target {
+            space: Some(scope.id.as_str()),
+            ..Default::default()
+        };
+        if !principal
+            .grants
+            .allows(Permission::LibraryVariableSetView, &target)
+        {
+            return Err(hidden());
+        }
+        if edit {
+            crate::authz::require(principal, Permission::LibraryVariableSetEdit, &target)?;
+        }
+        return Ok(());
+    }
+    let Some((_, project)) = find_project(conn, &scope.id, &set.owner_id).await? else {
+        return Err(hidden());
+    };
+    if edit {
+        return crate::authz::require_on_project(
+            principal,
+            Permission::VariableEdit,
+            &scope.id,
+            &project,
+        );
+    }
+    let target = cuttle_authz::Target {
+        space: Some(scope.id.as_str()),
+        project: Some(&project.id),
+        project_group: Some(&project.project_group_id),
+        ..Default::default()
+    };
+    if !principal.grants.allows(Permission::VariableView, &target) {
+        return Err(hidden());
+    }
+    Ok(())
+}
+
 async fn get_project_variables(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<VariableSet>> {
     let conn = state.store.conn();
     let (_, project) = require_project(conn, &scope.id, path.get("id")?).await?;
     let doc = load_variables(conn, &scope.id, &project.variable_set_id).await?;
+    check_variable_access(conn, &principal, &scope, &doc, false).await?;
     Ok(Json(present_variables(conn, &doc, &scope.id).await?))
 }
 
 async fn get_variables_by_id(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<VariableSet>> {
     let conn = state.store.conn();
     let doc = load_variables(conn, &scope.id, path.get("id")?).await?;
+    check_variable_access(conn, &principal, &scope, &doc, false).await?;
     Ok(Json(present_variables(conn, &doc, &scope.id).await?))
 }
 
@@ -1042,9 +1099,12 @@ async fn update_project_variables(
 async fn update_variables_by_id(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
     path: PathParams,
     JsonBody(set): JsonBody<VariableSet>,
 ) -> ApiResult<Json<VariableSet>> {
     let id = path.get("id")?.to_owned();
+    let doc = load_variables(state.store.conn(), &scope.id, &id).await?;
+    check_variable_access(state.store.conn(), &principal, &scope, &doc, true).await?;
     Ok(Json(save_variables(&state, &scope, &id, set).await?))
 }

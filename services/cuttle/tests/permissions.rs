@@ -955,10 +955,86 @@ async fn a_team_restricted_to_one_project_sees_and_changes_only_it(mode: Mode) {
         .expect(200);
     dev.put(
         &format!("/api/Spaces-1/projects/{beta}/variables"),
-        variables,
+        variables.clone(),
     )
     .await
     .expect(403);
+    // Beta's variables stay out of reach by every route: its project's and the set's own.
+    let set_path = format!(
+        "/api/Spaces-1/variables/{}",
+        variables["Id"].as_str().unwrap()
+    );
+    dev.get(&format!("/api/Spaces-1/projects/{beta}/variables"))
+        .await
+        .expect(404);
+    dev.get(&set_path).await.expect(404);
+    let refused = dev.put(&set_path, variables).await.expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("VariableEdit"),
+        "{refused}"
+    );
+    let alpha_variables = dev
+        .get(&format!("/api/Spaces-1/projects/{alpha}/variables"))
+        .await
+        .expect(200);
+    dev.get(&format!(
+        "/api/Spaces-1/variables/{}",
+        alpha_variables["Id"].as_str().unwrap()
+    ))
+    .await
+    .expect(200);
+    // A library variable set's variables need LibraryVariableSetEdit (which project
+    // contributors hold), not VariableEdit.
+    let library = admin
+        .post(
+            "/api/Spaces-1/libraryvariablesets",
+            json!({"Name": "Shared"}),
+        )
+        .await
+        .expect(201);
+    let library_path = format!(
+        "/api/Spaces-1/variables/{}",
+        library["VariableSetId"].as_str().unwrap()
+    );
+    let library_set = dev.get(&library_path).await.expect(200);
+    dev.put(&library_path, library_set.clone())
+        .await
+        .expect(200);
+    let role = admin
+        .post(
+            "/api/userroles",
+            json!({"Name": "Project variables only", "GrantedSpacePermissions":
+                ["ProjectView", "VariableView", "VariableEdit", "LibraryVariableSetView"]}),
+        )
+        .await
+        .expect(201);
+    let (editor_user, editor) = user_with_key(admin, "editor").await;
+    let (_, _) = scoped_team(admin, "Variable editors", &[&editor_user], &id(&role), &[]).await;
+    editor
+        .put(
+            &format!(
+                "/api/Spaces-1/variables/{}",
+                alpha_variables["Id"].as_str().unwrap()
+            ),
+            editor
+                .get(&format!("/api/Spaces-1/projects/{alpha}/variables"))
+                .await
+                .expect(200),
+        )
+        .await
+        .expect(200);
+    let library_set = editor.get(&library_path).await.expect(200);
+    let refused = editor.put(&library_path, library_set).await.expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("LibraryVariableSetEdit"),
+        "{refused}"
+    );
     app.stop().await;
 }
 
