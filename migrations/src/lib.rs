@@ -16,6 +16,7 @@ mod m20261124_000008_events;
 mod m20261124_000009_email_verification;
 mod m20261124_000010_row_level_security;
 mod m20261124_000011_task_tenants;
+mod m20261124_000012_space_row_level_security;
 
 /// The ordered list of migrations.
 pub struct Migrator;
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000009_email_verification::Migration),
             Box::new(m20261124_000010_row_level_security::Migration),
             Box::new(m20261124_000011_task_tenants::Migration),
+            Box::new(m20261124_000012_space_row_level_security::Migration),
         ]
     }
 }

@@ -242,6 +242,30 @@ impl Grants {
             })
     }
 
+    /// The spaces the principal can see (as [`Grants::can_see_space`] answers), for row-level
+    /// security: `None` when it sees every space of its organisation (an administrator, or a
+    /// grant for every space holding a space-only permission).
+    pub fn visible_spaces(&self) -> Option<BTreeSet<String>> {
+        let everywhere = self.administrator
+            || self.grants.iter().any(|grant| {
+                grant.space.is_none()
+                    && grant
+                        .permissions
+                        .iter()
+                        .any(|p| p.is_space() && !p.is_system())
+            });
+        if everywhere {
+            return None;
+        }
+        Some(
+            self.grants
+                .iter()
+                .filter(|grant| grant.permissions.iter().any(|p| p.is_space()))
+                .filter_map(|grant| grant.space.clone())
+                .collect(),
+        )
+    }
+
     /// The system-level permissions held (all of them for an administrator).
     pub fn system_permissions(&self) -> BTreeSet<Permission> {
         Permission::ALL

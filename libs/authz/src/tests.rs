@@ -382,3 +382,28 @@ fn forbidden_message_matches_octopus() {
          administrator. Missing permission: DeploymentCreate"
     );
 }
+
+#[test]
+fn visible_spaces_are_those_some_grant_opens() {
+    let two = Grants::new(vec![
+        grant("userroles-projectviewer", "Spaces-1"),
+        grant("userroles-projectdeployer", "Spaces-3"),
+    ]);
+    let seen = two.visible_spaces().expect("a list, not every space");
+    assert_eq!(
+        seen.into_iter().collect::<Vec<_>>(),
+        ["Spaces-1", "Spaces-3"]
+    );
+    for space in ["Spaces-1", "Spaces-2", "Spaces-3"] {
+        let listed = two.visible_spaces().is_some_and(|s| s.contains(space));
+        assert_eq!(listed, two.can_see_space(space), "{space}");
+    }
+    assert_eq!(Grants::administrator().visible_spaces(), None);
+    let everywhere = Grants::new(vec![Grant::for_role(role("userroles-projectviewer"), None)]);
+    assert_eq!(everywhere.visible_spaces(), None);
+    // A system role granted without a space (teams, tasks, events) opens no space.
+    let system = Grants::new(vec![Grant::for_role(role("userroles-systemmanager"), None)]);
+    assert_eq!(system.visible_spaces(), Some(Default::default()));
+    assert!(!system.can_see_space("Spaces-1"));
+    assert_eq!(Grants::default().visible_spaces(), Some(Default::default()));
+}

@@ -708,12 +708,19 @@ pub async fn authorize(
         )
         .into_response();
     }
-    // Row-level security (PostgreSQL): the handler's queries see only rows of spaces the
-    // caller's organisation owns.
+    // Row-level security (PostgreSQL): the handler's queries see only rows of the spaces of the
+    // caller's organisation that the caller can see.
     let organisation = principal.organisation_id.clone();
+    let spaces = || {
+        principal
+            .grants
+            .visible_spaces()
+            .map(|spaces| spaces.into_iter().collect::<Vec<_>>())
+    };
     if !matches!(parts.method, Method::POST | Method::PUT | Method::DELETE) {
-        return cuttle_store::rls::scoped(
+        return cuttle_store::rls::scoped_to(
             &organisation,
+            spaces(),
             next.run(Request::from_parts(parts, body)),
         )
         .await;
@@ -730,7 +737,7 @@ pub async fn authorize(
     let route = route.to_owned();
     let (request, document) =
         crate::events::capture_request(Request::from_parts(parts, body)).await;
-    let response = cuttle_store::rls::scoped(&organisation, next.run(request)).await;
+    let response = cuttle_store::rls::scoped_to(&organisation, spaces(), next.run(request)).await;
     if !response.status().is_success() {
         return response;
     }

@@ -179,6 +179,8 @@ pub async fn insert_space(
     space.last_modified_on = Some(Utc::now());
     // Owned first: with row-level security, rows of an unowned space cannot be written.
     cuttle_store::organisations::set_space_owner(conn, id.as_str(), organisation_id).await?;
+    // A caller who could not see the new space yet may write its rows.
+    cuttle_store::rls::admit_space(conn, id.as_str()).await?;
     documents::insert(
         conn,
         NewDocument {

@@ -528,6 +528,36 @@ async fn users_keys_teams_and_roles_are_managed_and_checked(mode: Mode) {
             .any(|r| r == "Environments")
     );
 
+    // A system manager sees no space until it makes one, and then manages it (the new space's
+    // rows are written by a caller who could not see it when the request began).
+    let (manager_id, manager) = user_with_key(admin, "sysmanager").await;
+    let managers = id(&admin
+        .post(
+            "/api/teams",
+            json!({"Name": "System managers", "MemberUserIds": [manager_id]}),
+        )
+        .await
+        .expect(201));
+    admin
+        .post(
+            "/api/scopeduserroles",
+            json!({"TeamId": managers, "UserRoleId": "userroles-systemmanager"}),
+        )
+        .await
+        .expect(201);
+    manager.get("/api/Spaces-1/projects").await.expect(404);
+    let made = manager
+        .post("/api/spaces", json!({"Name": "Managed"}))
+        .await
+        .expect(201);
+    let made = id(&made);
+    let groups = manager
+        .get(&format!("/api/{made}/projectgroups/all"))
+        .await
+        .expect(200);
+    assert_eq!(groups.as_array().unwrap().len(), 1, "{groups}");
+    manager.get("/api/Spaces-1/projects").await.expect(404);
+
     // Deleting the team takes its roles with it.
     admin
         .delete(&format!("/api/teams/{team}"))
@@ -1039,10 +1069,10 @@ async fn a_team_restricted_to_one_project_sees_and_changes_only_it(mode: Mode) {
 }
 
 /// PostgreSQL's row-level security, the second lock: inside an organisation's scope (as the api
-/// runs every authenticated request), rows of another organisation's spaces cannot be read,
-/// changed or written, even by a query that names them.
+/// runs every authenticated request), rows of another organisation's spaces, or of its own spaces
+/// the caller cannot see, cannot be read, changed or written, even by a query that names them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_level_security_hides_other_organisations_rows_in_postgresql() {
+async fn row_level_security_hides_other_organisations_and_unseen_spaces_in_postgresql() {
     use cuttle_store::documents;
     use cuttle_store::rls::scoped;
     let app = InProcess::start(Mode::Distributed).await;
@@ -1099,6 +1129,56 @@ async fn row_level_security_hides_other_organisations_rows_in_postgresql() {
         "a row was written into another organisation's space"
     );
     // A space of no organisation is invisible to every organisation.
-    assert!(!scoped("Organisations-999", get(bravo_space)).await);
+    assert!(!scoped("Organisations-999", get(bravo_space.clone())).await);
+
+    // Within the organisation, rows of a space the caller cannot see do not exist either, though
+    // the space document itself does (names are unique across the organisation).
+    let environment = |id: &str| documents::NewDocument {
+        id: id.into(),
+        space_id: bravo_space.clone(),
+        kind: "Environment",
+        name: id.into(),
+        parent_id: None,
+        unique_key: None,
+        sort_order: 0,
+        data: serde_json::json!({"Name": id}),
+    };
+    documents::insert(store.conn(), environment("Environments-900"), "")
+        .await
+        .unwrap();
+    let get_environment = || {
+        let store = store.clone();
+        let space = bravo_space.clone();
+        async move {
+            documents::get(store.conn(), &space, "Environment", "Environments-900")
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    let nowhere = || Some(Vec::<String>::new());
+    let only_bravo = || Some(vec![bravo.space_id.clone()]);
+    assert!(!cuttle_store::rls::scoped_to(&bravo_org, nowhere(), get_environment()).await);
+    assert!(cuttle_store::rls::scoped_to(&bravo_org, nowhere(), get(bravo_space.clone())).await);
+    assert!(cuttle_store::rls::scoped_to(&bravo_org, only_bravo(), get_environment()).await);
+    assert!(cuttle_store::rls::scoped_to(&bravo_org, None, get_environment()).await);
+    // Seeing another organisation's space id in the list does not open it.
+    let alpha_listed = Some(vec!["Spaces-1".to_owned()]);
+    assert!(!cuttle_store::rls::scoped_to(&bravo_org, alpha_listed, get(alpha_space)).await);
+    // Nor can such a caller write there, until it is admitted to a space it has just made.
+    let written = cuttle_store::rls::scoped_to(&bravo_org, nowhere(), async {
+        let refused = documents::insert(store.conn(), environment("Environments-901"), "")
+            .await
+            .is_err();
+        cuttle_store::rls::admit_space(store.conn(), &bravo.space_id)
+            .await
+            .unwrap();
+        let admitted = documents::insert(store.conn(), environment("Environments-902"), "")
+            .await
+            .is_ok();
+        (refused, admitted)
+    })
+    .await;
+    assert_eq!(written, (true, true));
     app.stop().await;
 }
