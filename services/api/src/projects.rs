@@ -18,7 +18,7 @@ use cuttle_store::documents::{self, Document, ListQuery, NewDocument, Replacemen
 use cuttle_store::{ConnectionTrait, TransactionTrait};
 use cuttle_wire::resources::{
     Channel, DeploymentProcess, Environment, Lifecycle, Project, ProjectGroup, ReferenceItem,
-    Variable, VariableSet,
+    Release, Variable, VariableSet,
 };
 use cuttle_wire::{Collection, Links};
 use serde_json::json;
@@ -517,9 +517,62 @@ async fn project_channels(
 }
 
 fn channel_routes(prefix: &str) -> Router<AppState> {
-    // Channels share the generic handlers; creating one checks its project exists.
     let base = format!("{prefix}/channels");
-    resources::item_routes::<Channel>(prefix).route(&base, get(list_channels).post(create_channel))
+    Router::new()
+        .route(&base, get(list_channels).post(create_channel))
+        .route(&format!("{base}/all"), get(resources::all::<Channel>))
+        .route(
+            &format!("{base}/{{id}}"),
+            get(resources::get_one::<Channel>)
+                .put(update_channel)
+                .delete(delete_channel),
+        )
+}
+
+/// Checks what a channel refers to: its lifecycle (none: the project's) exists, and its tenant
+/// tags exist (stored by canonical name).
+async fn check_channel(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    channel: &mut Channel,
+) -> ApiResult<()> {
+    channel.lifecycle_id = channel
+        .lifecycle_id
+        .take()
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty());
+    if let Some(lifecycle) = &channel.lifecycle_id
+        && documents::get(conn, space, Lifecycle::KIND, lifecycle)
+            .await?
+            .is_none()
+    {
+        return Err(ApiError::invalid_field(
+            "LifecycleId",
+            format!("lifecycle '{lifecycle}' does not exist in this space"),
+        ));
+    }
+    let known = crate::tenants::known_tags(conn, space).await?;
+    channel.tenant_tags =
+        crate::tenants::canonical_tags(&known, &channel.tenant_tags, "TenantTags")?;
+    Ok(())
+}
+
+/// The other channels of a channel's project.
+async fn sibling_channels(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    channel: &Channel,
+) -> ApiResult<Vec<Channel>> {
+    let query = ListQuery {
+        parent_id: Some(channel.project_id.clone()),
+        ..ListQuery::everything()
+    };
+    let (docs, _) = documents::list(conn, space, Channel::KIND, &query).await?;
+    let mut out = Vec::new();
+    for doc in docs.iter().filter(|d| d.id != channel.id) {
+        out.push(documents::decode::<Channel>(doc)?);
+    }
+    Ok(out)
 }
 
 async fn list_channels(
@@ -553,9 +606,94 @@ async fn create_channel(
         })?;
     channel.project_id = project_doc.id;
     channel.is_default = false;
+    check_channel(&txn, &scope.id, &mut channel).await?;
     let created = resources::insert(&txn, &scope.id, channel).await?;
     txn.commit().await?;
     Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `PUT /channels/{id}`: a channel stays in its project; making it the default takes the flag
+/// from the project's other default, and the default is changed only that way.
+async fn update_channel(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+    JsonBody(mut channel): JsonBody<Channel>,
+) -> ApiResult<Json<Channel>> {
+    let txn = state.store.conn().begin().await?;
+    let (doc, current) = resources::load::<Channel>(&txn, &scope.id, path.get("id")?).await?;
+    if !channel.project_id.trim().is_empty() && channel.project_id != current.project_id {
+        return Err(ApiError::invalid_field(
+            "ProjectId",
+            "a channel cannot move to another project; create a channel in that project instead",
+        ));
+    }
+    channel.project_id = current.project_id.clone();
+    channel.id = doc.id.clone();
+    if current.is_default && !channel.is_default {
+        return Err(ApiError::invalid_field(
+            "IsDefault",
+            "a project always has a default channel; make another channel the default instead",
+        ));
+    }
+    check_channel(&txn, &scope.id, &mut channel).await?;
+    if channel.is_default && !current.is_default {
+        for mut other in sibling_channels(&txn, &scope.id, &channel).await? {
+            if other.is_default {
+                other.is_default = false;
+                let id = other.id.clone();
+                resources::replace(&txn, &scope.id, &id, other).await?;
+            }
+        }
+    }
+    let saved = resources::replace(&txn, &scope.id, &doc.id, channel).await?;
+    txn.commit().await?;
+    Ok(Json(saved))
+}
+
+/// `DELETE /channels/{id}`: never the project's default channel, nor one that has releases
+/// (they would lose the rules they were created under), as in Octopus.
+async fn delete_channel(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    path: PathParams,
+) -> ApiResult<StatusCode> {
+    let txn = state.store.conn().begin().await?;
+    let (doc, channel) = resources::load::<Channel>(&txn, &scope.id, path.get("id")?).await?;
+    if channel.is_default {
+        return Err(ApiError::bad_request(
+            format!(
+                "The channel '{}' is the project's default channel and cannot be deleted.",
+                channel.name
+            ),
+            vec!["Make another channel the default first.".into()],
+        ));
+    }
+    let query = ListQuery {
+        parent_id: Some(channel.project_id.clone()),
+        ..ListQuery::everything()
+    };
+    let (releases, _) =
+        documents::list(&txn, &scope.id, crate::releases::RELEASE_KIND, &query).await?;
+    let mut used = 0;
+    for release in &releases {
+        let release: Release = documents::decode(release)?;
+        if release.channel_id == doc.id {
+            used += 1;
+        }
+    }
+    if used > 0 {
+        return Err(ApiError::bad_request(
+            format!(
+                "The channel '{}' has {used} release(s) and cannot be deleted.",
+                channel.name
+            ),
+            vec!["Delete its releases first, or keep the channel.".into()],
+        ));
+    }
+    documents::delete(&txn, &scope.id, Channel::KIND, &doc.id).await?;
+    txn.commit().await?;
+    Ok(StatusCode::OK)
 }
 
 fn process_links(process: &DeploymentProcess, space: &SpaceId) -> Links {

@@ -61,7 +61,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
         .route(&format!("{tenants}/tag-test"), get(tag_test))
         .route(
             &format!("{tenants}/variables-missing"),
-            get(missing_not_built),
+            get(missing_variables),
         )
         .route(
             &format!("{tenants}/{{id}}"),
@@ -71,10 +71,6 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{tenants}/{{id}}/variables"),
             get(get_tenant_variables).put(update_tenant_variables),
         )
-}
-
-async fn missing_not_built() -> ApiError {
-    ApiError::not_implemented("The report of tenants' missing variables (variables-missing)")
 }
 
 /// Document kind of a tenant's values for variable templates.
@@ -621,13 +617,28 @@ async fn check_tenant(
     Ok(())
 }
 
+/// `POST /tenants`, or `POST /tenants?clone=Tenants-N` with `{Name, Description}`: the clone
+/// takes the source's tags, project connections and variable values (sensitive ones stay
+/// sealed), and names its source in `ClonedFromTenantId`.
 async fn create_tenant(
     State(state): State<AppState>,
     scope: SpaceScope,
+    principal: Principal,
+    params: Params,
     JsonBody(tenant): JsonBody<Tenant>,
 ) -> ApiResult<(StatusCode, Json<Tenant>)> {
     let mut tenant = tenant;
     let txn = state.store.conn().begin().await?;
+    let source = match params.get("clone").filter(|c| !c.trim().is_empty()) {
+        Some(source_id) => {
+            let (doc, source) = visible_tenant(&txn, &principal, &scope, source_id).await?;
+            tenant.tenant_tags = source.tenant_tags;
+            tenant.project_environments = source.project_environments;
+            tenant.cloned_from_tenant_id = Some(doc.id.clone());
+            Some(doc.id)
+        }
+        None => None,
+    };
     check_tenant(&txn, &scope.id, &mut tenant).await?;
     if let Some(from) = tenant
         .cloned_from_tenant_id
@@ -643,6 +654,13 @@ async fn create_tenant(
         ));
     }
     let created = resources::insert(&txn, &scope.id, tenant).await?;
+    if let Some(source) = source {
+        let mut values = stored_variables(&txn, &scope.id, &source).await?;
+        values.tenant_id = created.id.clone();
+        if !values.project_variables.is_empty() || !values.library_variables.is_empty() {
+            save_stored_variables(&txn, &scope.id, &created, &values).await?;
+        }
+    }
     txn.commit().await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
@@ -1044,6 +1062,99 @@ async fn present_tenant_variables(
     }))
 }
 
+/// Whether a template needs a value from the tenant: it has none stored and no default.
+fn is_missing(template: &VariableTemplate, stored: Option<&String>) -> bool {
+    stored.is_none() && template.default_text().is_none_or(|d| d.is_empty())
+}
+
+/// `GET /tenants/variables-missing{?tenantId,projectId,environmentId,includeDetails}`: each
+/// tenant the caller can see that lacks a value for some template of a connected project (per
+/// connected environment) or of a library variable set such a project includes. Without
+/// `includeDetails=true`, `MissingVariables` is empty and only the tenants are named.
+async fn missing_variables(
+    State(state): State<AppState>,
+    scope: SpaceScope,
+    principal: Principal,
+    params: Params,
+) -> ApiResult<Json<Vec<Value>>> {
+    let conn = state.store.conn();
+    let only_tenant = params.get("tenantId").filter(|v| !v.is_empty());
+    let only_project = params.get("projectId").filter(|v| !v.is_empty());
+    let only_environment = params.get("environmentId").filter(|v| !v.is_empty());
+    let details = params.flag("includeDetails")?.unwrap_or(false);
+    let (docs, _) =
+        documents::list(conn, &scope.id, Tenant::KIND, &ListQuery::everything()).await?;
+    let mut out = Vec::new();
+    for doc in docs {
+        if only_tenant.is_some_and(|t| t != doc.id)
+            || !may(&principal, &scope, Permission::TenantView, Some(&doc.id))
+        {
+            continue;
+        }
+        let tenant: Tenant = documents::decode(&doc)?;
+        let stored = stored_variables(conn, &scope.id, &tenant.id).await?;
+        let (projects, libraries) = template_owners(conn, &scope.id, &tenant).await?;
+        let mut missing = Vec::new();
+        let mut library_ids: Vec<&String> = Vec::new();
+        for project in projects
+            .iter()
+            .filter(|p| only_project.is_none_or(|id| id == p.id))
+        {
+            let environments: Vec<&String> = tenant
+                .project_environments
+                .get(&project.id)
+                .into_iter()
+                .flatten()
+                .filter(|e| only_environment.is_none_or(|id| id == e.as_str()))
+                .collect();
+            if environments.is_empty() {
+                continue;
+            }
+            library_ids.extend(&project.included_library_variable_set_ids);
+            let values = stored.project_variables.get(&project.id);
+            for environment in environments {
+                let values = values.and_then(|v| v.get(environment));
+                for template in &project.templates {
+                    if is_missing(template, values.and_then(|v| v.get(&template.id))) {
+                        missing.push(json!({
+                            "ProjectId": project.id,
+                            "EnvironmentId": environment,
+                            "LibraryVariableSetId": null,
+                            "VariableTemplateName": template.name,
+                            "VariableTemplateId": template.id,
+                        }));
+                    }
+                }
+            }
+        }
+        for library in libraries.iter().filter(|l| library_ids.contains(&&l.id)) {
+            let values = stored.library_variables.get(&library.id);
+            for template in &library.templates {
+                if is_missing(template, values.and_then(|v| v.get(&template.id))) {
+                    missing.push(json!({
+                        "ProjectId": null,
+                        "EnvironmentId": null,
+                        "LibraryVariableSetId": library.id,
+                        "VariableTemplateName": template.name,
+                        "VariableTemplateId": template.id,
+                    }));
+                }
+            }
+        }
+        if !missing.is_empty() {
+            if !details {
+                missing.clear();
+            }
+            out.push(json!({
+                "TenantId": tenant.id,
+                "MissingVariables": missing,
+                "Links": { "Tenant": format!("{}/tenants/{}", space_prefix(scope.id.as_str()), tenant.id) },
+            }));
+        }
+    }
+    Ok(Json(out))
+}
+
 async fn get_tenant_variables(
     State(state): State<AppState>,
     scope: SpaceScope,
@@ -1280,11 +1391,24 @@ async fn update_tenant_variables(
             }
         }
     }
+    save_stored_variables(&txn, &scope.id, &tenant, &next).await?;
+    let presented = present_tenant_variables(&txn, &scope.id, &tenant).await?;
+    txn.commit().await?;
+    Ok(Json(presented))
+}
+
+/// Writes a tenant's values for variable templates (its one `TenantVariables` document).
+async fn save_stored_variables(
+    conn: &impl ConnectionTrait,
+    space: &SpaceId,
+    tenant: &Tenant,
+    values: &StoredTenantVariables,
+) -> ApiResult<()> {
     let id = tenant_variables_id(&tenant.id);
-    let data = documents::encode(&next);
+    let data = documents::encode(values);
     let replaced = documents::replace(
-        &txn,
-        &scope.id,
+        conn,
+        space,
         TENANT_VARIABLES_KIND,
         &id,
         Replacement {
@@ -1299,10 +1423,10 @@ async fn update_tenant_variables(
     .await?;
     if replaced.is_none() {
         documents::insert(
-            &txn,
+            conn,
             documents::NewDocument {
                 id,
-                space_id: scope.id.clone(),
+                space_id: space.clone(),
                 kind: TENANT_VARIABLES_KIND,
                 name: tenant.name.clone(),
                 parent_id: Some(tenant.id.clone()),
@@ -1314,9 +1438,7 @@ async fn update_tenant_variables(
         )
         .await?;
     }
-    let presented = present_tenant_variables(&txn, &scope.id, &tenant).await?;
-    txn.commit().await?;
-    Ok(Json(presented))
+    Ok(())
 }
 
 /// What was deleted that tenants may refer to.

@@ -20,6 +20,7 @@ both_modes!(
     a_team_restricted_to_one_tenant_sees_and_deploys_only_that_tenant,
     tenant_variables_give_each_tenant_its_own_values_and_keep_secrets,
     deployment_targets_take_tenants_by_id_or_tag,
+    a_channel_with_tenant_tags_releases_only_to_matching_tenants,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -713,6 +714,53 @@ async fn tenant_variables_give_each_tenant_its_own_values_and_keep_secrets(mode:
     step["Name"] = json!("Greet");
     flow::set_steps(client, "Spaces-1", &project, vec![step]).await;
 
+    // Both tenants lack only the key: the other templates have defaults.
+    let missing_path = format!("{SPACE}/tenants/variables-missing?includeDetails=true");
+    let missing = client.get(&missing_path).await.expect(200);
+    let named = |report: &Value| -> Vec<(String, String)> {
+        report
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|t| {
+                t["MissingVariables"].as_array().unwrap().iter().map(|m| {
+                    (
+                        t["TenantId"].as_str().unwrap().to_owned(),
+                        m["VariableTemplateName"].as_str().unwrap().to_owned(),
+                    )
+                })
+            })
+            .collect()
+    };
+    assert_eq!(
+        named(&missing),
+        [
+            (acme.clone(), "ApiKey".to_owned()),
+            (globex.clone(), "ApiKey".to_owned())
+        ],
+        "{missing}"
+    );
+    assert_eq!(
+        missing[0]["MissingVariables"][0]["EnvironmentId"],
+        json!(test)
+    );
+    let brief = client
+        .get(&format!(
+            "{SPACE}/tenants/variables-missing?tenantId={globex}"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(brief.as_array().unwrap().len(), 1, "{brief}");
+    assert_eq!(brief[0]["TenantId"], json!(globex));
+    assert_eq!(brief[0]["MissingVariables"], json!([]));
+    let elsewhere = client
+        .get(&format!(
+            "{SPACE}/tenants/variables-missing?environmentId=Environments-999"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(elsewhere, json!([]));
+
     // Acme's values: a database for Test, a secret key, its own support address.
     let acme_path = format!("{SPACE}/tenants/{acme}/variables");
     let mut values = client.get(&acme_path).await.expect(200);
@@ -754,6 +802,60 @@ async fn tenant_variables_give_each_tenant_its_own_values_and_keep_secrets(mode:
     bad["ProjectVariables"][&project]["Variables"]["Environments-999"] = json!({});
     let refused = client.put(&acme_path, bad).await.expect(400);
     assert!(problem(&refused).contains("Environments-999"), "{refused}");
+
+    // Now only Globex lacks a value.
+    let missing = client.get(&missing_path).await.expect(200);
+    assert_eq!(
+        named(&missing),
+        [(globex.clone(), "ApiKey".to_owned())],
+        "{missing}"
+    );
+
+    // A clone takes the tags, connections and values (the secret still sealed, still set).
+    let cloned = client
+        .post(
+            &format!("{SPACE}/tenants?clone={acme}"),
+            json!({"Name": "Acme EU", "Description": "Acme's European arm"}),
+        )
+        .await
+        .expect(201);
+    let clone_id = id(&cloned);
+    assert_eq!(cloned["ClonedFromTenantId"], json!(acme));
+    assert_eq!(cloned["Description"], "Acme's European arm");
+    assert_eq!(cloned["ProjectEnvironments"][&project], json!([test]));
+    assert_eq!(cloned["TenantTags"], json!(["Tier/Gold", "Region/EU"]));
+    let clone_values = client
+        .get(&format!("{SPACE}/tenants/{clone_id}/variables"))
+        .await
+        .expect(200);
+    assert_eq!(
+        clone_values["ProjectVariables"][&project]["Variables"][&test][&database],
+        "acme_db"
+    );
+    assert_eq!(
+        clone_values["ProjectVariables"][&project]["Variables"][&test][&api_key],
+        json!({"HasValue": true, "NewValue": null})
+    );
+    let clones = client
+        .get(&format!("{SPACE}/tenants?clonedFromTenantId={acme}"))
+        .await
+        .expect(200);
+    assert_eq!(clones["TotalResults"], 1, "{clones}");
+    client
+        .post(
+            &format!("{SPACE}/tenants?clone=Tenants-999"),
+            json!({"Name": "Nobody's"}),
+        )
+        .await
+        .expect(404);
+    let named_twice = client
+        .post(
+            &format!("{SPACE}/tenants?clone={acme}"),
+            json!({"Name": "Acme"}),
+        )
+        .await
+        .expect(400);
+    assert!(problem(&named_twice).contains("Name"), "{named_twice}");
 
     // Each tenant's deployment sees its own values; Globex gets the defaults and no key.
     release(client).await;
@@ -912,5 +1014,93 @@ async fn deployment_targets_take_tenants_by_id_or_tag(mode: Mode) {
         .await
         .expect(200);
     assert_eq!(acme_web["TenantIds"], json!([]));
+    app.stop().await;
+}
+
+/// Channels: their tenant tags and lifecycle are checked when saved; a release in a channel with
+/// tenant tags deploys only to tenants matching them; a channel stays in its project; the
+/// default moves only by making another channel the default; a default channel, or one with
+/// releases, is not deleted.
+async fn a_channel_with_tenant_tags_releases_only_to_matching_tenants(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let (project, _test, acme, globex) = shop(client).await;
+    let channels = format!("{SPACE}/channels");
+    for (extra, field) in [
+        (json!({"TenantTags": ["Tier/Bronze"]}), "TenantTags[0]"),
+        (json!({"LifecycleId": "Lifecycles-999"}), "LifecycleId"),
+    ] {
+        let mut body = json!({"Name": "Gold only", "ProjectId": project});
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let refused = client.post(&channels, body).await.expect(400);
+        assert!(problem(&refused).contains(field), "{extra}: {refused}");
+    }
+    let gold = client
+        .post(
+            &channels,
+            json!({"Name": "Gold only", "ProjectId": project, "TenantTags": ["tier/gold"]}),
+        )
+        .await
+        .expect(201);
+    assert_eq!(gold["TenantTags"], json!(["Tier/Gold"]));
+    let gold_id = id(&gold);
+    client
+        .post(
+            &format!("{SPACE}/releases/create/v1"),
+            json!({"ProjectName": "Shop", "ReleaseVersion": "2.0.0", "ChannelName": "Gold only"}),
+        )
+        .await
+        .expect(201);
+    let deploy = |tenant: &str| json!({"ProjectName": "Shop", "ReleaseVersion": "2.0.0", "EnvironmentName": "Test", "Tenants": [tenant]});
+    let create = format!("{SPACE}/deployments/create/tenanted/v1");
+    let refused = client.post(&create, deploy(&globex)).await.expect(400);
+    assert!(
+        problem(&refused).contains("does not match the tenant tags of channel 'Gold only'"),
+        "{refused}"
+    );
+    let created = client.post(&create, deploy(&acme)).await.expect(201);
+    let task = created["DeploymentServerTasks"][0]["ServerTaskId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let done = client.wait_for_task(&task, WAIT).await;
+    assert_eq!(done["State"], "Success", "{done}");
+
+    // A channel stays in its project, and the default moves only to another channel.
+    let gold_path = format!("{channels}/{gold_id}");
+    let mut moved = gold.clone();
+    moved["ProjectId"] = json!("Projects-999");
+    let refused = client.put(&gold_path, moved).await.expect(400);
+    assert!(problem(&refused).contains("ProjectId"), "{refused}");
+    let listed = client
+        .get(&format!("{SPACE}/projects/{project}/channels"))
+        .await
+        .expect(200);
+    let default = listed["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["IsDefault"] == true)
+        .unwrap()
+        .clone();
+    let default_path = format!("{channels}/{}", id(&default));
+    let mut cleared = default.clone();
+    cleared["IsDefault"] = json!(false);
+    let refused = client.put(&default_path, cleared).await.expect(400);
+    assert!(problem(&refused).contains("IsDefault"), "{refused}");
+    // A channel with a release is kept.
+    let refused = client.delete(&gold_path).await.expect(400);
+    assert!(problem(&refused).contains("1 release"), "{refused}");
+    let mut promoted = gold.clone();
+    promoted["IsDefault"] = json!(true);
+    client.put(&gold_path, promoted).await.expect(200);
+    let former = client.get(&default_path).await.expect(200);
+    assert_eq!(former["IsDefault"], false, "{former}");
+    let refused = client.delete(&gold_path).await.expect(400);
+    assert!(problem(&refused).contains("default channel"), "{refused}");
+    client.delete(&default_path).await.expect(200);
+    client.get(&default_path).await.expect(404);
     app.stop().await;
 }
