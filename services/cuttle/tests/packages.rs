@@ -822,7 +822,10 @@ fn deployable_zip(marker: &str) -> Vec<u8> {
             "Deploy.sh",
             b"echo \"deploy reads $(cat content/marker.txt)\"\n",
         ),
-        ("PostDeploy.py", b"print('postdeploy from python')\n"),
+        (
+            "PostDeploy.py",
+            b"print('postdeploy from python in ' + get_octopusvariable('Octopus.Environment.Name'))\n",
+        ),
         ("content/marker.txt", marker.as_bytes()),
     ])
 }
@@ -950,7 +953,7 @@ async fn a_release_pins_package_versions_and_a_deployment_runs_the_package_conve
     assert_eq!(task["State"], "Success", "{log}");
     let pre = position(&log, "predeploy in Acme.Web/1.1.0");
     let main = position(&log, "deploy reads one-one");
-    let post = position(&log, "postdeploy from python");
+    let post = position(&log, "postdeploy from python in Staging");
     assert!(pre < main && main < post, "{log}");
     position(&log, "Downloading package Acme.Web 1.1.0");
     position(&log, "installed in /");
