@@ -62,9 +62,10 @@ async fn start_provider(callback: &str, issuer_override: Option<&str>) -> Provid
         .expect("node must be installed (run infra/up.sh)");
     let stdout = child.stdout.take().unwrap();
     let mut lines = tokio::io::BufReader::new(stdout).lines();
-    let first = tokio::time::timeout(std::time::Duration::from_secs(30), lines.next_line())
+    // Generous: on a loaded two-core machine node can take tens of seconds to start.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(120), lines.next_line())
         .await
-        .expect("the provider did not start in 30 s (run infra/oidc.sh to install it)")
+        .expect("the provider did not start in 120 s (run infra/oidc.sh to install it)")
         .unwrap()
         .expect("the provider exited before it started (run infra/oidc.sh to install it)");
     let started: Value = serde_json::from_str(&first).unwrap();
