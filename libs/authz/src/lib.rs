@@ -75,15 +75,23 @@ impl Grant {
 
     /// Whether the target meets every restriction this grant sets that `permission` supports.
     fn admits(&self, permission: Permission, target: &Target<'_>) -> bool {
+        self.admits_apart_from_environment(permission, target)
+            && self.admits_environment(permission, target)
+    }
+
+    fn admits_environment(&self, permission: Permission, target: &Target<'_>) -> bool {
+        !(permission.supports(Restriction::Environments)
+            && !self.environments.is_empty()
+            && !target
+                .environment
+                .is_some_and(|value| self.environments.iter().any(|id| id == value)))
+    }
+
+    /// Whether the target meets this grant's restrictions other than environments.
+    fn admits_apart_from_environment(&self, permission: Permission, target: &Target<'_>) -> bool {
         let listed = |list: &[String], value: Option<&str>| {
             value.is_some_and(|value| list.iter().any(|id| id == value))
         };
-        if permission.supports(Restriction::Environments)
-            && !self.environments.is_empty()
-            && !listed(&self.environments, target.environment)
-        {
-            return false;
-        }
         if permission.supports(Restriction::Projects) {
             if (!self.projects.is_empty() || !self.project_groups.is_empty())
                 && !listed(&self.projects, target.project)
@@ -197,6 +205,23 @@ impl Grants {
         }
         self.holding(permission)
             .any(|grant| grant.applies_in(target.space) && grant.admits(permission, target))
+    }
+
+    /// Like [`Grants::allows`], but a grant restricted to some environments also counts,
+    /// whatever `target.environment`: whether the principal holds `permission` on the target in
+    /// at least one environment (who may open a project's variables, and then see the values of
+    /// those environments only).
+    pub fn allows_in_some_environment(&self, permission: Permission, target: &Target<'_>) -> bool {
+        if self.administrator {
+            return true;
+        }
+        if !permission.is_space() || (target.space.is_none() && permission.is_system()) {
+            return self.allows_system(permission);
+        }
+        self.holding(permission).any(|grant| {
+            grant.applies_in(target.space)
+                && grant.admits_apart_from_environment(permission, target)
+        })
     }
 
     /// Whether the principal holds `permission` in `space` without any restriction, so it sees

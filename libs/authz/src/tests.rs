@@ -407,3 +407,42 @@ fn visible_spaces_are_those_some_grant_opens() {
     assert!(!system.can_see_space("Spaces-1"));
     assert_eq!(Grants::default().visible_spaces(), Some(Default::default()));
 }
+
+#[test]
+fn a_grant_in_some_environments_opens_a_project_but_not_every_environment() {
+    let mut qa = grant("userroles-projectdeployer", "Spaces-1");
+    qa.environments = ids(&["Environments-1"]);
+    let grants = Grants::new(vec![qa]);
+    let project = Target {
+        space: Some("Spaces-1"),
+        project: Some("Projects-1"),
+        ..Target::default()
+    };
+    assert!(!grants.allows(Permission::VariableView, &project));
+    assert!(grants.allows_in_some_environment(Permission::VariableView, &project));
+    let in_test = Target {
+        environment: Some("Environments-1"),
+        ..project
+    };
+    let in_production = Target {
+        environment: Some("Environments-2"),
+        ..project
+    };
+    assert!(grants.allows(Permission::VariableView, &in_test));
+    assert!(!grants.allows(Permission::VariableView, &in_production));
+    // Other restrictions still hold, and another space is still closed.
+    let mut alpha_only = grant("userroles-projectdeployer", "Spaces-1");
+    alpha_only.projects = ids(&["Projects-1"]);
+    alpha_only.environments = ids(&["Environments-1"]);
+    let alpha_only = Grants::new(vec![alpha_only]);
+    let beta = Target {
+        project: Some("Projects-2"),
+        ..project
+    };
+    assert!(!alpha_only.allows_in_some_environment(Permission::VariableView, &beta));
+    let elsewhere = Target {
+        space: Some("Spaces-2"),
+        ..project
+    };
+    assert!(!grants.allows_in_some_environment(Permission::VariableView, &elsewhere));
+}

@@ -33,6 +33,7 @@ pub mod tasks;
 pub mod teams;
 pub mod tenants;
 pub mod users;
+pub mod variable_access;
 pub mod variable_preview;
 
 use axum::Router;

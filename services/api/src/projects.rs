@@ -6,6 +6,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
 use crate::links::{links, space_prefix};
 use crate::resources::{self, Resource, present, resource_accessors, resource_assign};
+use crate::variable_access::VariableAccess;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
@@ -1021,59 +1022,6 @@ async fn load_variables(
     }
 }
 
-/// Whether the principal may read (`edit`: change) the variable set `doc`, by its owner: a
-/// project's set or snapshot needs VariableView (VariableEdit) on that project, so a team
-/// restricted to one project reaches no other's; a library variable set's needs
-/// LibraryVariableSetView (LibraryVariableSetEdit). One that may not be read is a 404, one
-/// that may be read but not changed a 403 naming the permission.
-async fn check_variable_access(
-    conn: &impl ConnectionTrait,
-    principal: &Principal,
-    scope: &SpaceScope,
-    doc: &Document,
-    edit: bool,
-) -> ApiResult<()> {
-    let set: VariableSet = documents::decode(doc)?;
-    let hidden = || ApiError::not_found(format!("variable set '{}'", doc.id));
-    if set.owner_id.starts_with("LibraryVariableSets-") {
-        let target = cuttle_authz::Target {
-            space: Some(scope.id.as_str()),
-            ..Default::default()
-        };
-        if !principal
-            .grants
-            .allows(Permission::LibraryVariableSetView, &target)
-        {
-            return Err(hidden());
-        }
-        if edit {
-            crate::authz::require(principal, Permission::LibraryVariableSetEdit, &target)?;
-        }
-        return Ok(());
-    }
-    let Some((_, project)) = find_project(conn, &scope.id, &set.owner_id).await? else {
-        return Err(hidden());
-    };
-    if edit {
-        return crate::authz::require_on_project(
-            principal,
-            Permission::VariableEdit,
-            &scope.id,
-            &project,
-        );
-    }
-    let target = cuttle_authz::Target {
-        space: Some(scope.id.as_str()),
-        project: Some(&project.id),
-        project_group: Some(&project.project_group_id),
-        ..Default::default()
-    };
-    if !principal.grants.allows(Permission::VariableView, &target) {
-        return Err(hidden());
-    }
-    Ok(())
-}
-
 async fn get_project_variables(
     State(state): State<AppState>,
     scope: SpaceScope,
@@ -1083,8 +1031,10 @@ async fn get_project_variables(
     let conn = state.store.conn();
     let (_, project) = require_project(conn, &scope.id, path.get("id")?).await?;
     let doc = load_variables(conn, &scope.id, &project.variable_set_id).await?;
-    check_variable_access(conn, &principal, &scope, &doc, false).await?;
-    Ok(Json(present_variables(conn, &doc, &scope.id).await?))
+    let access = VariableAccess::check(conn, &principal, &scope, &doc, false).await?;
+    Ok(Json(
+        access.present(present_variables(conn, &doc, &scope.id).await?),
+    ))
 }
 
 async fn get_variables_by_id(
@@ -1095,15 +1045,20 @@ async fn get_variables_by_id(
 ) -> ApiResult<Json<VariableSet>> {
     let conn = state.store.conn();
     let doc = load_variables(conn, &scope.id, path.get("id")?).await?;
-    check_variable_access(conn, &principal, &scope, &doc, false).await?;
-    Ok(Json(present_variables(conn, &doc, &scope.id).await?))
+    let access = VariableAccess::check(conn, &principal, &scope, &doc, false).await?;
+    Ok(Json(
+        access.present(present_variables(conn, &doc, &scope.id).await?),
+    ))
 }
 
+/// Saves the variable set `id` as `access` allows (see `variable_access`): the variables the
+/// principal cannot see stay as they were.
 async fn save_variables(
     state: &AppState,
     scope: &SpaceScope,
     id: &str,
     mut set: VariableSet,
+    access: &VariableAccess<'_>,
 ) -> ApiResult<VariableSet> {
     let txn = state.store.conn().begin().await?;
     let doc = documents::get(&txn, &scope.id, VARIABLES_KIND, id)
@@ -1112,6 +1067,7 @@ async fn save_variables(
             ApiError::not_found(format!("variable set '{id}' (snapshots cannot be changed)"))
         })?;
     let current: VariableSet = documents::decode(&doc)?;
+    let kept = access.check_save(&current, &set)?;
     let known = crate::tenants::known_tags(&txn, &scope.id).await?;
     for (index, variable) in set.variables.iter_mut().enumerate() {
         for (dimension, values) in variable.scope.iter_mut() {
@@ -1141,6 +1097,7 @@ async fn save_variables(
         }
         variable.is_editable = true;
     }
+    set.variables.extend(kept);
     set.id = current.id;
     set.owner_id = current.owner_id;
     set.space_id = scope.id.to_string();
@@ -1165,7 +1122,7 @@ async fn save_variables(
     )
     .await?
     .ok_or_else(|| ApiError::not_found(format!("variable set '{id}'")))?;
-    let presented = present_variables(&txn, &saved, &scope.id).await?;
+    let presented = access.present(present_variables(&txn, &saved, &scope.id).await?);
     txn.commit().await?;
     Ok(presented)
 }
@@ -1227,10 +1184,12 @@ async fn update_project_variables(
     path: PathParams,
     JsonBody(set): JsonBody<VariableSet>,
 ) -> ApiResult<Json<VariableSet>> {
-    let (_, project) = require_project(state.store.conn(), &scope.id, path.get("id")?).await?;
-    crate::authz::require_on_project(&principal, Permission::VariableEdit, &scope.id, &project)?;
+    let conn = state.store.conn();
+    let (_, project) = require_project(conn, &scope.id, path.get("id")?).await?;
+    let doc = load_variables(conn, &scope.id, &project.variable_set_id).await?;
+    let access = VariableAccess::check(conn, &principal, &scope, &doc, true).await?;
     Ok(Json(
-        save_variables(&state, &scope, &project.variable_set_id, set).await?,
+        save_variables(&state, &scope, &project.variable_set_id, set, &access).await?,
     ))
 }
 
@@ -1243,6 +1202,8 @@ async fn update_variables_by_id(
 ) -> ApiResult<Json<VariableSet>> {
     let id = path.get("id")?.to_owned();
     let doc = load_variables(state.store.conn(), &scope.id, &id).await?;
-    check_variable_access(state.store.conn(), &principal, &scope, &doc, true).await?;
-    Ok(Json(save_variables(&state, &scope, &id, set).await?))
+    let access = VariableAccess::check(state.store.conn(), &principal, &scope, &doc, true).await?;
+    Ok(Json(
+        save_variables(&state, &scope, &id, set, &access).await?,
+    ))
 }

@@ -23,6 +23,7 @@ both_modes!(
     no_route_lets_one_organisation_see_another,
     organisations_are_rate_limited_and_held_to_quotas,
     a_team_restricted_to_one_project_sees_and_changes_only_it,
+    a_team_scoped_to_test_sees_and_changes_only_test_variables,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -78,18 +79,24 @@ async fn scoped_team(
     (id(&team), id(&binding))
 }
 
-async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: Mode) {
-    let app = InProcess::start(mode).await;
-    let admin = &app.client;
-    // Each deployment publishes an artifact, seen as its deployment is.
-    let project = flow::project_with_script(
+/// User "qa" in team "QA", a project deployer restricted to the environment `test`.
+async fn qa_deployer(admin: &Client, test: &str) -> Client {
+    let (qa_user, qa) = user_with_key(admin, "qa").await;
+    scoped_team(
         admin,
-        "Spaces-1",
-        "Test",
-        "Web",
-        "echo deployed > report.txt; new_octopusartifact report.txt",
+        "QA",
+        &[&qa_user],
+        "userroles-projectdeployer",
+        &[test],
     )
     .await;
+    qa
+}
+
+/// Project "Web" running `script` in Test, and a Production environment; returns (project id,
+/// Test's id, Production's id).
+async fn web_in_test_and_production(admin: &Client, script: &str) -> (String, String, String) {
+    let project = flow::project_with_script(admin, "Spaces-1", "Test", "Web", script).await;
     let production = id(&admin
         .post("/api/Spaces-1/environments", json!({"Name": "Production"}))
         .await
@@ -98,6 +105,18 @@ async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: M
         .get("/api/Spaces-1/environments?name=Test")
         .await
         .expect(200)["Items"][0]);
+    (project, test, production)
+}
+
+async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    // Each deployment publishes an artifact, seen as its deployment is.
+    let (project, test, production) = web_in_test_and_production(
+        admin,
+        "echo deployed > report.txt; new_octopusartifact report.txt",
+    )
+    .await;
     let release = admin
         .post(
             "/api/Spaces-1/releases",
@@ -105,15 +124,7 @@ async fn a_team_scoped_to_test_deploys_to_test_and_is_refused_production(mode: M
         )
         .await
         .expect(201);
-    let (qa_user, qa) = user_with_key(admin, "qa").await;
-    scoped_team(
-        admin,
-        "QA",
-        &[&qa_user],
-        "userroles-projectdeployer",
-        &[&test],
-    )
-    .await;
+    let qa = qa_deployer(admin, &test).await;
 
     // Test: allowed, and the deployment runs.
     let deployed = qa
@@ -1180,5 +1191,152 @@ async fn row_level_security_hides_other_organisations_and_unseen_spaces_in_postg
     })
     .await;
     assert_eq!(written, (true, true));
+    app.stop().await;
+}
+
+/// A team whose roles are restricted to Test sees the variables that apply in Test and changes
+/// only those that apply in Test alone; Production's stay hidden and intact when it saves.
+async fn a_team_scoped_to_test_sees_and_changes_only_test_variables(mode: Mode) {
+    const SECRET: &str = "prod-s3cret-4411";
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let (project, test, production) = web_in_test_and_production(admin, "echo").await;
+    let path = format!("/api/Spaces-1/projects/{project}/variables");
+    let mut set = admin.get(&path).await.expect(200);
+    set["Variables"] = json!([
+        {"Name": "Greeting", "Value": "hello"},
+        {"Name": "Conn", "Value": "test-conn", "Scope": {"Environment": [test]}},
+        {"Name": "Conn", "Value": "prod-conn", "Scope": {"Environment": [production]}},
+        {"Name": "Secret", "Value": SECRET, "IsSensitive": true, "Scope": {"Environment": [production]}},
+        {"Name": "Shared", "Value": "both", "Scope": {"Environment": [test, production]}}
+    ]);
+    admin.put(&path, set).await.expect(200);
+    let qa = qa_deployer(admin, &test).await;
+
+    // What QA sees: Test's and the unscoped, each marked with whether QA may change it.
+    let seen = qa.get(&path).await.expect(200);
+    let shown = |set: &Value| -> Vec<(String, String, bool)> {
+        let mut out: Vec<_> = set["Variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| {
+                (
+                    v["Name"].as_str().unwrap().to_owned(),
+                    v["Value"].as_str().unwrap_or("").to_owned(),
+                    v["IsEditable"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let owned = |list: &[(&str, &str, bool)]| -> Vec<(String, String, bool)> {
+        list.iter()
+            .map(|(n, v, e)| ((*n).to_owned(), (*v).to_owned(), *e))
+            .collect()
+    };
+    assert_eq!(
+        shown(&seen),
+        owned(&[
+            ("Conn", "test-conn", true),
+            ("Greeting", "hello", false),
+            ("Shared", "both", false)
+        ])
+    );
+    assert!(!seen.to_string().contains("prod-conn"), "{seen}");
+    let by_id = qa
+        .get(&format!(
+            "/api/Spaces-1/variables/{}",
+            seen["Id"].as_str().unwrap()
+        ))
+        .await
+        .expect(200);
+    assert_eq!(shown(&by_id), shown(&seen));
+
+    // QA changes Test's value and adds one for Test; Production's stay as they were.
+    let mut change = seen.clone();
+    let variables = change["Variables"].as_array_mut().unwrap();
+    for variable in variables.iter_mut() {
+        if variable["Name"] == "Conn" {
+            variable["Value"] = json!("test-conn-2");
+        }
+    }
+    variables.push(json!({"Name": "Extra", "Value": "x", "Scope": {"Environment": [test]}}));
+    let saved = qa.put(&path, change.clone()).await.expect(200);
+    assert_eq!(shown(&saved).len(), 4, "{saved}");
+    let everything = admin.get(&path).await.expect(200);
+    assert_eq!(
+        shown(&everything),
+        owned(&[
+            ("Conn", "prod-conn", true),
+            ("Conn", "test-conn-2", true),
+            ("Extra", "x", true),
+            ("Greeting", "hello", true),
+            ("Secret", "", true),
+            ("Shared", "both", true)
+        ])
+    );
+
+    // Refused, each with a 403 naming VariableEdit, and nothing changes.
+    let latest = qa.get(&path).await.expect(200);
+    let edit = |change: &dyn Fn(&mut Vec<Value>)| {
+        let mut body = latest.clone();
+        change(body["Variables"].as_array_mut().unwrap());
+        body
+    };
+    let attempts = [
+        edit(&|vars| {
+            for v in vars.iter_mut().filter(|v| v["Name"] == "Greeting") {
+                v["Value"] = json!("changed everywhere");
+            }
+        }),
+        edit(&|vars| {
+            vars.push(
+                json!({"Name": "Sneaky", "Value": "p", "Scope": {"Environment": [production]}}),
+            )
+        }),
+        edit(&|vars| vars.retain(|v| v["Name"] != "Shared")),
+        edit(&|vars| {
+            for v in vars.iter_mut().filter(|v| v["Name"] == "Extra") {
+                v["Scope"] = json!({"Environment": [production]});
+            }
+        }),
+        edit(&|vars| vars.push(json!({"Name": "Everywhere", "Value": "u"}))),
+    ];
+    for attempt in attempts {
+        let refused = qa.put(&path, attempt).await.expect(403);
+        assert!(
+            refused["ErrorMessage"]
+                .as_str()
+                .unwrap()
+                .contains("VariableEdit"),
+            "{refused}"
+        );
+    }
+    assert_eq!(
+        shown(&admin.get(&path).await.expect(200)),
+        shown(&everything)
+    );
+
+    // The preview shows values too: Test's, not Production's.
+    qa.get(&format!(
+        "/api/Spaces-1/variables/preview?project={project}&environment=Test"
+    ))
+    .await
+    .expect(200);
+    let refused = qa
+        .get(&format!(
+            "/api/Spaces-1/variables/preview?project={project}&environment=Production"
+        ))
+        .await
+        .expect(403);
+    assert!(
+        refused["ErrorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("VariableView"),
+        "{refused}"
+    );
     app.stop().await;
 }
