@@ -306,6 +306,14 @@ const TAG_HOLDERS: &[(&str, &str)] = &[
     (crate::projects::VARIABLES_KIND, "variable set"),
 ];
 
+/// Snapshots frozen in releases and deployments that refer to tags the same way. A rename
+/// reaches them too (a release keeps filtering the same tenants under the tag's new name), but
+/// they do not keep a tag from being removed.
+const TAG_SNAPSHOTS: &[&str] = &[
+    crate::projects::PROCESS_SNAPSHOT_KIND,
+    crate::projects::VARIABLES_SNAPSHOT_KIND,
+];
+
 fn is_tag_key(key: &str) -> bool {
     key.eq_ignore_ascii_case("TenantTags") || key.eq_ignore_ascii_case("TenantTag")
 }
@@ -377,7 +385,11 @@ async fn rename_tags(
     if renames.is_empty() {
         return Ok(());
     }
-    for (kind, _) in TAG_HOLDERS {
+    let kinds = TAG_HOLDERS
+        .iter()
+        .map(|(kind, _)| *kind)
+        .chain(TAG_SNAPSHOTS.iter().copied());
+    for kind in kinds {
         let (docs, _) = documents::list(conn, space, kind, &ListQuery::everything()).await?;
         for doc in docs {
             let mut value: Value = serde_json::from_str(&doc.data).unwrap_or_default();

@@ -542,6 +542,47 @@ async fn a_tenanted_deployment_runs_once_per_tenant_with_its_own_variables_and_s
     };
     assert_eq!(value_of("Plan"), Some(json!("premium")), "{preview}");
     assert_eq!(value_of("Octopus.Tenant.Name"), Some(json!("Acme")));
+
+    // Renamed tags reach the release's snapshots: Acme's redeployment of 1.0.0 still runs the
+    // EU step and gets the Gold value, under the new names.
+    let sets = client
+        .get(&format!("{SPACE}/tagsets/all"))
+        .await
+        .expect(200);
+    for (set, tag, new) in [("Region", "EU", "Europe"), ("Tier", "Gold", "Platinum")] {
+        let mut body = sets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["Name"] == set)
+            .unwrap()
+            .clone();
+        for item in body["Tags"].as_array_mut().unwrap() {
+            if item["Name"] == tag {
+                item["Name"] = json!(new);
+            }
+        }
+        client
+            .put(&format!("{SPACE}/tagsets/{}", id(&body)), body)
+            .await
+            .expect(200);
+    }
+    let again = client
+        .post(
+            &format!("{SPACE}/deployments"),
+            json!({"ReleaseId": release_id, "EnvironmentId": test, "TenantId": acme}),
+        )
+        .await
+        .expect(201);
+    let task = again["TaskId"].as_str().unwrap().to_owned();
+    let done = client.wait_for_task(&task, WAIT).await;
+    assert_eq!(done["State"], "Success", "{done}");
+    let log = log_text(client, &task).await;
+    assert!(
+        log.contains("tags=Tier/Platinum,Region/Europe plan=premium"),
+        "{log}"
+    );
+    assert!(log.contains("eu-only for Acme"), "{log}");
     app.stop().await;
 }
 
