@@ -1031,7 +1031,9 @@ async fn get_project_variables(
     let conn = state.store.conn();
     let (_, project) = require_project(conn, &scope.id, path.get("id")?).await?;
     let doc = load_variables(conn, &scope.id, &project.variable_set_id).await?;
-    let access = VariableAccess::check(conn, &principal, &scope, &doc, false).await?;
+    let access = VariableAccess::for_project(&principal, &scope, &project, false, || {
+        ApiError::not_found(format!("variable set '{}'", doc.id))
+    })?;
     Ok(Json(
         access.present(present_variables(conn, &doc, &scope.id).await?),
     ))
@@ -1186,8 +1188,9 @@ async fn update_project_variables(
 ) -> ApiResult<Json<VariableSet>> {
     let conn = state.store.conn();
     let (_, project) = require_project(conn, &scope.id, path.get("id")?).await?;
-    let doc = load_variables(conn, &scope.id, &project.variable_set_id).await?;
-    let access = VariableAccess::check(conn, &principal, &scope, &doc, true).await?;
+    let access = VariableAccess::for_project(&principal, &scope, &project, true, || {
+        ApiError::not_found(format!("variable set '{}'", project.variable_set_id))
+    })?;
     Ok(Json(
         save_variables(&state, &scope, &project.variable_set_id, set, &access).await?,
     ))

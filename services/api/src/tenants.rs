@@ -561,6 +561,20 @@ fn may(
     )
 }
 
+/// 403 naming `permission` unless the principal holds it for the tenant `tenant`.
+fn require(
+    principal: &Principal,
+    scope: &SpaceScope,
+    permission: Permission,
+    tenant: &str,
+) -> ApiResult<()> {
+    if may(principal, scope, permission, Some(tenant)) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(permission))
+    }
+}
+
 /// Loads a tenant the principal can see; a hidden one is a 404 like a missing one.
 async fn visible_tenant(
     conn: &impl ConnectionTrait,
@@ -687,15 +701,7 @@ async fn update_tenant(
     let mut tenant = tenant;
     let txn = state.store.conn().begin().await?;
     let (doc, current) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
-    crate::authz::require(
-        &principal,
-        Permission::TenantEdit,
-        &cuttle_authz::Target {
-            space: Some(scope.id.as_str()),
-            tenant: Some(&doc.id),
-            ..Default::default()
-        },
-    )?;
+    require(&principal, &scope, Permission::TenantEdit, &doc.id)?;
     tenant.cloned_from_tenant_id = current.cloned_from_tenant_id;
     check_tenant(&txn, &scope.id, &mut tenant).await?;
     let saved = resources::replace(&txn, &scope.id, &doc.id, tenant).await?;
@@ -713,15 +719,7 @@ async fn delete_tenant(
 ) -> ApiResult<StatusCode> {
     let txn = state.store.conn().begin().await?;
     let (doc, _) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
-    crate::authz::require(
-        &principal,
-        Permission::TenantDelete,
-        &cuttle_authz::Target {
-            space: Some(scope.id.as_str()),
-            tenant: Some(&doc.id),
-            ..Default::default()
-        },
-    )?;
+    require(&principal, &scope, Permission::TenantDelete, &doc.id)?;
     let (machines, _) =
         documents::list(&txn, &scope.id, "Machine", &ListQuery::everything()).await?;
     for machine in machines {
@@ -1002,6 +1000,22 @@ fn shown(template: &VariableTemplate, value: Option<&String>) -> Value {
     }
 }
 
+/// The values given for `templates`, by template id, as shown: those set, and every
+/// sensitive one (to say whether it is set).
+fn shown_values(
+    templates: &[VariableTemplate],
+    values: Option<&BTreeMap<String, String>>,
+) -> Value {
+    let items: serde_json::Map<String, Value> = templates
+        .iter()
+        .filter_map(|t| {
+            let value = values.and_then(|v| v.get(&t.id));
+            (value.is_some() || t.is_sensitive()).then(|| (t.id.clone(), shown(t, value)))
+        })
+        .collect();
+    Value::Object(items)
+}
+
 /// `GET /tenants/{id}/variables` (Octopus's `TenantVariableResource`).
 async fn present_tenant_variables(
     conn: &impl ConnectionTrait,
@@ -1021,15 +1035,10 @@ async fn present_tenant_variables(
             .flatten()
         {
             let values = values.and_then(|v| v.get(environment));
-            let items: serde_json::Map<String, Value> = project
-                .templates
-                .iter()
-                .filter_map(|t| {
-                    let value = values.and_then(|v| v.get(&t.id));
-                    (value.is_some() || t.is_sensitive()).then(|| (t.id.clone(), shown(t, value)))
-                })
-                .collect();
-            by_environment.insert(environment.clone(), Value::Object(items));
+            by_environment.insert(
+                environment.clone(),
+                shown_values(&project.templates, values),
+            );
         }
         project_variables.insert(
             project.id.clone(),
@@ -1044,15 +1053,10 @@ async fn present_tenant_variables(
     }
     let mut library_variables = serde_json::Map::new();
     for library in &libraries {
-        let values = stored.library_variables.get(&library.id);
-        let items: serde_json::Map<String, Value> = library
-            .templates
-            .iter()
-            .filter_map(|t| {
-                let value = values.and_then(|v| v.get(&t.id));
-                (value.is_some() || t.is_sensitive()).then(|| (t.id.clone(), shown(t, value)))
-            })
-            .collect();
+        let items = shown_values(
+            &library.templates,
+            stored.library_variables.get(&library.id),
+        );
         library_variables.insert(
             library.id.clone(),
             json!({
@@ -1074,9 +1078,14 @@ async fn present_tenant_variables(
     }))
 }
 
-/// Whether a template needs a value from the tenant: it has none stored and no default.
-fn is_missing(template: &VariableTemplate, stored: Option<&String>) -> bool {
-    stored.is_none() && template.default_text().is_none_or(|d| d.is_empty())
+/// The templates that need a value from the tenant: none stored in `values` and no default.
+fn missing_templates<'t>(
+    templates: &'t [VariableTemplate],
+    values: Option<&BTreeMap<String, String>>,
+) -> impl Iterator<Item = &'t VariableTemplate> {
+    templates.iter().filter(move |t| {
+        values.and_then(|v| v.get(&t.id)).is_none() && t.default_text().is_none_or(|d| d.is_empty())
+    })
 }
 
 /// `GET /tenants/variables-missing{?tenantId,projectId,environmentId,includeDetails}`: each
@@ -1126,31 +1135,27 @@ async fn missing_variables(
             let values = stored.project_variables.get(&project.id);
             for environment in environments {
                 let values = values.and_then(|v| v.get(environment));
-                for template in &project.templates {
-                    if is_missing(template, values.and_then(|v| v.get(&template.id))) {
-                        missing.push(json!({
-                            "ProjectId": project.id,
-                            "EnvironmentId": environment,
-                            "LibraryVariableSetId": null,
-                            "VariableTemplateName": template.name,
-                            "VariableTemplateId": template.id,
-                        }));
-                    }
+                for template in missing_templates(&project.templates, values) {
+                    missing.push(json!({
+                        "ProjectId": project.id,
+                        "EnvironmentId": environment,
+                        "LibraryVariableSetId": null,
+                        "VariableTemplateName": template.name,
+                        "VariableTemplateId": template.id,
+                    }));
                 }
             }
         }
         for library in libraries.iter().filter(|l| library_ids.contains(&&l.id)) {
             let values = stored.library_variables.get(&library.id);
-            for template in &library.templates {
-                if is_missing(template, values.and_then(|v| v.get(&template.id))) {
-                    missing.push(json!({
-                        "ProjectId": null,
-                        "EnvironmentId": null,
-                        "LibraryVariableSetId": library.id,
-                        "VariableTemplateName": template.name,
-                        "VariableTemplateId": template.id,
-                    }));
-                }
+            for template in missing_templates(&library.templates, values) {
+                missing.push(json!({
+                    "ProjectId": null,
+                    "EnvironmentId": null,
+                    "LibraryVariableSetId": library.id,
+                    "VariableTemplateName": template.name,
+                    "VariableTemplateId": template.id,
+                }));
             }
         }
         if !missing.is_empty() {
@@ -1281,15 +1286,7 @@ async fn update_tenant_variables(
 ) -> ApiResult<Json<Value>> {
     let txn = state.store.conn().begin().await?;
     let (_, tenant) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
-    crate::authz::require(
-        &principal,
-        Permission::TenantEdit,
-        &cuttle_authz::Target {
-            space: Some(scope.id.as_str()),
-            tenant: Some(&tenant.id),
-            ..Default::default()
-        },
-    )?;
+    require(&principal, &scope, Permission::TenantEdit, &tenant.id)?;
     let current = stored_variables(&txn, &scope.id, &tenant.id).await?;
     let (projects, libraries) = template_owners(&txn, &scope.id, &tenant).await?;
     let seal = |field: &str, plain: &str| -> ApiResult<String> {

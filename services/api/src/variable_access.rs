@@ -18,7 +18,7 @@ use crate::extract::{Principal, SpaceScope};
 use cuttle_authz::{Permission, Target};
 use cuttle_store::ConnectionTrait;
 use cuttle_store::documents::{self, Document};
-use cuttle_wire::resources::{Variable, VariableSet};
+use cuttle_wire::resources::{Project, Variable, VariableSet};
 use std::collections::BTreeSet;
 
 /// The variables of one set as one principal may use them.
@@ -43,41 +43,61 @@ impl<'p> VariableAccess<'p> {
     ) -> ApiResult<VariableAccess<'p>> {
         let set: VariableSet = documents::decode(doc)?;
         let hidden = || ApiError::not_found(format!("variable set '{}'", doc.id));
-        let access = if set.owner_id.starts_with("LibraryVariableSets-") {
-            VariableAccess {
+        if set.owner_id.starts_with("LibraryVariableSets-") {
+            let access = VariableAccess {
                 principal,
                 view: Permission::LibraryVariableSetView,
                 edit: Permission::LibraryVariableSetEdit,
                 space: scope.id.to_string(),
                 project: None,
-            }
-        } else {
-            let Some((_, project)) =
-                crate::projects::find_project(conn, &scope.id, &set.owner_id).await?
-            else {
-                return Err(hidden());
             };
-            VariableAccess {
-                principal,
-                view: Permission::VariableView,
-                edit: Permission::VariableEdit,
-                space: scope.id.to_string(),
-                project: Some((project.id, project.project_group_id)),
-            }
-        };
-        // A write without the permission is a 403, as for a project's other parts.
-        let grants = &principal.grants;
-        if edit && !grants.allows_in_some_environment(access.edit, &access.target(None)) {
-            return Err(ApiError::forbidden(access.edit));
+            return access.open(edit, hidden);
         }
-        if !grants.allows_in_some_environment(access.view, &access.target(None)) {
+        match crate::projects::find_project(conn, &scope.id, &set.owner_id).await? {
+            Some((_, project)) => Self::for_project(principal, scope, &project, edit, hidden),
+            None => Err(hidden()),
+        }
+    }
+
+    /// The access `principal` has to the variables of `project`, already loaded; `hidden` is
+    /// the 404 when it may read none of them.
+    pub fn for_project(
+        principal: &'p Principal,
+        scope: &SpaceScope,
+        project: &Project,
+        edit: bool,
+        hidden: impl FnOnce() -> ApiError,
+    ) -> ApiResult<VariableAccess<'p>> {
+        VariableAccess {
+            principal,
+            view: Permission::VariableView,
+            edit: Permission::VariableEdit,
+            space: scope.id.to_string(),
+            project: Some((project.id.clone(), project.project_group_id.clone())),
+        }
+        .open(edit, hidden)
+    }
+
+    /// This access if the principal may read (and, for `edit`, change) some of the variables.
+    /// A write without the permission is a 403, as for a project's other parts.
+    fn open(self, edit: bool, hidden: impl FnOnce() -> ApiError) -> ApiResult<Self> {
+        let grants = &self.principal.grants;
+        if edit && !grants.allows_in_some_environment(self.edit, &self.target(None)) {
+            return Err(ApiError::forbidden(self.edit));
+        }
+        if !grants.allows_in_some_environment(self.view, &self.target(None)) {
             return Err(if edit {
-                ApiError::forbidden(access.view)
+                ApiError::forbidden(self.view)
             } else {
                 hidden()
             });
         }
-        Ok(access)
+        Ok(self)
+    }
+
+    /// 403 unless the principal may read variables in `environment` (`None`: in every one).
+    pub fn require_view_in(&self, environment: Option<&str>) -> ApiResult<()> {
+        crate::authz::require(self.principal, self.view, &self.target(environment))
     }
 
     fn target<'a>(&'a self, environment: Option<&'a str>) -> Target<'a> {

@@ -12,6 +12,7 @@ use crate::extract::{Params, Principal, SpaceScope};
 use crate::machines::Target;
 use crate::projects::{VARIABLES_KIND, load_process, require_project};
 use crate::resources::{self, Resource};
+use crate::variable_access::VariableAccess;
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -83,26 +84,10 @@ async fn preview(
     };
     // The preview shows values: VariableView on the project, in the environment previewed (or
     // in every environment, when none is named). A project the caller cannot read is a 404.
-    let project_target = cuttle_authz::Target {
-        space: Some(space.as_str()),
-        project: Some(project.id.as_str()),
-        project_group: Some(project.project_group_id.as_str()),
-        ..Default::default()
-    };
-    if !principal
-        .grants
-        .allows_in_some_environment(cuttle_authz::Permission::VariableView, &project_target)
-    {
-        return Err(ApiError::not_found(format!("project '{project_key}'")));
-    }
-    crate::authz::require(
-        &principal,
-        cuttle_authz::Permission::VariableView,
-        &cuttle_authz::Target {
-            environment: environment.as_ref().map(|e| e.id.as_str()),
-            ..project_target
-        },
-    )?;
+    VariableAccess::for_project(&principal, &scope, &project, false, || {
+        ApiError::not_found(format!("project '{project_key}'"))
+    })?
+    .require_view_in(environment.as_ref().map(|e| e.id.as_str()))?;
     let channel = match params.get("channel").filter(|c| !c.trim().is_empty()) {
         Some(key) => resources::load_by_id_or_name::<Channel>(conn, space, key)
             .await?
