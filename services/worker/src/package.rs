@@ -401,7 +401,7 @@ impl PackageJobs<'_> {
     }
 
     /// The file to run for the script at `path`: a bootstrap in the job directory that defines
-    /// the script helpers and then runs it, or the script itself where there are no helpers.
+    /// the script helpers and then runs it.
     pub(crate) async fn with_helpers(
         &self,
         syntax: ScriptSyntax,
@@ -411,9 +411,7 @@ impl PackageJobs<'_> {
         let path = tokio::fs::canonicalize(path)
             .await
             .map_err(|err| format!("The script {} cannot be read: {err}", path.display()))?;
-        let Some(bootstrap) = self.variables.bootstrap(syntax, &path) else {
-            return Ok(path);
-        };
+        let bootstrap = self.variables.bootstrap(syntax, &path);
         let file = self
             .job_dir
             .join(format!("bootstrap.{}", syntax.extension()));

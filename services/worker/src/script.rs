@@ -594,7 +594,7 @@ mod tests {
     #[tokio::test]
     async fn powershell_without_pwsh_fails_with_a_clear_reason() {
         if find_on_path("pwsh").is_some() {
-            // With pwsh installed the step runs instead; that path is covered end to end.
+            // With pwsh installed the step runs instead (variables.rs runs the helpers under it).
             return;
         }
         let dir = tempfile::tempdir().unwrap();

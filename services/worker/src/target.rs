@@ -538,10 +538,7 @@ impl<'a> AgentSession<'a> {
         path: &Path,
         args: &[String],
     ) -> Ended {
-        let body = match jobs.variables.bootstrap(syntax, path) {
-            Some(bootstrap) => bootstrap,
-            None => powershell_call(path),
-        };
+        let body = jobs.variables.bootstrap(syntax, path);
         self.run_body(jobs, Some(folder), syntax, body, args).await
     }
 
@@ -571,9 +568,3 @@ impl<'a> AgentSession<'a> {
     }
 }
 
-/// A PowerShell script that runs the file at `path` with the script's arguments and exits
-/// with its exit code.
-fn powershell_call(path: &Path) -> String {
-    let quoted = path.display().to_string().replace('\'', "''");
-    format!("& '{quoted}' @args\nexit $LASTEXITCODE\n")
-}

@@ -1,6 +1,6 @@
 //! A job's variables on the worker: sensitive values opened with the master key, `#{...}`
 //! evaluated (`libs/template`), and the script helpers that give them to Bash and Python scripts
-//! the way Octopus's do (`get_octopusvariable`, `set_octopusvariable`, `fail_step`,
+//! and PowerShell scripts the way Octopus's do (`get_octopusvariable`, `set_octopusvariable`, `fail_step`,
 //! `write_highlight`, `write_warning`, `write_verbose`, `write_wait`, `new_octopusartifact`).
 //!
 //! The helpers travel inside the script itself, so a script run on an agent gets them too:
@@ -8,8 +8,10 @@
 //!   lines follow from line 2.
 //! - Python: the helpers, then the script compiled from its own text under its own name, so
 //!   tracebacks keep its line numbers and `from __future__` imports still work.
-//! - PowerShell gets the substituted script without helpers (pwsh is not available to test them
-//!   on these machines).
+//! - PowerShell: `$OctopusParameters` and the helpers (`Set-OctopusVariable`, `Fail-Step`,
+//!   `Write-Highlight`, `Write-Wait`, `Write-Verbose`, `Write-Warning`, `New-OctopusArtifact`),
+//!   then the script run as a script block (so its `param()` block still works) or by path, and
+//!   its exit code passed on.
 //!
 //! The script file holds the variables' values, sensitive ones included, for as long as the job
 //! runs: it is written owner-only inside the job directory, which is removed afterwards.
@@ -106,26 +108,34 @@ impl JobVariables {
                 self.python_helpers(),
                 python_exec_text(&body, "script.py")
             ),
-            ScriptSyntax::PowerShell => body,
+            ScriptSyntax::PowerShell => format!(
+                "{}\n$__cuttleScript = [ScriptBlock]::Create((__CuttleDecode '{}'))\n& $__cuttleScript @args\nexit $LASTEXITCODE\n",
+                self.powershell_helpers(),
+                STANDARD.encode(body)
+            ),
         }
     }
 
     /// A script that defines the helpers, then runs the script file `path` with the arguments it
-    /// was given. `None` for PowerShell, which runs its file directly.
-    pub fn bootstrap(&self, syntax: ScriptSyntax, path: &Path) -> Option<String> {
+    /// was given, and exits with its exit code.
+    pub fn bootstrap(&self, syntax: ScriptSyntax, path: &Path) -> String {
         let path_text = path.display().to_string();
         match syntax {
-            ScriptSyntax::Bash => Some(format!(
+            ScriptSyntax::Bash => format!(
                 "{}\nsource {} \"$@\"\n",
                 self.bash_prelude(),
                 bash_quote(&path_text)
-            )),
-            ScriptSyntax::Python => Some(format!(
+            ),
+            ScriptSyntax::Python => format!(
                 "{}\n{}",
                 self.python_helpers(),
                 python_exec_file(&path_text)
-            )),
-            ScriptSyntax::PowerShell => None,
+            ),
+            ScriptSyntax::PowerShell => format!(
+                "{}\n& (__CuttleDecode '{}') @args\nexit $LASTEXITCODE\n",
+                self.powershell_helpers(),
+                STANDARD.encode(path_text)
+            ),
         }
     }
 
@@ -157,6 +167,22 @@ impl JobVariables {
         let json = serde_json::Value::Object(variables).to_string();
         PYTHON_HELPERS.replace("@VARIABLES@", &STANDARD.encode(json))
     }
+
+    /// The PowerShell helpers, with `$OctopusParameters` filled in.
+    fn powershell_helpers(&self) -> String {
+        let parameters: String = self
+            .evaluated()
+            .into_iter()
+            .map(|(name, value)| {
+                format!(
+                    "$OctopusParameters[(__CuttleDecode '{}')] = (__CuttleDecode '{}')\n",
+                    STANDARD.encode(name),
+                    STANDARD.encode(value)
+                )
+            })
+            .collect();
+        POWERSHELL_HELPERS.replace("@VARIABLES@\n", &parameters)
+    }
 }
 
 /// Single-quotes `text` for Bash.
@@ -183,6 +209,9 @@ fn python_exec_file(path: &str) -> String {
 
 /// The Bash helpers; `get_octopusvariable` is generated per job.
 const BASH_HELPERS: &str = include_str!("helpers/octopus.sh");
+
+/// The PowerShell helpers; the `@VARIABLES@` line becomes one line per variable.
+const POWERSHELL_HELPERS: &str = include_str!("helpers/octopus.ps1");
 
 /// The Python helpers; `@VARIABLES@` becomes the job's variables as base64 JSON.
 const PYTHON_HELPERS: &str = include_str!("helpers/octopus.py");
@@ -235,6 +264,102 @@ mod tests {
         )
         .expect("open");
         assert_eq!(job.substitute("#{A}"), "second");
+    }
+
+    /// Values that would end or escape a PowerShell string if they were written into one:
+    /// both quote kinds, the typographic quotes PowerShell also takes as quotes, subexpressions,
+    /// backticks and newlines.
+    const HOSTILE: &str = "it's \"$(Remove-Item /)\" \u{2018}x\u{2019} `n @args\nnext line";
+
+    #[test]
+    fn powershell_gets_names_values_and_the_script_only_as_base64() {
+        let job = JobVariables::open(
+            &[
+                variable("Octopus.Environment.Name", "Test", false),
+                variable(HOSTILE, HOSTILE, false),
+            ],
+            None,
+        )
+        .expect("open");
+        let body = format!("param([string]$Who)\nWrite-Host {HOSTILE}");
+        let script = job.inline_script(ScriptSyntax::PowerShell, &body);
+        let (template_start, template_end) = POWERSHELL_HELPERS
+            .split_once("@VARIABLES@\n")
+            .expect("the helpers have a variables line");
+        let rest = script.strip_prefix(template_start).expect("helpers first");
+        let (parameters, tail) = rest.split_once(template_end).expect("then the helpers' end");
+        let decode = |text: &str| {
+            String::from_utf8(STANDARD.decode(text).expect("base64")).expect("utf-8")
+        };
+        let assignment =
+            regex_lite::Regex::new(r"^\$OctopusParameters\[\(__CuttleDecode '([A-Za-z0-9+/=]*)'\)\] = \(__CuttleDecode '([A-Za-z0-9+/=]*)'\)$")
+                .expect("regex");
+        let mut seen = Vec::new();
+        for line in parameters.lines() {
+            let captures = assignment.captures(line).unwrap_or_else(|| panic!("{line}"));
+            seen.push((decode(&captures[1]), decode(&captures[2])));
+        }
+        assert_eq!(
+            seen,
+            vec![
+                ("Octopus.Environment.Name".to_owned(), "Test".to_owned()),
+                (HOSTILE.to_owned(), HOSTILE.to_owned())
+            ]
+        );
+        // The script itself runs as a script block made from base64, and its exit code is kept.
+        let run = regex_lite::Regex::new(
+            r"^\n\$__cuttleScript = \[ScriptBlock\]::Create\(\(__CuttleDecode '([A-Za-z0-9+/=]*)'\)\)\n& \$__cuttleScript @args\nexit \$LASTEXITCODE\n$",
+        )
+        .expect("regex");
+        let captures = run.captures(tail).unwrap_or_else(|| panic!("{tail}"));
+        assert_eq!(decode(&captures[1]), body);
+        // A script file is called by its path, also as base64.
+        let path = Path::new("/work/it's \u{2019}here/deploy.ps1");
+        let bootstrap = job.bootstrap(ScriptSyntax::PowerShell, path);
+        let call = format!(
+            "\n& (__CuttleDecode '{}') @args\nexit $LASTEXITCODE\n",
+            STANDARD.encode(path.display().to_string())
+        );
+        assert!(bootstrap.ends_with(&call), "{bootstrap}");
+        assert!(!bootstrap.contains("it's"), "{bootstrap}");
+    }
+
+    /// Where pwsh is installed, the helpers run for real: `$OctopusParameters` reads any case,
+    /// and the others print the service messages the worker reads. (pwsh cannot be installed on
+    /// our CI machines; there the generated text is checked above.)
+    #[test]
+    fn powershell_helpers_print_service_messages_under_pwsh() {
+        let Some(pwsh) = crate::script::find_on_path("pwsh") else {
+            return;
+        };
+        let job = JobVariables::open(&[variable("Greeting", HOSTILE, false)], None).expect("open");
+        let body = "param([string]$Who)\nWrite-Host \"[$($OctopusParameters['greeting'])] $Who\"\nSet-OctopusVariable -Name 'Out' -Value 'v' -Sensitive\nWrite-Highlight 'look'\nFail-Step 'stopped'";
+        let dir = tempfile::tempdir().expect("dir");
+        let file = dir.path().join("script.ps1");
+        std::fs::write(&file, job.inline_script(ScriptSyntax::PowerShell, body)).expect("write");
+        let output = std::process::Command::new(pwsh)
+            .args(["-NoLogo", "-NoProfile", "-NonInteractive", "-File"])
+            .arg(&file)
+            .arg("-Who")
+            .arg("me")
+            .output()
+            .expect("pwsh runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(output.status.code(), Some(1), "{stdout}");
+        let b64 = |text: &str| STANDARD.encode(text);
+        for expected in [
+            format!("[{HOSTILE}] me"),
+            format!(
+                "##octopus[setVariable name='{}' value='{}' sensitive='{}']",
+                b64("Out"),
+                b64("v"),
+                b64("True")
+            ),
+            "##octopus[stdout-highlight]\nlook\n##octopus[stdout-default]".to_owned(),
+            format!("##octopus[resultMessage message='{}']", b64("stopped")),
+        ] {
+            assert!(stdout.contains(&expected), "{expected} not in {stdout}");
+        }
     }
 
     #[test]
