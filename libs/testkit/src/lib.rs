@@ -465,6 +465,55 @@ pub mod flow {
         .await
     }
 
+    /// A user of the admin's organisation with an API key; returns (user id, client).
+    pub async fn user_with_key(admin: &Client, username: &str) -> (String, Client) {
+        let user = admin
+            .post(
+                "/api/users",
+                json!({"Username": username, "DisplayName": username, "EmailAddress": format!("{username}@example.com")}),
+            )
+            .await
+            .expect(201);
+        let user_id = user["Id"].as_str().unwrap_or_default().to_owned();
+        let key = admin
+            .post(
+                &format!("/api/users/{user_id}/apikeys"),
+                json!({"Purpose": "tests"}),
+            )
+            .await
+            .expect(201);
+        let key = key["ApiKey"].as_str().unwrap_or_default().to_owned();
+        assert!(key.starts_with("API-"), "{key}");
+        (user_id, Client::new(admin.base.clone(), key))
+    }
+
+    /// Team `name` in Spaces-1 with `members`, holding `role` restricted to `environments`
+    /// (none: unrestricted); returns (team id, scoped user role id).
+    pub async fn scoped_team(
+        admin: &Client,
+        name: &str,
+        members: &[&str],
+        role: &str,
+        environments: &[&str],
+    ) -> (String, String) {
+        let team = admin
+            .post(
+                "/api/teams",
+                json!({"Name": name, "MemberUserIds": members, "SpaceId": "Spaces-1"}),
+            )
+            .await
+            .expect(201);
+        let team_id = team["Id"].as_str().unwrap_or_default().to_owned();
+        let binding = admin
+            .post(
+                "/api/scopeduserroles",
+                json!({"TeamId": team_id, "UserRoleId": role, "SpaceId": "Spaces-1", "EnvironmentIds": environments}),
+            )
+            .await
+            .expect(201);
+        (team_id, binding["Id"].as_str().unwrap_or_default().to_owned())
+    }
+
     /// Creates a release and deploys it to `env`; returns the task id.
     pub async fn release_and_deploy(
         client: &Client,

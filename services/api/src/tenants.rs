@@ -21,6 +21,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
 use crate::links::{links, space_prefix};
 use crate::resources::{self, Resource, resource_accessors, resource_assign};
+use crate::variable_access::TenantValueAccess;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
@@ -1016,14 +1017,18 @@ fn shown_values(
     Value::Object(items)
 }
 
-/// `GET /tenants/{id}/variables` (Octopus's `TenantVariableResource`).
+/// `GET /tenants/{id}/variables` (Octopus's `TenantVariableResource`), with only the values the
+/// principal may see ([`TenantValueAccess`]).
 async fn present_tenant_variables(
     conn: &impl ConnectionTrait,
-    space: &SpaceId,
+    scope: &SpaceScope,
+    principal: &Principal,
     tenant: &Tenant,
 ) -> ApiResult<Value> {
+    let space = &scope.id;
     let stored = stored_variables(conn, space, &tenant.id).await?;
     let (projects, libraries) = template_owners(conn, space, tenant).await?;
+    let access = TenantValueAccess::new(principal, scope, tenant, &projects);
     let mut project_variables = serde_json::Map::new();
     for project in &projects {
         let mut by_environment = serde_json::Map::new();
@@ -1033,12 +1038,16 @@ async fn present_tenant_variables(
             .get(&project.id)
             .into_iter()
             .flatten()
+            .filter(|environment| access.can_see(&project.id, environment))
         {
             let values = values.and_then(|v| v.get(environment));
             by_environment.insert(
                 environment.clone(),
                 shown_values(&project.templates, values),
             );
+        }
+        if by_environment.is_empty() {
+            continue;
         }
         project_variables.insert(
             project.id.clone(),
@@ -1052,7 +1061,7 @@ async fn present_tenant_variables(
         );
     }
     let mut library_variables = serde_json::Map::new();
-    for library in &libraries {
+    for library in libraries.iter().filter(|_| access.can_see_common()) {
         let items = shown_values(
             &library.templates,
             stored.library_variables.get(&library.id),
@@ -1181,7 +1190,7 @@ async fn get_tenant_variables(
     let conn = state.store.conn();
     let (_, tenant) = visible_tenant(conn, &principal, &scope, path.get("id")?).await?;
     Ok(Json(
-        present_tenant_variables(conn, &scope.id, &tenant).await?,
+        present_tenant_variables(conn, &scope, &principal, &tenant).await?,
     ))
 }
 
@@ -1289,6 +1298,10 @@ async fn update_tenant_variables(
     require(&principal, &scope, Permission::TenantEdit, &tenant.id)?;
     let current = stored_variables(&txn, &scope.id, &tenant.id).await?;
     let (projects, libraries) = template_owners(&txn, &scope.id, &tenant).await?;
+    let access = TenantValueAccess::new(&principal, &scope, &tenant, &projects);
+    // What the body gives values for: (project, environment), and library sets.
+    let mut sent_environments = Vec::new();
+    let mut sent_libraries = Vec::new();
     let seal = |field: &str, plain: &str| -> ApiResult<String> {
         let keyring = state.keyring.as_deref().ok_or_else(|| {
             ApiError::invalid_field(
@@ -1328,6 +1341,7 @@ async fn update_tenant_variables(
             members(member(entry, "Variables"), &format!("{field}.Variables"))?
         {
             let field = format!("{field}.Variables.{environment_id}");
+            sent_environments.push((project_id.clone(), environment_id.clone()));
             if !connected.contains(environment_id) {
                 return Err(ApiError::invalid_field(
                     &field,
@@ -1366,6 +1380,7 @@ async fn update_tenant_variables(
     }
     for (library_id, entry) in members(member(&body, "LibraryVariables"), "LibraryVariables")? {
         let field = format!("LibraryVariables.{library_id}");
+        sent_libraries.push(library_id.clone());
         let library = libraries.iter().find(|l| &l.id == library_id).ok_or_else(|| {
             ApiError::invalid_field(
                 &field,
@@ -1400,10 +1415,97 @@ async fn update_tenant_variables(
             }
         }
     }
+    keep_what_may_not_change(
+        &access,
+        (&projects, &libraries),
+        &current,
+        &mut next,
+        (&sent_environments, &sent_libraries),
+    )?;
     save_stored_variables(&txn, &scope.id, &tenant, &next).await?;
-    let presented = present_tenant_variables(&txn, &scope.id, &tenant).await?;
+    let presented = present_tenant_variables(&txn, &scope, &principal, &tenant).await?;
     txn.commit().await?;
     Ok(Json(presented))
+}
+
+/// Holds a save of a tenant's values to what the principal may change ([`TenantValueAccess`]):
+/// values it cannot see are kept as stored (and sending any is a 403, so a guess cannot probe
+/// them), and values it sees but may not change must come back unchanged.
+fn keep_what_may_not_change(
+    access: &TenantValueAccess<'_>,
+    (projects, libraries): (&[Project], &[LibraryVariableSet]),
+    current: &StoredTenantVariables,
+    next: &mut StoredTenantVariables,
+    (sent_environments, sent_libraries): (&[(String, String)], &[String]),
+) -> ApiResult<()> {
+    // Only values for templates that still exist count as a change.
+    let live = |templates: &[VariableTemplate], values: Option<&BTreeMap<String, String>>| {
+        values
+            .into_iter()
+            .flatten()
+            .filter(|(id, _)| templates.iter().any(|t| &t.id == *id))
+            .map(|(id, value)| (id.clone(), value.clone()))
+            .collect::<BTreeMap<_, _>>()
+    };
+    for project in projects {
+        for environment in access.environments_of(&project.id) {
+            let before = current
+                .project_variables
+                .get(&project.id)
+                .and_then(|v| v.get(environment));
+            let what = || {
+                format!(
+                    "the values of project '{}' in environment '{environment}'",
+                    project.name
+                )
+            };
+            if !access.can_see(&project.id, environment) {
+                if sent_environments
+                    .iter()
+                    .any(|(p, e)| p == &project.id && e == environment)
+                {
+                    return Err(access.refuse(&what()));
+                }
+                if let Some(values) = before {
+                    next.project_variables
+                        .entry(project.id.clone())
+                        .or_default()
+                        .insert(environment.to_owned(), values.clone());
+                }
+                continue;
+            }
+            let after = next
+                .project_variables
+                .get(&project.id)
+                .and_then(|v| v.get(environment));
+            if live(&project.templates, before) != live(&project.templates, after)
+                && !access.can_change(&project.id, environment)
+            {
+                return Err(access.refuse(&what()));
+            }
+        }
+    }
+    for library in libraries {
+        let before = current.library_variables.get(&library.id);
+        let what = || format!("the tenant's values for library variable set '{}'", library.name);
+        if !access.can_see_common() {
+            if sent_libraries.contains(&library.id) {
+                return Err(access.refuse(&what()));
+            }
+            if let Some(values) = before {
+                next.library_variables
+                    .insert(library.id.clone(), values.clone());
+            }
+            continue;
+        }
+        let after = next.library_variables.get(&library.id);
+        if live(&library.templates, before) != live(&library.templates, after)
+            && !access.can_change_common()
+        {
+            return Err(access.refuse(&what()));
+        }
+    }
+    Ok(())
 }
 
 /// Writes a tenant's values for variable templates (its one `TenantVariables` document).

@@ -12,13 +12,16 @@
 //!
 //! Reading a set the principal may read nothing of is a 404; changing one it may change nothing
 //! of, a 403 naming the permission.
+//!
+//! A tenant's values for variable templates follow the same permissions, per project and
+//! environment ([`TenantValueAccess`]).
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Principal, SpaceScope};
 use cuttle_authz::{Permission, Target};
 use cuttle_store::ConnectionTrait;
 use cuttle_store::documents::{self, Document};
-use cuttle_wire::resources::{Project, Variable, VariableSet};
+use cuttle_wire::resources::{Project, Tenant, Variable, VariableSet};
 use std::collections::BTreeSet;
 
 /// The variables of one set as one principal may use them.
@@ -197,6 +200,126 @@ impl<'p> VariableAccess<'p> {
             }
         }
         Ok(kept)
+    }
+}
+
+/// Who may see and change which of a tenant's values for variable templates (Octopus's rules,
+/// after its permission fixes for tenant variables). The routes check TenantView or TenantEdit
+/// on the tenant first; then:
+/// - the values for a project's templates in one environment need VariableView (to see) and
+///   VariableEdit (to change) on that project, environment and tenant;
+/// - the values for library set templates ("common variables") apply in every project and
+///   environment the tenant is connected to: seeing them needs VariableView in one of those
+///   connections, changing them VariableEdit in all of them.
+pub struct TenantValueAccess<'p> {
+    principal: &'p Principal,
+    space: String,
+    tenant: String,
+    /// (project, its group, environment) for each connection of the tenant.
+    connections: Vec<(String, String, String)>,
+}
+
+impl<'p> TenantValueAccess<'p> {
+    /// The access `principal` has to the values of `tenant`, whose connected projects are
+    /// `projects`.
+    pub fn new(
+        principal: &'p Principal,
+        scope: &SpaceScope,
+        tenant: &Tenant,
+        projects: &[Project],
+    ) -> TenantValueAccess<'p> {
+        let connections = projects
+            .iter()
+            .flat_map(|project| {
+                tenant
+                    .project_environments
+                    .get(&project.id)
+                    .into_iter()
+                    .flatten()
+                    .map(|environment| {
+                        (
+                            project.id.clone(),
+                            project.project_group_id.clone(),
+                            environment.clone(),
+                        )
+                    })
+            })
+            .collect();
+        TenantValueAccess {
+            principal,
+            space: scope.id.to_string(),
+            tenant: tenant.id.clone(),
+            connections,
+        }
+    }
+
+    fn allows(&self, permission: Permission, connection: &(String, String, String)) -> bool {
+        let (project, group, environment) = connection;
+        self.principal.grants.allows(
+            permission,
+            &Target {
+                space: Some(&self.space),
+                project: Some(project),
+                project_group: Some(group),
+                environment: Some(environment),
+                tenant: Some(&self.tenant),
+            },
+        )
+    }
+
+    fn connection(&self, project: &str, environment: &str) -> Option<&(String, String, String)> {
+        self.connections
+            .iter()
+            .find(|(p, _, e)| p == project && e == environment)
+    }
+
+    /// The environments the tenant is connected to `project` in.
+    pub fn environments_of<'a>(&'a self, project: &'a str) -> impl Iterator<Item = &'a str> {
+        self.connections
+            .iter()
+            .filter(move |(p, _, _)| p == project)
+            .map(|(_, _, environment)| environment.as_str())
+    }
+
+    /// Whether the principal may see the project's values for `environment`.
+    pub fn can_see(&self, project: &str, environment: &str) -> bool {
+        self.connection(project, environment)
+            .is_some_and(|c| self.allows(Permission::VariableView, c))
+    }
+
+    /// Whether the principal may change the project's values for `environment`.
+    pub fn can_change(&self, project: &str, environment: &str) -> bool {
+        self.can_see(project, environment)
+            && self
+                .connection(project, environment)
+                .is_some_and(|c| self.allows(Permission::VariableEdit, c))
+    }
+
+    /// Whether the principal may see the tenant's values for library set templates.
+    pub fn can_see_common(&self) -> bool {
+        self.connections
+            .iter()
+            .any(|c| self.allows(Permission::VariableView, c))
+    }
+
+    /// Whether the principal may change the tenant's values for library set templates.
+    pub fn can_change_common(&self) -> bool {
+        self.can_see_common()
+            && self
+                .connections
+                .iter()
+                .all(|c| self.allows(Permission::VariableEdit, c))
+    }
+
+    /// The 403 for a change to values the principal may not change, saying which (`what`).
+    pub fn refuse(&self, what: &str) -> ApiError {
+        ApiError::with_status(
+            axum::http::StatusCode::FORBIDDEN,
+            format!(
+                "{} You may not change {what}.",
+                cuttle_authz::missing_permission_message(Permission::VariableEdit)
+            ),
+        )
     }
 }
 

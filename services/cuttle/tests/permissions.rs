@@ -12,6 +12,7 @@ mod common;
 
 use common::InProcess;
 use cuttle_api::authz::{ROUTES, Rule};
+use cuttle_testkit::flow::{scoped_team, user_with_key};
 use cuttle_testkit::{Client, Mode, flow};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -30,53 +31,6 @@ const WAIT: Duration = Duration::from_secs(60);
 
 fn id(value: &Value) -> String {
     value["Id"].as_str().unwrap().to_owned()
-}
-
-/// A user of the admin's organisation with an API key; returns (user id, client).
-async fn user_with_key(admin: &Client, username: &str) -> (String, Client) {
-    let user = admin
-        .post(
-            "/api/users",
-            json!({"Username": username, "DisplayName": username, "EmailAddress": format!("{username}@example.com")}),
-        )
-        .await
-        .expect(201);
-    let user_id = id(&user);
-    let key = admin
-        .post(
-            &format!("/api/users/{user_id}/apikeys"),
-            json!({"Purpose": "tests"}),
-        )
-        .await
-        .expect(201);
-    let key = key["ApiKey"].as_str().unwrap().to_owned();
-    assert!(key.starts_with("API-"), "{key}");
-    (user_id, Client::new(admin.base.clone(), key))
-}
-
-/// Team `name` in Spaces-1 with `members`, holding `role` restricted to `environments`.
-async fn scoped_team(
-    admin: &Client,
-    name: &str,
-    members: &[&str],
-    role: &str,
-    environments: &[&str],
-) -> (String, String) {
-    let team = admin
-        .post(
-            "/api/teams",
-            json!({"Name": name, "MemberUserIds": members, "SpaceId": "Spaces-1"}),
-        )
-        .await
-        .expect(201);
-    let binding = admin
-        .post(
-            "/api/scopeduserroles",
-            json!({"TeamId": id(&team), "UserRoleId": role, "SpaceId": "Spaces-1", "EnvironmentIds": environments}),
-        )
-        .await
-        .expect(201);
-    (id(&team), id(&binding))
 }
 
 /// User "qa" in team "QA", a project deployer restricted to the environment `test`.

@@ -10,6 +10,7 @@
 mod common;
 
 use common::InProcess;
+use cuttle_testkit::flow::{scoped_team, user_with_key};
 use cuttle_testkit::{Client, Mode, flow};
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -21,6 +22,7 @@ both_modes!(
     tenant_variables_give_each_tenant_its_own_values_and_keep_secrets,
     deployment_targets_take_tenants_by_id_or_tag,
     a_channel_with_tenant_tags_releases_only_to_matching_tenants,
+    a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -1143,5 +1145,117 @@ async fn a_channel_with_tenant_tags_releases_only_to_matching_tenants(mode: Mode
     assert!(problem(&refused).contains("default channel"), "{refused}");
     client.delete(&default_path).await.expect(200);
     client.get(&default_path).await.expect(404);
+    app.stop().await;
+}
+
+/// Tenant values follow variable permissions: a team that may change variables only in Test
+/// sees and changes a tenant's values for Test, never Production's, and changes the common
+/// (library set) values only of a tenant connected in Test alone.
+async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let (project, test, acme, globex) = shop(admin).await;
+    let production = id(&admin
+        .post(&format!("{SPACE}/environments"), json!({"Name": "Production"}))
+        .await
+        .expect(201));
+    let project_path = format!("{SPACE}/projects/{project}");
+    let library = admin
+        .post(
+            &format!("{SPACE}/libraryvariablesets"),
+            json!({"Name": "Support", "Templates": [{"Name": "SupportEmail"}]}),
+        )
+        .await
+        .expect(201);
+    let library_id = id(&library);
+    let support = library["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    let mut body = admin.get(&project_path).await.expect(200);
+    body["Templates"] = json!([{"Name": "Database"}]);
+    body["IncludedLibraryVariableSetIds"] = json!([library_id]);
+    let saved = admin.put(&project_path, body).await.expect(200);
+    let database = saved["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    // Acme runs in Test and Production; Globex in Test only.
+    let acme_path = format!("{SPACE}/tenants/{acme}");
+    let mut body = admin.get(&acme_path).await.expect(200);
+    body["ProjectEnvironments"][&project] = json!([test, production]);
+    admin.put(&acme_path, body).await.expect(200);
+    let acme_values = format!("{acme_path}/variables");
+    let mut values = admin.get(&acme_values).await.expect(200);
+    values["ProjectVariables"][&project]["Variables"] = json!({
+        test.clone(): {database.clone(): "acme_test"},
+        production.clone(): {database.clone(): "acme_prod"}
+    });
+    values["LibraryVariables"][&library_id]["Variables"] = json!({support.clone(): "ops@acme.example"});
+    admin.put(&acme_values, values).await.expect(200);
+
+    // QA changes variables in Test only, and may edit tenants.
+    let (qa_user, qa) = user_with_key(admin, "qa").await;
+    scoped_team(
+        admin,
+        "QA",
+        &[&qa_user],
+        "userroles-projectcontributor",
+        &[&test],
+    )
+    .await;
+    scoped_team(admin, "Tenants", &[&qa_user], "userroles-tenantmanager", &[]).await;
+
+    // QA sees Test's values and the common ones, not Production's.
+    let seen = qa.get(&acme_values).await.expect(200);
+    let environments = &seen["ProjectVariables"][&project]["Variables"];
+    assert_eq!(environments[&test][&database], "acme_test", "{seen}");
+    assert!(environments.get(&production).is_none(), "{seen}");
+    assert!(!seen.to_string().contains("acme_prod"), "{seen}");
+    assert_eq!(
+        seen["LibraryVariables"][&library_id]["Variables"][&support],
+        "ops@acme.example"
+    );
+
+    // Changing Test's value works, and Production's value, not sent, is kept.
+    let mut change = seen.clone();
+    change["ProjectVariables"][&project]["Variables"][&test][&database] = json!("qa_test");
+    let saved = qa.put(&acme_values, change).await.expect(200);
+    assert!(
+        saved["ProjectVariables"][&project]["Variables"]
+            .get(&production)
+            .is_none(),
+        "{saved}"
+    );
+    let stored = admin.get(&acme_values).await.expect(200);
+    let environments = &stored["ProjectVariables"][&project]["Variables"];
+    assert_eq!(environments[&test][&database], "qa_test", "{stored}");
+    assert_eq!(environments[&production][&database], "acme_prod", "{stored}");
+
+    // Production's values cannot be written, even as they are (a guess must not probe them).
+    let mut crafted = saved.clone();
+    crafted["ProjectVariables"][&project]["Variables"][&production] =
+        json!({database.clone(): "acme_prod"});
+    let refused = qa.put(&acme_values, crafted).await.expect(403);
+    assert!(problem(&refused).contains("VariableEdit"), "{refused}");
+    // The common values also apply in Production: QA sees them but may not change them.
+    let mut common = saved.clone();
+    common["LibraryVariables"][&library_id]["Variables"][&support] = json!("qa@acme.example");
+    let refused = qa.put(&acme_values, common).await.expect(403);
+    assert!(problem(&refused).contains("VariableEdit"), "{refused}");
+    assert!(problem(&refused).contains("Support"), "{refused}");
+    let stored = admin.get(&acme_values).await.expect(200);
+    assert_eq!(
+        stored["LibraryVariables"][&library_id]["Variables"][&support],
+        "ops@acme.example"
+    );
+    assert_eq!(
+        stored["ProjectVariables"][&project]["Variables"][&production][&database],
+        "acme_prod"
+    );
+
+    // Globex runs only in Test: QA changes its common values too.
+    let globex_values = format!("{SPACE}/tenants/{globex}/variables");
+    let mut change = qa.get(&globex_values).await.expect(200);
+    change["LibraryVariables"][&library_id]["Variables"][&support] = json!("qa@globex.example");
+    let saved = qa.put(&globex_values, change).await.expect(200);
+    assert_eq!(
+        saved["LibraryVariables"][&library_id]["Variables"][&support],
+        "qa@globex.example"
+    );
     app.stop().await;
 }
