@@ -4,7 +4,8 @@ use crate::StoreError;
 use crate::entities::event;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 
 /// A stored event.
@@ -21,6 +22,21 @@ pub async fn insert_event(
         .exec_without_returning(conn)
         .await?;
     Ok(event)
+}
+
+/// Rewrites a stored event whole (the event of a write, once its outcome is known).
+pub async fn update_event(conn: &impl ConnectionTrait, event: Event) -> Result<(), StoreError> {
+    let mut event = event;
+    event.occurred = Utc::now().trunc_subsecs(6);
+    let active = event::ActiveModel::from(event).reset_all();
+    event::Entity::update(active).exec(conn).await?;
+    Ok(())
+}
+
+/// Deletes an event (the event of a write that did not happen).
+pub async fn delete_event(conn: &impl ConnectionTrait, id: &str) -> Result<(), StoreError> {
+    event::Entity::delete_by_id(id.to_owned()).exec(conn).await?;
+    Ok(())
 }
 
 /// Which events to list: always one organisation's.

@@ -725,7 +725,7 @@ pub async fn authorize(
         )
         .await;
     }
-    // A write: recorded in the audit log once it has succeeded.
+    // A write: its audit event is stored first, and completed once it has succeeded.
     let actor = crate::events::Actor::of(&principal, &parts);
     let space = parts.extensions.get::<SpaceScope>().cloned();
     let ids = crate::extract::PathParams::from_request_parts(&mut parts, &state)
@@ -737,23 +737,26 @@ pub async fn authorize(
     let route = route.to_owned();
     let (request, document) =
         crate::events::capture_request(Request::from_parts(parts, body)).await;
-    let response = cuttle_store::rls::scoped_to(&organisation, spaces(), next.run(request)).await;
-    if !response.status().is_success() {
-        return response;
-    }
-    let (response, created) = crate::events::capture_response(response).await;
-    crate::events::record_write(
+    let record = match crate::events::WriteRecord::begin(
         &state,
         &actor,
         space.as_ref(),
-        &method,
-        &route,
-        &path,
+        (&method, &route, &path),
         ids,
         document,
-        created,
     )
-    .await;
+    .await
+    {
+        Ok(record) => record,
+        Err(err) => return err.into_response(),
+    };
+    let response = cuttle_store::rls::scoped_to(&organisation, spaces(), next.run(request)).await;
+    if !response.status().is_success() {
+        record.failed(&state).await;
+        return response;
+    }
+    let (response, created) = crate::events::capture_response(response).await;
+    record.succeeded(&state, created).await;
     response
 }
 

@@ -1,11 +1,14 @@
 //! The audit log: `GET /api/events` (Octopus's filters), and the recording of events.
 //!
 //! Every successful write through the API (POST, PUT, DELETE) is recorded by the `authorize`
-//! middleware after its handler ran: who (user, how they authenticated, address, user agent),
+//! middleware: who (user, how they authenticated, address, user agent),
 //! when, what (category, message, the documents involved) and the change: the request's document
 //! with sensitive values removed, and its differences from the same document's previous event.
-//! Sign-ins are recorded by the sign-in code. Events are written after the change commits, in
-//! their own transaction: a crash between the two loses the event, not the change.
+//! Sign-ins are recorded by the sign-in code.
+//!
+//! A write's event is stored before its handler runs and completed after it ([`WriteRecord`]),
+//! so a change never commits without a trace: if the server stops between the two, the event
+//! stays and says its outcome was not recorded. A failed write's event is removed.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -101,6 +104,34 @@ impl Actor {
 }
 
 impl Actor {
+    /// An event by this actor, about the first of `related` (to be stored: no id yet).
+    fn event(
+        &self,
+        space_id: Option<String>,
+        category: &str,
+        message: String,
+        related: Vec<String>,
+        details: &Value,
+    ) -> Event {
+        Event {
+            id: String::new(),
+            organisation_id: self.organisation_id.clone(),
+            space_id,
+            category: category.to_owned(),
+            user_id: self.user_id.clone(),
+            username: self.username.clone(),
+            is_service: self.is_service,
+            identity_established_with: self.identity.clone(),
+            user_agent: self.user_agent.clone(),
+            ip_address: self.ip_address.clone(),
+            occurred: chrono::Utc::now(),
+            message,
+            document_id: related.first().cloned(),
+            related_document_ids: Value::from(related).to_string(),
+            details: details.to_string(),
+        }
+    }
+
     /// A person signing in (no principal yet).
     pub fn signing_in(
         user: &cuttle_store::users::User,
@@ -159,23 +190,7 @@ pub async fn record(
     related: Vec<String>,
     details: Value,
 ) {
-    let event = Event {
-        id: String::new(),
-        organisation_id: actor.organisation_id.clone(),
-        space_id,
-        category: category.to_owned(),
-        user_id: actor.user_id.clone(),
-        username: actor.username.clone(),
-        is_service: actor.is_service,
-        identity_established_with: actor.identity.clone(),
-        user_agent: actor.user_agent.clone(),
-        ip_address: actor.ip_address.clone(),
-        occurred: chrono::Utc::now(),
-        message,
-        document_id: related.first().cloned(),
-        related_document_ids: Value::from(related).to_string(),
-        details: details.to_string(),
-    };
+    let event = actor.event(space_id, category, message, related, &details);
     if let Err(err) = events::insert_event(state.store.conn(), event).await {
         tracing::error!(error = %err, category, "an audit event could not be recorded");
     }
@@ -319,47 +334,23 @@ pub fn differences(before: &Value, after: &Value) -> Vec<Value> {
     out
 }
 
-/// Records a successful write made through `route`.
-#[allow(clippy::too_many_arguments, reason = "one call site, the middleware")]
-pub async fn record_write(
-    state: &AppState,
-    actor: &Actor,
-    space: Option<&SpaceScope>,
-    method: &Method,
-    route: &str,
-    path: &str,
+/// The audit event of one write through the API. It is stored before the handler runs, marked
+/// as having no recorded outcome, and completed once the handler succeeded (or deleted when it
+/// failed). So no change can commit without a trace in the audit log: if the server stops, or
+/// the client goes, between the change and its record, the event stays, saying that its outcome
+/// was not recorded.
+pub struct WriteRecord {
+    event: Event,
+    actor: Actor,
+    method: Method,
+    path: String,
     path_ids: Vec<String>,
+    space: Option<String>,
     document: Option<Value>,
-    response_id: Option<String>,
-) {
-    let category = category(method, route);
-    let mut related: Vec<String> = response_id.iter().cloned().chain(path_ids).collect();
-    related.dedup();
-    if let Some(space) = space {
-        related.push(space.id.to_string());
-    }
-    let document = document.map(|d| without_secrets(&d));
-    let main = related.first().cloned();
-    let previous = match (&main, method.as_str()) {
-        (Some(id), "PUT" | "DELETE") => {
-            match events::latest_regarding(state.store.conn(), &actor.organisation_id, id).await {
-                Ok(event) => event
-                    .and_then(|e| serde_json::from_str::<Value>(&e.details).ok())
-                    .and_then(|d| d.get("DocumentContext").cloned())
-                    .filter(|d| !d.is_null()),
-                Err(err) => {
-                    tracing::warn!(error = %err, "the previous event of a document could not be read");
-                    None
-                }
-            }
-        }
-        _ => None,
-    };
-    let changes = match (&previous, &document) {
-        (Some(before), Some(after)) => Value::from(differences(before, after)),
-        _ => Value::Null,
-    };
-    let what = main.clone().unwrap_or_else(|| path.to_owned());
+}
+
+/// What an event of a write says happened.
+fn write_message(actor: &Actor, category: &str, what: &str, method: &Method, path: &str) -> String {
     let verb = match category {
         "Created" => "created",
         "Modified" => "modified",
@@ -368,18 +359,113 @@ pub async fn record_write(
         "TaskCanceled" => "canceled task",
         _ => "changed",
     };
-    let message = format!("{} {verb} {what} ({method} {path})", actor.username);
-    let details = json!({"DocumentContext": document, "Differences": changes});
-    record(
-        state,
-        actor,
-        space.map(|s| s.id.to_string()),
-        category,
-        message,
-        related,
-        details,
-    )
-    .await;
+    format!("{} {verb} {what} ({method} {path})", actor.username)
+}
+
+impl WriteRecord {
+    /// Stores the event of a write about to run through `route`. An event that cannot be
+    /// stored stops the write with a 503: a change must not happen unrecorded.
+    pub async fn begin(
+        state: &AppState,
+        actor: &Actor,
+        space: Option<&SpaceScope>,
+        (method, route, path): (&Method, &str, &str),
+        path_ids: Vec<String>,
+        document: Option<Value>,
+    ) -> ApiResult<WriteRecord> {
+        let category = category(method, route);
+        let document = document.map(|d| without_secrets(&d));
+        let space = space.map(|s| s.id.to_string());
+        let what = path_ids.first().map_or(path, String::as_str);
+        let mut related = path_ids.clone();
+        related.extend(space.clone());
+        let mut event = actor.event(
+            space.clone(),
+            category,
+            format!(
+                "{}; its outcome was not recorded",
+                write_message(actor, category, what, method, path)
+            ),
+            related,
+            &json!({"DocumentContext": document, "Differences": null, "Outcome": "Unknown"}),
+        );
+        // Set once the outcome is known, so a write in progress is never taken as the
+        // document's last known state.
+        event.document_id = None;
+        let event = events::insert_event(state.store.conn(), event)
+            .await
+            .map_err(|err| {
+                tracing::error!(error = %err, category, "the audit event of a write could not be stored; the write is refused");
+                ApiError::with_status(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "The change could not be recorded in the audit log, so it was not made. Try again later.",
+                )
+            })?;
+        Ok(WriteRecord {
+            event,
+            actor: actor.clone(),
+            method: method.clone(),
+            path: path.to_owned(),
+            path_ids,
+            space,
+            document,
+        })
+    }
+
+    /// Completes the event of a write that succeeded; `response_id` is the `Id` of the document
+    /// it answered with. A failure is logged: the event stays, without its outcome.
+    pub async fn succeeded(self, state: &AppState, response_id: Option<String>) {
+        let WriteRecord {
+            mut event,
+            actor,
+            method,
+            path,
+            path_ids,
+            space,
+            document,
+        } = self;
+        let conn = state.store.conn();
+        let mut related: Vec<String> = response_id.into_iter().chain(path_ids).collect();
+        related.dedup();
+        related.extend(space);
+        let main = related.first().cloned();
+        let previous = match (&main, method.as_str()) {
+            (Some(id), "PUT" | "DELETE") => {
+                match events::latest_regarding(conn, &event.organisation_id, id).await {
+                    Ok(previous) => previous
+                        .and_then(|e| serde_json::from_str::<Value>(&e.details).ok())
+                        .and_then(|d| d.get("DocumentContext").cloned())
+                        .filter(|d| !d.is_null()),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "the previous event of a document could not be read");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let changes = match (&previous, &document) {
+            (Some(before), Some(after)) => Value::from(differences(before, after)),
+            _ => Value::Null,
+        };
+        let what = main.clone().unwrap_or_else(|| path.clone());
+        event.message = write_message(&actor, &event.category, &what, &method, &path);
+        event.document_id = main;
+        event.related_document_ids = Value::from(related).to_string();
+        event.details = json!({"DocumentContext": document, "Differences": changes}).to_string();
+        let category = event.category.clone();
+        if let Err(err) = events::update_event(conn, event).await {
+            tracing::error!(error = %err, category, "the outcome of a write could not be recorded in its audit event");
+        }
+    }
+
+    /// Removes the event of a write that failed (nothing changed). A failure is logged: the
+    /// event stays, without its outcome.
+    pub async fn failed(self, state: &AppState) {
+        if let Err(err) = events::delete_event(state.store.conn(), &self.event.id).await {
+            tracing::warn!(error = %err, "the audit event of a failed write could not be removed");
+        }
+    }
 }
 
 fn present(event: &Event) -> Value {

@@ -1,6 +1,6 @@
 //! The audit log end to end, in both modes: every change through the API is an event with who,
 //! when, what and the differences, never with a secret in it; Octopus's filters select them;
-//! reading them takes EventView.
+//! reading them takes EventView; and no change is made without its event.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,7 +13,10 @@ use common::InProcess;
 use cuttle_testkit::{Client, Mode};
 use serde_json::{Value, json};
 
-both_modes!(changes_are_recorded_with_their_differences_and_without_secrets);
+both_modes!(
+    changes_are_recorded_with_their_differences_and_without_secrets,
+    no_change_is_made_without_a_trace_in_the_audit_log,
+);
 
 const SECRET: &str = "audit-s3cret-value-77";
 
@@ -211,5 +214,94 @@ async fn changes_are_recorded_with_their_differences_and_without_secrets(mode: M
             .unwrap()
             .contains("EventView")
     );
+    app.stop().await;
+}
+
+/// Makes the database refuse `INSERT` or `UPDATE` (`operation`) on `events`, as a database that
+/// fails at that moment would, or (for the update) as a server that stops right after the
+/// change; `None` lifts the refusal.
+async fn refuse_events(store: &cuttle_store::Store, operation: Option<&str>) {
+    use cuttle_store::{ConnectionTrait, DbBackend};
+    let conn = store.conn();
+    let postgres = conn.get_database_backend() == DbBackend::Postgres;
+    let statements: Vec<String> = match (operation, postgres) {
+        (None, true) => vec!["DROP TRIGGER IF EXISTS test_refuse_events ON events".into()],
+        (None, false) => vec!["DROP TRIGGER IF EXISTS test_refuse_events".into()],
+        (Some(operation), true) => vec![
+            "CREATE OR REPLACE FUNCTION test_refuse_events() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$".into(),
+            format!("CREATE TRIGGER test_refuse_events BEFORE {operation} ON events FOR EACH ROW EXECUTE FUNCTION test_refuse_events()"),
+        ],
+        (Some(operation), false) => vec![format!(
+            "CREATE TRIGGER test_refuse_events BEFORE {operation} ON events BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+        )],
+    };
+    for statement in statements {
+        conn.execute_unprepared(&statement).await.unwrap();
+    }
+}
+
+async fn no_change_is_made_without_a_trace_in_the_audit_log(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let store = cuttle_platform::connect_store(app.config()).await.unwrap();
+    let named = |name: &str| format!("/api/Spaces-1/environments?name={name}");
+
+    // An event that cannot be stored stops the change.
+    refuse_events(&store, Some("INSERT")).await;
+    let refused = admin
+        .post("/api/Spaces-1/environments", json!({"Name": "Unrecorded"}))
+        .await
+        .expect(503);
+    assert!(
+        refused.to_string().contains("audit log"),
+        "{refused}"
+    );
+    refuse_events(&store, None).await;
+    let found = admin.get(&named("Unrecorded")).await.expect(200);
+    assert_eq!(found["TotalResults"], 0, "{found}");
+
+    // The change made, the server stops before recording its outcome (here: the update of the
+    // event fails): the event stays, saying so, with what was asked.
+    refuse_events(&store, Some("UPDATE")).await;
+    admin
+        .post("/api/Spaces-1/environments", json!({"Name": "Half recorded"}))
+        .await
+        .expect(201);
+    refuse_events(&store, None).await;
+    let events = admin.get("/api/events?regarding=Spaces-1").await.expect(200);
+    let latest = &events["Items"][0];
+    assert_eq!(latest["Category"], "Created", "{latest}");
+    assert!(
+        latest["Message"]
+            .as_str()
+            .unwrap()
+            .contains("its outcome was not recorded"),
+        "{latest}"
+    );
+    assert_eq!(
+        latest["ChangeDetails"]["DocumentContext"]["Name"], "Half recorded",
+        "{latest}"
+    );
+
+    // A refused write leaves no event; a made one, a complete event.
+    let before = events["TotalResults"].as_u64().unwrap();
+    admin
+        .post("/api/Spaces-1/environments", json!({"Name": ""}))
+        .await
+        .expect(400);
+    let after = admin.get("/api/events?regarding=Spaces-1").await.expect(200);
+    assert_eq!(after["TotalResults"].as_u64().unwrap(), before, "{after}");
+    let made = admin
+        .post("/api/Spaces-1/environments", json!({"Name": "Recorded"}))
+        .await
+        .expect(201);
+    let events = admin
+        .get(&format!("/api/events?regarding={}", id(&made)))
+        .await
+        .expect(200);
+    assert_eq!(events["TotalResults"], 1, "{events}");
+    let message = events["Items"][0]["Message"].as_str().unwrap();
+    assert!(message.contains("created"), "{message}");
+    assert!(!message.contains("outcome"), "{message}");
     app.stop().await;
 }
