@@ -35,7 +35,9 @@ pub async fn update_event(conn: &impl ConnectionTrait, event: Event) -> Result<(
 
 /// Deletes an event (the event of a write that did not happen).
 pub async fn delete_event(conn: &impl ConnectionTrait, id: &str) -> Result<(), StoreError> {
-    event::Entity::delete_by_id(id.to_owned()).exec(conn).await?;
+    event::Entity::delete_by_id(id.to_owned())
+        .exec(conn)
+        .await?;
     Ok(())
 }
 

@@ -511,7 +511,10 @@ pub mod flow {
             )
             .await
             .expect(201);
-        (team_id, binding["Id"].as_str().unwrap_or_default().to_owned())
+        (
+            team_id,
+            binding["Id"].as_str().unwrap_or_default().to_owned(),
+        )
     }
 
     /// Creates a release and deploys it to `env`; returns the task id.

@@ -1487,7 +1487,12 @@ fn keep_what_may_not_change(
     }
     for library in libraries {
         let before = current.library_variables.get(&library.id);
-        let what = || format!("the tenant's values for library variable set '{}'", library.name);
+        let what = || {
+            format!(
+                "the tenant's values for library variable set '{}'",
+                library.name
+            )
+        };
         if !access.can_see_common() {
             if sent_libraries.contains(&library.id) {
                 return Err(access.refuse(&what()));

@@ -252,10 +252,7 @@ async fn no_change_is_made_without_a_trace_in_the_audit_log(mode: Mode) {
         .post("/api/Spaces-1/environments", json!({"Name": "Unrecorded"}))
         .await
         .expect(503);
-    assert!(
-        refused.to_string().contains("audit log"),
-        "{refused}"
-    );
+    assert!(refused.to_string().contains("audit log"), "{refused}");
     refuse_events(&store, None).await;
     let found = admin.get(&named("Unrecorded")).await.expect(200);
     assert_eq!(found["TotalResults"], 0, "{found}");
@@ -264,11 +261,17 @@ async fn no_change_is_made_without_a_trace_in_the_audit_log(mode: Mode) {
     // event fails): the event stays, saying so, with what was asked.
     refuse_events(&store, Some("UPDATE")).await;
     admin
-        .post("/api/Spaces-1/environments", json!({"Name": "Half recorded"}))
+        .post(
+            "/api/Spaces-1/environments",
+            json!({"Name": "Half recorded"}),
+        )
         .await
         .expect(201);
     refuse_events(&store, None).await;
-    let events = admin.get("/api/events?regarding=Spaces-1").await.expect(200);
+    let events = admin
+        .get("/api/events?regarding=Spaces-1")
+        .await
+        .expect(200);
     let latest = &events["Items"][0];
     assert_eq!(latest["Category"], "Created", "{latest}");
     assert!(
@@ -289,7 +292,10 @@ async fn no_change_is_made_without_a_trace_in_the_audit_log(mode: Mode) {
         .post("/api/Spaces-1/environments", json!({"Name": ""}))
         .await
         .expect(400);
-    let after = admin.get("/api/events?regarding=Spaces-1").await.expect(200);
+    let after = admin
+        .get("/api/events?regarding=Spaces-1")
+        .await
+        .expect(200);
     assert_eq!(after["TotalResults"].as_u64().unwrap(), before, "{after}");
     let made = admin
         .post("/api/Spaces-1/environments", json!({"Name": "Recorded"}))

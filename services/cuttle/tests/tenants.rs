@@ -1156,7 +1156,10 @@ async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(m
     let admin = &app.client;
     let (project, test, acme, globex) = shop(admin).await;
     let production = id(&admin
-        .post(&format!("{SPACE}/environments"), json!({"Name": "Production"}))
+        .post(
+            &format!("{SPACE}/environments"),
+            json!({"Name": "Production"}),
+        )
         .await
         .expect(201));
     let project_path = format!("{SPACE}/projects/{project}");
@@ -1185,7 +1188,8 @@ async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(m
         test.clone(): {database.clone(): "acme_test"},
         production.clone(): {database.clone(): "acme_prod"}
     });
-    values["LibraryVariables"][&library_id]["Variables"] = json!({support.clone(): "ops@acme.example"});
+    values["LibraryVariables"][&library_id]["Variables"] =
+        json!({support.clone(): "ops@acme.example"});
     admin.put(&acme_values, values).await.expect(200);
 
     // QA changes variables in Test only, and may edit tenants.
@@ -1198,7 +1202,14 @@ async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(m
         &[&test],
     )
     .await;
-    scoped_team(admin, "Tenants", &[&qa_user], "userroles-tenantmanager", &[]).await;
+    scoped_team(
+        admin,
+        "Tenants",
+        &[&qa_user],
+        "userroles-tenantmanager",
+        &[],
+    )
+    .await;
 
     // QA sees Test's values and the common ones, not Production's.
     let seen = qa.get(&acme_values).await.expect(200);
@@ -1224,7 +1235,10 @@ async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(m
     let stored = admin.get(&acme_values).await.expect(200);
     let environments = &stored["ProjectVariables"][&project]["Variables"];
     assert_eq!(environments[&test][&database], "qa_test", "{stored}");
-    assert_eq!(environments[&production][&database], "acme_prod", "{stored}");
+    assert_eq!(
+        environments[&production][&database], "acme_prod",
+        "{stored}"
+    );
 
     // Production's values cannot be written, even as they are (a guess must not probe them).
     let mut crafted = saved.clone();

@@ -567,4 +567,3 @@ impl<'a> AgentSession<'a> {
         run_on_agent(&self.requester, self.target, start, jobs.context, jobs.log).await
     }
 }
-

@@ -287,16 +287,19 @@ mod tests {
             .split_once("@VARIABLES@\n")
             .expect("the helpers have a variables line");
         let rest = script.strip_prefix(template_start).expect("helpers first");
-        let (parameters, tail) = rest.split_once(template_end).expect("then the helpers' end");
-        let decode = |text: &str| {
-            String::from_utf8(STANDARD.decode(text).expect("base64")).expect("utf-8")
-        };
+        let (parameters, tail) = rest
+            .split_once(template_end)
+            .expect("then the helpers' end");
+        let decode =
+            |text: &str| String::from_utf8(STANDARD.decode(text).expect("base64")).expect("utf-8");
         let assignment =
             regex_lite::Regex::new(r"^\$OctopusParameters\[\(__CuttleDecode '([A-Za-z0-9+/=]*)'\)\] = \(__CuttleDecode '([A-Za-z0-9+/=]*)'\)$")
                 .expect("regex");
         let mut seen = Vec::new();
         for line in parameters.lines() {
-            let captures = assignment.captures(line).unwrap_or_else(|| panic!("{line}"));
+            let captures = assignment
+                .captures(line)
+                .unwrap_or_else(|| panic!("{line}"));
             seen.push((decode(&captures[1]), decode(&captures[2])));
         }
         assert_eq!(
