@@ -95,7 +95,7 @@ pub fn resolve<'v>(variables: &'v [Variable], scope: &Scope<'_>) -> Vec<&'v Vari
 
 /// A tenant's values for the variable templates of a deployment, as variables scoped to the
 /// tenant: each project template's value for `environment_id` (else its default), then each
-/// library template's (else its default). A template with neither gives no variable. Values of
+/// library template's (one scoped to `environment_id`, else the unscoped one, else its default). A template with neither gives no variable. Values of
 /// sensitive templates stay as stored (sealed) and are marked sensitive.
 pub fn tenant_variables(
     tenant_id: &str,
@@ -136,9 +136,11 @@ pub fn tenant_variables(
         give(template, project_values.and_then(|v| v.get(&template.id)));
     }
     for (library_id, templates) in libraries {
-        let values = stored.library_variables.get(*library_id);
         for template in *templates {
-            give(template, values.and_then(|v| v.get(&template.id)));
+            give(
+                template,
+                stored.library_value(library_id, &template.id, environment_id),
+            );
         }
     }
     out
@@ -479,18 +481,19 @@ mod tests {
                 ]),
             )]),
         );
-        let given = |environment: &str| {
+        let given_by = |environment: &str, stored: &StoredTenantVariables| {
             tenant_variables(
                 "Tenants-1",
                 ("Projects-1", &project),
                 environment,
                 &[("LibraryVariableSets-1", &library)],
-                &stored,
+                stored,
             )
             .into_iter()
             .map(|v| (v.name, v.value.unwrap_or_default(), v.is_sensitive))
             .collect::<Vec<_>>()
         };
+        let given = |environment: &str| given_by(environment, &stored);
         assert_eq!(
             given("Environments-1"),
             [
@@ -509,6 +512,32 @@ mod tests {
                 ("Database".to_owned(), "shop".to_owned(), false),
                 ("Support".to_owned(), "help@example.com".to_owned(), false),
             ]
+        );
+        // A library value for some environments wins there over the unscoped one.
+        use cuttle_wire::resources::ScopedTenantValue;
+        stored.library_variables.insert(
+            "LibraryVariableSets-1".into(),
+            BTreeMap::from([("l1".to_owned(), "ops@acme.example".to_owned())]),
+        );
+        stored.scoped_library_variables.push(ScopedTenantValue {
+            library_variable_set_id: "LibraryVariableSets-1".into(),
+            template_id: "l1".into(),
+            environment_ids: vec!["Environments-2".into(), "Environments-3".into()],
+            value: "prod-ops@acme.example".into(),
+        });
+        let support = |environment: &str| {
+            given_by(environment, &stored)
+                .into_iter()
+                .find(|(name, _, _)| name == "Support")
+                .map(|(_, value, _)| value)
+        };
+        assert_eq!(
+            support("Environments-1").as_deref(),
+            Some("ops@acme.example")
+        );
+        assert_eq!(
+            support("Environments-3").as_deref(),
+            Some("prod-ops@acme.example")
         );
     }
 }

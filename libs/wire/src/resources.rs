@@ -286,8 +286,49 @@ pub struct StoredTenantVariables {
     pub tenant_id: String,
     /// Project id, then environment id, then template id, to the value.
     pub project_variables: BTreeMap<String, BTreeMap<String, BTreeMap<String, String>>>,
-    /// Library variable set id, then template id, to the value.
+    /// Library variable set id, then template id, to the value that applies in every
+    /// environment.
     pub library_variables: BTreeMap<String, BTreeMap<String, String>>,
+    /// Values of library set templates for some environments only (set through the
+    /// `commonvariables` route); in those environments they win over `library_variables`.
+    pub scoped_library_variables: Vec<ScopedTenantValue>,
+}
+
+impl StoredTenantVariables {
+    /// The value the tenant gives the library set template `template_id` in `environment_id`:
+    /// one scoped to the environment, else the unscoped one.
+    pub fn library_value(
+        &self,
+        library_id: &str,
+        template_id: &str,
+        environment_id: &str,
+    ) -> Option<&String> {
+        self.scoped_library_variables
+            .iter()
+            .find(|v| {
+                v.library_variable_set_id == library_id
+                    && v.template_id == template_id
+                    && v.environment_ids.iter().any(|e| e == environment_id)
+            })
+            .map(|v| &v.value)
+            .or_else(|| {
+                self.library_variables
+                    .get(library_id)
+                    .and_then(|values| values.get(template_id))
+            })
+    }
+}
+
+/// A tenant's value for a library set template in some environments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ScopedTenantValue {
+    pub library_variable_set_id: String,
+    pub template_id: String,
+    /// Never empty: an unscoped value lives in `library_variables`.
+    pub environment_ids: Vec<String>,
+    /// Sealed for a sensitive template.
+    pub value: String,
 }
 
 /// A package an action uses.

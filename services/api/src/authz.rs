@@ -607,6 +607,20 @@ pub const ROUTES: &[(&str, &[(Method, Rule)])] = &[
         ],
     ),
     (
+        "/tenants/{id}/commonvariables",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::PUT, Space(P::TenantEdit)),
+        ],
+    ),
+    (
+        "/tenants/{id}/projectvariables",
+        &[
+            (Method::GET, Space(P::TenantView)),
+            (Method::PUT, Space(P::TenantEdit)),
+        ],
+    ),
+    (
         "/tenants/{id}",
         &[
             (Method::GET, Space(P::TenantView)),

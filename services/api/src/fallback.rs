@@ -15,12 +15,8 @@ const NOT_YET_BUILT: &[(&str, &str)] = &[
     ("workers", "Worker health checks, connections and tasks"),
     ("workerpools", "Worker pool summaries"),
     ("machinepolicies", "Machine policy templates"),
-    // Tenants, tag sets and `/tenants/{id}/variables` are served; the newer per-kind tenant
-    // variable routes are not.
-    (
-        "tenants",
-        "Tenant common and project variables (use /tenants/{id}/variables)",
-    ),
+    // Tenants, tag sets and their variables are served; tenant logos are not.
+    ("tenants", "Tenant logos"),
     ("runbooks", "Runbooks"),
     ("runbookruns", "Runbook runs"),
     ("runbook-runs", "Runbook runs"),
@@ -57,9 +53,7 @@ mod tests {
 
     #[tokio::test]
     async fn unbuilt_octopus_features_answer_501_and_unknown_paths_404() {
-        let uri: Uri = "/api/Spaces-1/tenants/Tenants-1/commonvariables"
-            .parse()
-            .unwrap();
+        let uri: Uri = "/api/Spaces-1/tenants/Tenants-1/logo".parse().unwrap();
         assert_eq!(
             fallback(Method::POST, uri).await.into_response().status(),
             501

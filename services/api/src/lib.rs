@@ -31,6 +31,7 @@ pub mod spaces;
 pub mod sso;
 pub mod tasks;
 pub mod teams;
+pub mod tenant_values;
 pub mod tenants;
 pub mod users;
 pub mod variable_access;

@@ -99,22 +99,28 @@ async fn reseal_tenant_variables(
             .project_variables
             .values_mut()
             .flat_map(|by_env| by_env.values_mut())
-            .chain(stored.library_variables.values_mut());
-        for by_template in values {
-            for (template, value) in by_template.iter_mut() {
-                if !Keyring::is_sealed(value) {
-                    continue;
-                }
-                let moved = keyring.reseal(value).map_err(|err| {
-                    anyhow::anyhow!(
-                        "the value of template {template} in {} cannot be opened: {err}",
-                        doc.id
-                    )
-                })?;
-                if &moved != value {
-                    *value = moved;
-                    changed += 1;
-                }
+            .chain(stored.library_variables.values_mut())
+            .flat_map(|by_template| by_template.iter_mut())
+            .map(|(template, value)| (template.as_str(), value))
+            .chain(
+                stored
+                    .scoped_library_variables
+                    .iter_mut()
+                    .map(|scoped| (scoped.template_id.as_str(), &mut scoped.value)),
+            );
+        for (template, value) in values {
+            if !Keyring::is_sealed(value) {
+                continue;
+            }
+            let moved = keyring.reseal(value).map_err(|err| {
+                anyhow::anyhow!(
+                    "the value of template {template} in {} cannot be opened: {err}",
+                    doc.id
+                )
+            })?;
+            if &moved != value {
+                *value = moved;
+                changed += 1;
             }
         }
         if changed > 0 {

@@ -15,6 +15,8 @@
 //! include. Values of sensitive templates are sealed like sensitive variables and shown as
 //! `{"HasValue": true, "NewValue": null}`. A tenanted deployment gets them as variables scoped to
 //! the tenant (`cuttle_variables::tenant_variables`), read when it is planned, as Octopus does.
+//! The same values, one at a time, and library set values for some environments only, go
+//! through `tenant_values.rs`.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
@@ -31,7 +33,7 @@ use cuttle_domain::SpaceId;
 use cuttle_domain::ids::slugify;
 use cuttle_domain::tenant_tags;
 use cuttle_store::documents::{self, Document, ListQuery, Replacement};
-use cuttle_store::{ConnectionTrait, TransactionTrait};
+use cuttle_store::{ConnectionTrait, DatabaseTransaction, TransactionTrait};
 use cuttle_wire::resources::{
     Environment, LibraryVariableSet, Project, StoredTenantVariables, TagSet, Tenant,
     VariableTemplate,
@@ -72,6 +74,7 @@ pub fn routes(prefix: &str) -> Router<AppState> {
             &format!("{tenants}/{{id}}/variables"),
             get(get_tenant_variables).put(update_tenant_variables),
         )
+        .merge(crate::tenant_values::routes(&tenants))
 }
 
 /// Document kind of a tenant's values for variable templates.
@@ -563,7 +566,7 @@ fn may(
 }
 
 /// 403 naming `permission` unless the principal holds it for the tenant `tenant`.
-fn require(
+pub(crate) fn require(
     principal: &Principal,
     scope: &SpaceScope,
     permission: Permission,
@@ -577,7 +580,7 @@ fn require(
 }
 
 /// Loads a tenant the principal can see; a hidden one is a 404 like a missing one.
-async fn visible_tenant(
+pub(crate) async fn visible_tenant(
     conn: &impl ConnectionTrait,
     principal: &Principal,
     scope: &SpaceScope,
@@ -964,7 +967,7 @@ pub async fn stored_variables(
 
 /// The projects a tenant is connected to, and the library variable sets they include that
 /// declare templates.
-async fn template_owners(
+pub(crate) async fn template_owners(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     tenant: &Tenant,
@@ -993,7 +996,7 @@ async fn template_owners(
 }
 
 /// How a value shows: as text, or for a sensitive template only whether it is set.
-fn shown(template: &VariableTemplate, value: Option<&String>) -> Value {
+pub(crate) fn shown(template: &VariableTemplate, value: Option<&String>) -> Value {
     if template.is_sensitive() {
         json!({ "HasValue": value.is_some(), "NewValue": null })
     } else {
@@ -1157,7 +1160,20 @@ async fn missing_variables(
         }
         for library in libraries.iter().filter(|l| library_ids.contains(&&l.id)) {
             let values = stored.library_variables.get(&library.id);
-            for template in missing_templates(&library.templates, values) {
+            // Values for some environments count where they cover every environment the
+            // tenant runs a project including the set in.
+            let environments: Vec<&String> = projects
+                .iter()
+                .filter(|p| p.included_library_variable_set_ids.contains(&library.id))
+                .flat_map(|p| tenant.project_environments.get(&p.id).into_iter().flatten())
+                .collect();
+            let covered = |template: &VariableTemplate| {
+                !environments.is_empty()
+                    && environments
+                        .iter()
+                        .all(|e| stored.library_value(&library.id, &template.id, e).is_some())
+            };
+            for template in missing_templates(&library.templates, values).filter(|t| !covered(t)) {
                 missing.push(json!({
                     "ProjectId": null,
                     "EnvironmentId": null,
@@ -1194,8 +1210,24 @@ async fn get_tenant_variables(
     ))
 }
 
+/// Seals a tenant's sensitive value with the master key; the field is named when there is none.
+pub(crate) fn sealer(state: &AppState) -> impl Fn(&str, &str) -> ApiResult<String> + '_ {
+    |field: &str, plain: &str| {
+        let keyring = state.keyring.as_deref().ok_or_else(|| {
+            ApiError::invalid_field(
+                field,
+                "this server has no master key for sensitive values (secrets.master_key), so it cannot store them encrypted",
+            )
+        })?;
+        keyring.seal(plain).map_err(|err| {
+            tracing::error!(error = %err, "a tenant's sensitive value could not be sealed");
+            ApiError::internal("a sensitive value could not be encrypted with the master key")
+        })
+    }
+}
+
 /// What a client sent for one template: `None` clears it.
-enum Given {
+pub(crate) enum Given {
     Clear,
     Keep,
     Set(String),
@@ -1203,7 +1235,7 @@ enum Given {
 
 /// Reads a value sent for `template` at `field`: text, null, or for a sensitive template
 /// `{HasValue, NewValue}` (`HasValue` without `NewValue` keeps the stored secret).
-fn given(template: &VariableTemplate, value: &Value, field: &str) -> ApiResult<Given> {
+pub(crate) fn given(template: &VariableTemplate, value: &Value, field: &str) -> ApiResult<Given> {
     match value {
         Value::Null => Ok(Given::Clear),
         Value::String(text) if text.is_empty() => Ok(Given::Clear),
@@ -1267,7 +1299,10 @@ fn value_to_store(
 }
 
 /// The map of one JSON object member, or an empty one; a non-object is a 400 naming `field`.
-fn members<'v>(value: Option<&'v Value>, field: &str) -> ApiResult<Vec<(&'v String, &'v Value)>> {
+pub(crate) fn members<'v>(
+    value: Option<&'v Value>,
+    field: &str,
+) -> ApiResult<Vec<(&'v String, &'v Value)>> {
     match value {
         None | Some(Value::Null) => Ok(Vec::new()),
         Some(Value::Object(map)) => Ok(map.iter().collect()),
@@ -1275,12 +1310,66 @@ fn members<'v>(value: Option<&'v Value>, field: &str) -> ApiResult<Vec<(&'v Stri
     }
 }
 
-fn member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
+pub(crate) fn member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
     value
         .as_object()?
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case(key))
         .map(|(_, v)| v)
+}
+
+/// What a change to a tenant's values starts from, read in its transaction: the tenant (which
+/// the principal may see and edit), its stored values, and the projects and library sets whose
+/// templates it gives values for.
+pub(crate) struct ValuesEdit {
+    pub txn: DatabaseTransaction,
+    pub tenant: Tenant,
+    pub current: StoredTenantVariables,
+    pub projects: Vec<Project>,
+    pub libraries: Vec<LibraryVariableSet>,
+}
+
+impl ValuesEdit {
+    /// Opens the tenant `path` names for a change of its values: 404 when the principal cannot
+    /// see it, 403 without TenantEdit on it.
+    pub async fn open(
+        state: &AppState,
+        scope: &SpaceScope,
+        principal: &Principal,
+        path: &PathParams,
+    ) -> ApiResult<ValuesEdit> {
+        let txn = state.store.conn().begin().await?;
+        let (_, tenant) = visible_tenant(&txn, principal, scope, path.get("id")?).await?;
+        require(principal, scope, Permission::TenantEdit, &tenant.id)?;
+        let current = stored_variables(&txn, &scope.id, &tenant.id).await?;
+        let (projects, libraries) = template_owners(&txn, &scope.id, &tenant).await?;
+        Ok(ValuesEdit {
+            txn,
+            tenant,
+            current,
+            projects,
+            libraries,
+        })
+    }
+
+    /// Who may change which of the values.
+    pub fn access<'p>(
+        &self,
+        principal: &'p Principal,
+        scope: &SpaceScope,
+    ) -> TenantValueAccess<'p> {
+        TenantValueAccess::new(principal, scope, &self.tenant, &self.projects)
+    }
+
+    /// Stores `next` and commits.
+    pub async fn save(
+        self,
+        scope: &SpaceScope,
+        next: &StoredTenantVariables,
+    ) -> ApiResult<(DatabaseTransaction, Tenant)> {
+        save_stored_variables(&self.txn, &scope.id, &self.tenant, next).await?;
+        Ok((self.txn, self.tenant))
+    }
 }
 
 /// `PUT /tenants/{id}/variables`: the body as `GET` returns it, with the values wanted. Every
@@ -1293,29 +1382,19 @@ async fn update_tenant_variables(
     path: PathParams,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
-    let txn = state.store.conn().begin().await?;
-    let (_, tenant) = visible_tenant(&txn, &principal, &scope, path.get("id")?).await?;
-    require(&principal, &scope, Permission::TenantEdit, &tenant.id)?;
-    let current = stored_variables(&txn, &scope.id, &tenant.id).await?;
-    let (projects, libraries) = template_owners(&txn, &scope.id, &tenant).await?;
-    let access = TenantValueAccess::new(&principal, &scope, &tenant, &projects);
+    let edit = ValuesEdit::open(&state, &scope, &principal, &path).await?;
+    let access = edit.access(&principal, &scope);
+    let (tenant, current, projects, libraries) =
+        (&edit.tenant, &edit.current, &edit.projects, &edit.libraries);
     // What the body gives values for: (project, environment), and library sets.
     let mut sent_environments = Vec::new();
     let mut sent_libraries = Vec::new();
-    let seal = |field: &str, plain: &str| -> ApiResult<String> {
-        let keyring = state.keyring.as_deref().ok_or_else(|| {
-            ApiError::invalid_field(
-                field,
-                "this server has no master key for sensitive values (secrets.master_key), so it cannot store them encrypted",
-            )
-        })?;
-        keyring.seal(plain).map_err(|err| {
-            tracing::error!(error = %err, "a tenant's sensitive value could not be sealed");
-            ApiError::internal("a sensitive value could not be encrypted with the master key")
-        })
-    };
+    let seal = sealer(&state);
+    // This route shows and takes the values for every environment; those for some environments
+    // only (`commonvariables`) stay as they are.
     let mut next = StoredTenantVariables {
         tenant_id: tenant.id.clone(),
+        scoped_library_variables: current.scoped_library_variables.clone(),
         ..StoredTenantVariables::default()
     };
     for (project_id, entry) in members(member(&body, "ProjectVariables"), "ProjectVariables")? {
@@ -1417,12 +1496,12 @@ async fn update_tenant_variables(
     }
     keep_what_may_not_change(
         &access,
-        (&projects, &libraries),
-        &current,
+        (projects, libraries),
+        current,
         &mut next,
         (&sent_environments, &sent_libraries),
     )?;
-    save_stored_variables(&txn, &scope.id, &tenant, &next).await?;
+    let (txn, tenant) = edit.save(&scope, &next).await?;
     let presented = present_tenant_variables(&txn, &scope, &principal, &tenant).await?;
     txn.commit().await?;
     Ok(Json(presented))
@@ -1431,7 +1510,7 @@ async fn update_tenant_variables(
 /// Holds a save of a tenant's values to what the principal may change ([`TenantValueAccess`]):
 /// values it cannot see are kept as stored (and sending any is a 403, so a guess cannot probe
 /// them), and values it sees but may not change must come back unchanged.
-fn keep_what_may_not_change(
+pub(crate) fn keep_what_may_not_change(
     access: &TenantValueAccess<'_>,
     (projects, libraries): (&[Project], &[LibraryVariableSet]),
     current: &StoredTenantVariables,
@@ -1514,7 +1593,7 @@ fn keep_what_may_not_change(
 }
 
 /// Writes a tenant's values for variable templates (its one `TenantVariables` document).
-async fn save_stored_variables(
+pub(crate) async fn save_stored_variables(
     conn: &impl ConnectionTrait,
     space: &SpaceId,
     tenant: &Tenant,
@@ -1561,7 +1640,8 @@ async fn save_stored_variables(
 pub enum Gone<'a> {
     /// A project: tenants are disconnected from it and lose their values for its templates.
     Project(&'a str),
-    /// An environment: it leaves every tenant's connections and values.
+    /// An environment: it leaves every tenant's connections and values (a library value scoped
+    /// to it alone goes).
     Environment(&'a str),
 }
 
@@ -1599,6 +1679,12 @@ pub async fn forget(conn: &impl ConnectionTrait, space: &SpaceId, gone: Gone<'_>
                     for by_environment in stored.project_variables.values_mut() {
                         by_environment.remove(id);
                     }
+                    for scoped in &mut stored.scoped_library_variables {
+                        scoped.environment_ids.retain(|e| e != id);
+                    }
+                    stored
+                        .scoped_library_variables
+                        .retain(|scoped| !scoped.environment_ids.is_empty());
                 }
             }
             if stored != before {

@@ -295,19 +295,42 @@ impl<'p> TenantValueAccess<'p> {
                 .is_some_and(|c| self.allows(Permission::VariableEdit, c))
     }
 
-    /// Whether the principal may see the tenant's values for library set templates.
+    /// Whether the principal may see the tenant's values for library set templates that apply
+    /// in every environment.
     pub fn can_see_common(&self) -> bool {
+        self.can_see_common_in(&[])
+    }
+
+    /// Whether the principal may change the tenant's values for library set templates that
+    /// apply in every environment.
+    pub fn can_change_common(&self) -> bool {
+        self.can_change_common_in(&[])
+    }
+
+    /// The tenant's connections a library set value scoped to `environments` applies in (none
+    /// given: every connection).
+    fn common_connections<'a>(
+        &'a self,
+        environments: &'a [String],
+    ) -> impl Iterator<Item = &'a (String, String, String)> {
         self.connections
             .iter()
+            .filter(move |(_, _, e)| environments.is_empty() || environments.contains(e))
+    }
+
+    /// Whether the principal may see a library set value scoped to `environments` (none: a
+    /// value for every environment): VariableView in one connection it applies in.
+    pub fn can_see_common_in(&self, environments: &[String]) -> bool {
+        self.common_connections(environments)
             .any(|c| self.allows(Permission::VariableView, c))
     }
 
-    /// Whether the principal may change the tenant's values for library set templates.
-    pub fn can_change_common(&self) -> bool {
-        self.can_see_common()
+    /// Whether the principal may change a library set value scoped to `environments` (none: a
+    /// value for every environment): VariableEdit in every connection it applies in.
+    pub fn can_change_common_in(&self, environments: &[String]) -> bool {
+        self.can_see_common_in(environments)
             && self
-                .connections
-                .iter()
+                .common_connections(environments)
                 .all(|c| self.allows(Permission::VariableEdit, c))
     }
 

@@ -956,7 +956,7 @@ async fn features_not_built_yet_are_refused_clearly_never_faked(mode: Mode) {
     for path in [
         "/api/Spaces-1/machines/Machines-1/connection",
         "/api/Spaces-1/runbooks",
-        "/api/Spaces-1/tenants/Tenants-1/commonvariables",
+        "/api/Spaces-1/tenants/Tenants-1/logo",
     ] {
         let refused = app.client.get(path).await.expect(501);
         assert!(

@@ -23,6 +23,7 @@ both_modes!(
     deployment_targets_take_tenants_by_id_or_tag,
     a_channel_with_tenant_tags_releases_only_to_matching_tenants,
     a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test,
+    values_set_one_at_a_time_apply_in_their_environments,
 );
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -1271,5 +1272,301 @@ async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(m
         saved["LibraryVariables"][&library_id]["Variables"][&support],
         "qa@globex.example"
     );
+
+    // The per-value routes follow the same rules. A common value for Production only is hidden
+    // from QA, and kept when QA saves.
+    let common_path = format!("{acme_path}/commonvariables");
+    admin
+        .put(
+            &common_path,
+            json!({"Variables": [
+                {"LibraryVariableSetId": library_id, "TemplateId": support, "Value": "ops@acme.example", "Scope": {"EnvironmentIds": []}},
+                {"LibraryVariableSetId": library_id, "TemplateId": support, "Value": "prod@acme.example", "Scope": {"EnvironmentIds": [production]}}
+            ]}),
+        )
+        .await
+        .expect(200);
+    let seen = qa.get(&common_path).await.expect(200);
+    assert_eq!(seen["Variables"].as_array().unwrap().len(), 1, "{seen}");
+    assert!(!seen.to_string().contains("prod@acme.example"), "{seen}");
+    // QA adds a value for Test: it may change variables everywhere that value applies.
+    let mut values = seen["Variables"].as_array().unwrap().clone();
+    values.push(json!({"LibraryVariableSetId": library_id, "TemplateId": support, "Value": "test@acme.example", "Scope": {"EnvironmentIds": [test]}}));
+    let saved = qa
+        .put(&common_path, json!({"Variables": values.clone()}))
+        .await
+        .expect(200);
+    assert_eq!(saved["Variables"].as_array().unwrap().len(), 2, "{saved}");
+    let all = admin.get(&common_path).await.expect(200);
+    assert_eq!(all["Variables"].as_array().unwrap().len(), 3, "{all}");
+    // But not the value for every environment, nor one for Production.
+    let mut everywhere = values.clone();
+    everywhere[0]["Value"] = json!("qa@acme.example");
+    let refused = qa
+        .put(&common_path, json!({"Variables": everywhere}))
+        .await
+        .expect(403);
+    assert!(problem(&refused).contains("VariableEdit"), "{refused}");
+    let mut production_too = values.clone();
+    production_too.push(json!({"LibraryVariableSetId": library_id, "TemplateId": support, "Value": "guess", "Scope": {"EnvironmentIds": [production]}}));
+    qa.put(&common_path, json!({"Variables": production_too}))
+        .await
+        .expect(403);
+    // Project values: QA sees and sends Test's; Production's stays.
+    let project_values = format!("{acme_path}/projectvariables");
+    let seen = qa.get(&project_values).await.expect(200);
+    assert!(
+        seen["Variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v["Scope"]["EnvironmentIds"] == json!([test])),
+        "{seen}"
+    );
+    qa.put(
+        &project_values,
+        json!({"Variables": [{"ProjectId": project, "TemplateId": database, "Value": "qa_v2", "Scope": {"EnvironmentIds": [test]}}]}),
+    )
+    .await
+    .expect(200);
+    let stored = admin.get(&acme_values).await.expect(200);
+    let environments = &stored["ProjectVariables"][&project]["Variables"];
+    assert_eq!(environments[&test][&database], "qa_v2", "{stored}");
+    assert_eq!(
+        environments[&production][&database], "acme_prod",
+        "{stored}"
+    );
+    qa.put(
+        &project_values,
+        json!({"Variables": [{"ProjectId": project, "TemplateId": database, "Value": "x", "Scope": {"EnvironmentIds": [test, production]}}]}),
+    )
+    .await
+    .expect(403);
     app.stop().await;
+}
+
+/// The per-value routes (`commonvariables`, `projectvariables`): a library set value scoped to
+/// Production wins there over the one for every environment, project values are set for several
+/// environments at once, secrets stay sealed when sent back, mistakes name their field, and a
+/// deployment to each environment gets that environment's values.
+async fn values_set_one_at_a_time_apply_in_their_environments(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let client = &app.client;
+    let (project, test, acme, _) = shop(client).await;
+    let production = id(&client
+        .post(
+            &format!("{SPACE}/environments"),
+            json!({"Name": "Production"}),
+        )
+        .await
+        .expect(201));
+    let library = client
+        .post(
+            &format!("{SPACE}/libraryvariablesets"),
+            json!({"Name": "Support", "Templates": [
+                {"Name": "SupportEmail"},
+                {"Name": "SupportToken", "DisplaySettings": {"Octopus.ControlType": "Sensitive"}}
+            ]}),
+        )
+        .await
+        .expect(201);
+    let library_id = id(&library);
+    let email = library["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    let token = library["Templates"][1]["Id"].as_str().unwrap().to_owned();
+    let project_path = format!("{SPACE}/projects/{project}");
+    let mut body = client.get(&project_path).await.expect(200);
+    body["Templates"] = json!([{"Name": "Database"}]);
+    body["IncludedLibraryVariableSetIds"] = json!([library_id]);
+    let saved = client.put(&project_path, body).await.expect(200);
+    let database = saved["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    let acme_path = format!("{SPACE}/tenants/{acme}");
+    let mut body = client.get(&acme_path).await.expect(200);
+    body["ProjectEnvironments"][&project] = json!([test, production]);
+    client.put(&acme_path, body).await.expect(200);
+    let mut step = flow::script_step(
+        "Show",
+        "Bash",
+        "echo \"db=#{Database} support=#{SupportEmail} token=#{SupportToken}\"",
+    );
+    step["Name"] = json!("Show");
+    flow::set_steps(client, "Spaces-1", &project, vec![step]).await;
+
+    // Nothing set yet: every template is missing.
+    let common_path = format!("{acme_path}/commonvariables");
+    let empty = client
+        .get(&format!("{common_path}?includeMissingVariables=true"))
+        .await
+        .expect(200);
+    assert_eq!(empty["Variables"], json!([]), "{empty}");
+    assert_eq!(empty["MissingVariables"].as_array().unwrap().len(), 2);
+    let project_values_path = format!("{acme_path}/projectvariables");
+    let empty = client
+        .get(&format!(
+            "{project_values_path}?includeMissingVariables=true"
+        ))
+        .await
+        .expect(200);
+    assert_eq!(empty["MissingVariables"].as_array().unwrap().len(), 2);
+
+    // Common values: one everywhere, one for Production only, and a secret.
+    let common = |email_production: &str, token_value: Value| {
+        json!({"Variables": [
+            {"LibraryVariableSetId": library_id, "TemplateId": email, "Value": "help@acme.example", "Scope": {"EnvironmentIds": []}},
+            {"LibraryVariableSetId": library_id, "TemplateId": email, "Value": email_production, "Scope": {"EnvironmentIds": [production]}},
+            {"LibraryVariableSetId": library_id, "TemplateId": token, "Value": token_value, "Scope": {"EnvironmentIds": []}}
+        ]})
+    };
+    let saved = client
+        .put(
+            &common_path,
+            common("oncall@acme.example", json!("t0k3n-acme-77")),
+        )
+        .await
+        .expect(200);
+    assert_eq!(saved["Variables"].as_array().unwrap().len(), 3, "{saved}");
+    assert!(!saved.to_string().contains("t0k3n-acme-77"), "{saved}");
+    let shown_token = saved["Variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["TemplateId"] == json!(token))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        shown_token["Value"],
+        json!({"HasValue": true, "NewValue": null})
+    );
+    assert!(
+        shown_token["Id"]
+            .as_str()
+            .unwrap()
+            .starts_with("TenantVariables-")
+    );
+    // Sent back as shown, the secret stays; the grouped view shows the value for every
+    // environment.
+    let again = client
+        .put(
+            &common_path,
+            common(
+                "oncall@acme.example",
+                json!({"HasValue": true, "NewValue": null}),
+            ),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again["Variables"], saved["Variables"]);
+    let grouped = client
+        .get(&format!("{acme_path}/variables"))
+        .await
+        .expect(200);
+    assert_eq!(
+        grouped["LibraryVariables"][&library_id]["Variables"][&email],
+        "help@acme.example"
+    );
+
+    // Project values: one value for both environments, then Production's own.
+    let saved = client
+        .put(
+            &project_values_path,
+            json!({"Variables": [
+                {"ProjectId": project, "TemplateId": database, "Value": "acme_test", "Scope": {"EnvironmentIds": [test]}},
+                {"ProjectId": project, "TemplateId": database, "Value": "acme_prod", "Scope": {"EnvironmentIds": [production]}}
+            ]}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(saved["Variables"].as_array().unwrap().len(), 2, "{saved}");
+    assert_eq!(
+        grouped_value(client, &acme_path, &project, &production, &database).await,
+        "acme_prod"
+    );
+
+    // Mistakes name their field and change nothing.
+    for (body, field) in [
+        (
+            json!({"Variables": [{"ProjectId": project, "TemplateId": database, "Value": "x", "Scope": {"EnvironmentIds": []}}]}),
+            "Variables[0].Scope.EnvironmentIds",
+        ),
+        (
+            json!({"Variables": [{"ProjectId": project, "TemplateId": database, "Value": "x", "Scope": {"EnvironmentIds": ["Environments-999"]}}]}),
+            "Variables[0].Scope.EnvironmentIds",
+        ),
+        (
+            json!({"Variables": [
+                {"ProjectId": project, "TemplateId": database, "Value": "x", "Scope": {"EnvironmentIds": [test]}},
+                {"ProjectId": project, "TemplateId": database, "Value": "y", "Scope": {"EnvironmentIds": [test, production]}}
+            ]}),
+            "Variables[1].Scope.EnvironmentIds",
+        ),
+        (
+            json!({"Variables": [{"ProjectId": "Projects-999", "TemplateId": database, "Value": "x", "Scope": {"EnvironmentIds": [test]}}]}),
+            "Variables[0].ProjectId",
+        ),
+        (
+            json!({"Variables": [{"ProjectId": project, "TemplateId": "nope", "Value": "x", "Scope": {"EnvironmentIds": [test]}}]}),
+            "Variables[0].TemplateId",
+        ),
+    ] {
+        let refused = client.put(&project_values_path, body).await.expect(400);
+        assert!(problem(&refused).contains(field), "{field}: {refused}");
+    }
+    let overlapping = json!({"Variables": [
+        {"LibraryVariableSetId": library_id, "TemplateId": email, "Value": "a", "Scope": {"EnvironmentIds": [test, production]}},
+        {"LibraryVariableSetId": library_id, "TemplateId": email, "Value": "b", "Scope": {"EnvironmentIds": [production]}}
+    ]});
+    let refused = client.put(&common_path, overlapping).await.expect(400);
+    assert!(
+        problem(&refused).contains("Variables[1].Scope.EnvironmentIds"),
+        "{refused}"
+    );
+    assert_eq!(
+        grouped_value(client, &acme_path, &project, &test, &database).await,
+        "acme_test"
+    );
+
+    // Each environment's deployment gets its own values; the secret is masked in the log.
+    release(client).await;
+    for (environment, expected) in [
+        (
+            "Test",
+            "db=acme_test support=help@acme.example token=********",
+        ),
+        (
+            "Production",
+            "db=acme_prod support=oncall@acme.example token=********",
+        ),
+    ] {
+        let created = client
+            .post(
+                &format!("{SPACE}/deployments/create/tenanted/v1"),
+                json!({"ProjectName": "Shop", "ReleaseVersion": "1.0.0", "EnvironmentName": environment, "Tenants": ["Acme"]}),
+            )
+            .await
+            .expect(201);
+        let task = created["DeploymentServerTasks"][0]["ServerTaskId"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let done = client.wait_for_task(&task, WAIT).await;
+        assert_eq!(done["State"], "Success", "{done}");
+        let log = log_text(client, &task).await;
+        assert!(log.contains(expected), "{environment}: {log}");
+        assert!(!log.contains("t0k3n-acme-77"), "{log}");
+    }
+    app.stop().await;
+}
+
+/// A project value of a tenant as the grouped view (`/variables`) shows it.
+async fn grouped_value(
+    client: &Client,
+    tenant_path: &str,
+    project: &str,
+    environment: &str,
+    template: &str,
+) -> Value {
+    let grouped = client
+        .get(&format!("{tenant_path}/variables"))
+        .await
+        .expect(200);
+    grouped["ProjectVariables"][project]["Variables"][environment][template].clone()
 }
