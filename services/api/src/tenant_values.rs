@@ -367,14 +367,17 @@ async fn put_common(
             environments,
             value: String::new(),
         };
+        // A secret sent back unchanged is the one stored under the value's id (its scope may
+        // have changed), else the one stored for the same environments.
         let sent_id = tenants::member(entry, "Id").and_then(Value::as_str);
-        let kept = before
-            .iter()
-            .filter(|v| v.library == value.library && v.template == value.template)
-            .find(|v| match sent_id.filter(|id| !id.is_empty()) {
-                Some(id) => v.id(&tenant.id) == id,
-                None => v.environments == value.environments,
-            })
+        let of_template = || {
+            before
+                .iter()
+                .filter(|v| v.library == value.library && v.template == value.template)
+        };
+        let kept = of_template()
+            .find(|v| sent_id.is_some_and(|id| v.id(&tenant.id) == id))
+            .or_else(|| of_template().find(|v| v.environments == value.environments))
             .map(|v| &v.value);
         let Some(stored) = to_store(template, entry, &field, kept, &seal)? else {
             continue;

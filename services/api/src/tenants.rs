@@ -1361,7 +1361,7 @@ impl ValuesEdit {
         TenantValueAccess::new(principal, scope, &self.tenant, &self.projects)
     }
 
-    /// Stores `next` and commits.
+    /// Stores `next` in the transaction, which the caller commits once it has read the answer.
     pub async fn save(
         self,
         scope: &SpaceScope,

@@ -1455,6 +1455,33 @@ async fn values_set_one_at_a_time_apply_in_their_environments(mode: Mode) {
         .await
         .expect(200);
     assert_eq!(again["Variables"], saved["Variables"]);
+    // Sent with its id, a secret keeps its value when its scope changes: to Production, then
+    // back to every environment (the deployments below print it masked, so it is still there).
+    let find_token = |page: &Value| {
+        page["Variables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["TemplateId"] == json!(token))
+            .unwrap()
+            .clone()
+    };
+    for environments in [json!([production]), json!([])] {
+        let current = client.get(&common_path).await.expect(200);
+        let mut moved = common(
+            "oncall@acme.example",
+            json!({"HasValue": true, "NewValue": null}),
+        );
+        moved["Variables"][2]["Id"] = find_token(&current)["Id"].clone();
+        moved["Variables"][2]["Scope"]["EnvironmentIds"] = environments.clone();
+        let now = client.put(&common_path, moved).await.expect(200);
+        let token_now = find_token(&now);
+        assert_eq!(token_now["Scope"]["EnvironmentIds"], environments, "{now}");
+        assert_eq!(
+            token_now["Value"],
+            json!({"HasValue": true, "NewValue": null})
+        );
+    }
     let grouped = client
         .get(&format!("{acme_path}/variables"))
         .await
