@@ -9,18 +9,16 @@
 //! some, where it wins over the one for every environment. A `PUT` replaces the tenant's values
 //! of its kind with the ones sent; a sensitive one sent back as `{"HasValue": true}` keeps its
 //! stored secret (matched by `Id`, or by owner, template and environments). Values are shown and
-//! changed as [`TenantValueAccess`] allows; those the caller cannot see are kept.
+//! changed as [`crate::variable_access::TenantValueAccess`] allows; those the caller cannot see are kept.
 
 use crate::AppState;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{JsonBody, Params, PathParams, Principal, SpaceScope};
 use crate::links::space_prefix;
-use crate::tenants::{self, Given, ValuesEdit};
-use crate::variable_access::TenantValueAccess;
+use crate::tenants::{self, Given, TenantValues, ValuesEdit};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use cuttle_store::ConnectionTrait;
 use cuttle_wire::resources::{
     LibraryVariableSet, Project, ScopedTenantValue, StoredTenantVariables, Tenant, VariableTemplate,
 };
@@ -249,20 +247,23 @@ fn common_json(
 
 /// `GET /tenants/{id}/commonvariables`: the values the caller may see, and with
 /// `includeMissingVariables=true` the templates that have none.
-async fn present_common(
-    conn: &impl ConnectionTrait,
+fn present_common(
     scope: &SpaceScope,
     principal: &Principal,
-    tenant: &Tenant,
+    loaded: &TenantValues,
     include_missing: bool,
-) -> ApiResult<Value> {
-    let stored = tenants::stored_variables(conn, &scope.id, &tenant.id).await?;
-    let (projects, libraries) = tenants::template_owners(conn, &scope.id, tenant).await?;
-    let access = TenantValueAccess::new(principal, scope, tenant, &projects);
-    let values = common_values(&stored);
+) -> Value {
+    let TenantValues {
+        tenant,
+        stored,
+        libraries,
+        ..
+    } = loaded;
+    let access = loaded.access(principal, scope);
+    let values = common_values(stored);
     let mut variables = Vec::new();
     let mut missing = Vec::new();
-    for library in &libraries {
+    for library in libraries {
         for template in &library.templates {
             let mut given: Vec<&CommonValue> = values
                 .iter()
@@ -280,13 +281,13 @@ async fn present_common(
             }
         }
     }
-    Ok(page(
+    page(
         scope,
         tenant,
         "commonvariables",
         variables,
         include_missing.then_some(missing),
-    ))
+    )
 }
 
 async fn get_common(
@@ -297,11 +298,14 @@ async fn get_common(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     let include_missing = params.flag("includeMissingVariables")?.unwrap_or(false);
-    let conn = state.store.conn();
-    let (_, tenant) = tenants::visible_tenant(conn, &principal, &scope, path.get("id")?).await?;
-    Ok(Json(
-        present_common(conn, &scope, &principal, &tenant, include_missing).await?,
-    ))
+    let loaded =
+        TenantValues::load(state.store.conn(), &scope, &principal, path.get("id")?).await?;
+    Ok(Json(present_common(
+        &scope,
+        &principal,
+        &loaded,
+        include_missing,
+    )))
 }
 
 /// `PUT /tenants/{id}/commonvariables`: the tenant's library set values become the ones sent.
@@ -313,9 +317,13 @@ async fn put_common(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let edit = ValuesEdit::open(&state, &scope, &principal, &path).await?;
-    let access = edit.access(&principal, &scope);
-    let (tenant, current, projects, libraries) =
-        (&edit.tenant, &edit.current, &edit.projects, &edit.libraries);
+    let access = edit.values.access(&principal, &scope);
+    let TenantValues {
+        tenant,
+        stored: current,
+        projects,
+        libraries,
+    } = &edit.values;
     let seal = tenants::sealer(&state);
     let before = common_values(current);
     let mut after: Vec<CommonValue> = Vec::new();
@@ -430,10 +438,8 @@ async fn put_common(
     }
     let mut next = current.clone();
     set_common_values(&mut next, after);
-    let (txn, tenant) = edit.save(&scope, &next).await?;
-    let presented = present_common(&txn, &scope, &principal, &tenant, false).await?;
-    txn.commit().await?;
-    Ok(Json(presented))
+    let saved = edit.save(&scope, next).await?;
+    Ok(Json(present_common(&scope, &principal, &saved, false)))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -459,19 +465,22 @@ fn project_json(
 
 /// `GET /tenants/{id}/projectvariables`: one value per project, environment and template that
 /// the caller may see, and with `includeMissingVariables=true` those without a value.
-async fn present_project(
-    conn: &impl ConnectionTrait,
+fn present_project(
     scope: &SpaceScope,
     principal: &Principal,
-    tenant: &Tenant,
+    loaded: &TenantValues,
     include_missing: bool,
-) -> ApiResult<Value> {
-    let stored = tenants::stored_variables(conn, &scope.id, &tenant.id).await?;
-    let (projects, _) = tenants::template_owners(conn, &scope.id, tenant).await?;
-    let access = TenantValueAccess::new(principal, scope, tenant, &projects);
+) -> Value {
+    let TenantValues {
+        tenant,
+        stored,
+        projects,
+        ..
+    } = loaded;
+    let access = loaded.access(principal, scope);
     let mut variables = Vec::new();
     let mut missing = Vec::new();
-    for project in &projects {
+    for project in projects {
         for environment in access.environments_of(&project.id) {
             if !access.can_see(&project.id, environment) {
                 continue;
@@ -496,13 +505,13 @@ async fn present_project(
             }
         }
     }
-    Ok(page(
+    page(
         scope,
         tenant,
         "projectvariables",
         variables,
         include_missing.then_some(missing),
-    ))
+    )
 }
 
 async fn get_project(
@@ -513,11 +522,14 @@ async fn get_project(
     params: Params,
 ) -> ApiResult<Json<Value>> {
     let include_missing = params.flag("includeMissingVariables")?.unwrap_or(false);
-    let conn = state.store.conn();
-    let (_, tenant) = tenants::visible_tenant(conn, &principal, &scope, path.get("id")?).await?;
-    Ok(Json(
-        present_project(conn, &scope, &principal, &tenant, include_missing).await?,
-    ))
+    let loaded =
+        TenantValues::load(state.store.conn(), &scope, &principal, path.get("id")?).await?;
+    Ok(Json(present_project(
+        &scope,
+        &principal,
+        &loaded,
+        include_missing,
+    )))
 }
 
 /// `PUT /tenants/{id}/projectvariables`: the tenant's project values become the ones sent, each
@@ -530,9 +542,13 @@ async fn put_project(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let edit = ValuesEdit::open(&state, &scope, &principal, &path).await?;
-    let access = edit.access(&principal, &scope);
-    let (tenant, current, projects, libraries) =
-        (&edit.tenant, &edit.current, &edit.projects, &edit.libraries);
+    let access = edit.values.access(&principal, &scope);
+    let TenantValues {
+        tenant,
+        stored: current,
+        projects,
+        libraries,
+    } = &edit.values;
     let seal = tenants::sealer(&state);
     let mut next = StoredTenantVariables {
         project_variables: Default::default(),
@@ -623,10 +639,8 @@ async fn put_project(
         &mut next,
         (&sent, &[]),
     )?;
-    let (txn, tenant) = edit.save(&scope, &next).await?;
-    let presented = present_project(&txn, &scope, &principal, &tenant, false).await?;
-    txn.commit().await?;
-    Ok(Json(presented))
+    let saved = edit.save(&scope, next).await?;
+    Ok(Json(present_project(&scope, &principal, &saved, false)))
 }
 
 #[cfg(test)]

@@ -1022,18 +1022,21 @@ fn shown_values(
 
 /// `GET /tenants/{id}/variables` (Octopus's `TenantVariableResource`), with only the values the
 /// principal may see ([`TenantValueAccess`]).
-async fn present_tenant_variables(
-    conn: &impl ConnectionTrait,
+fn present_tenant_variables(
     scope: &SpaceScope,
     principal: &Principal,
-    tenant: &Tenant,
-) -> ApiResult<Value> {
+    values: &TenantValues,
+) -> Value {
     let space = &scope.id;
-    let stored = stored_variables(conn, space, &tenant.id).await?;
-    let (projects, libraries) = template_owners(conn, space, tenant).await?;
-    let access = TenantValueAccess::new(principal, scope, tenant, &projects);
+    let TenantValues {
+        tenant,
+        stored,
+        projects,
+        libraries,
+    } = values;
+    let access = values.access(principal, scope);
     let mut project_variables = serde_json::Map::new();
-    for project in &projects {
+    for project in projects {
         let mut by_environment = serde_json::Map::new();
         let values = stored.project_variables.get(&project.id);
         for environment in tenant
@@ -1080,14 +1083,14 @@ async fn present_tenant_variables(
             }),
         );
     }
-    Ok(json!({
+    json!({
         "TenantId": tenant.id,
         "TenantName": tenant.name,
         "SpaceId": space.as_str(),
         "ProjectVariables": project_variables,
         "LibraryVariables": library_variables,
         "Links": { "Self": format!("{}/tenants/{}/variables", space_prefix(space.as_str()), tenant.id) },
-    }))
+    })
 }
 
 /// The templates that need a value from the tenant: none stored in `values` and no default.
@@ -1203,11 +1206,9 @@ async fn get_tenant_variables(
     principal: Principal,
     path: PathParams,
 ) -> ApiResult<Json<Value>> {
-    let conn = state.store.conn();
-    let (_, tenant) = visible_tenant(conn, &principal, &scope, path.get("id")?).await?;
-    Ok(Json(
-        present_tenant_variables(conn, &scope, &principal, &tenant).await?,
-    ))
+    let values =
+        TenantValues::load(state.store.conn(), &scope, &principal, path.get("id")?).await?;
+    Ok(Json(present_tenant_variables(&scope, &principal, &values)))
 }
 
 /// Seals a tenant's sensitive value with the master key; the field is named when there is none.
@@ -1318,15 +1319,48 @@ pub(crate) fn member<'v>(value: &'v Value, key: &str) -> Option<&'v Value> {
         .map(|(_, v)| v)
 }
 
-/// What a change to a tenant's values starts from, read in its transaction: the tenant (which
-/// the principal may see and edit), its stored values, and the projects and library sets whose
-/// templates it gives values for.
-pub(crate) struct ValuesEdit {
-    pub txn: DatabaseTransaction,
+/// A tenant the principal may see, with its stored values and the projects and library sets
+/// whose templates it gives values for: what every view of its values is made from.
+pub(crate) struct TenantValues {
     pub tenant: Tenant,
-    pub current: StoredTenantVariables,
+    pub stored: StoredTenantVariables,
     pub projects: Vec<Project>,
     pub libraries: Vec<LibraryVariableSet>,
+}
+
+impl TenantValues {
+    /// Loads the tenant `id` and its values; a tenant the principal cannot see is a 404.
+    pub async fn load(
+        conn: &impl ConnectionTrait,
+        scope: &SpaceScope,
+        principal: &Principal,
+        id: &str,
+    ) -> ApiResult<TenantValues> {
+        let (_, tenant) = visible_tenant(conn, principal, scope, id).await?;
+        let stored = stored_variables(conn, &scope.id, &tenant.id).await?;
+        let (projects, libraries) = template_owners(conn, &scope.id, &tenant).await?;
+        Ok(TenantValues {
+            tenant,
+            stored,
+            projects,
+            libraries,
+        })
+    }
+
+    /// Who may see and change which of the values.
+    pub fn access<'p>(
+        &self,
+        principal: &'p Principal,
+        scope: &SpaceScope,
+    ) -> TenantValueAccess<'p> {
+        TenantValueAccess::new(principal, scope, &self.tenant, &self.projects)
+    }
+}
+
+/// A change to a tenant's values: what it starts from, read in its transaction.
+pub(crate) struct ValuesEdit {
+    txn: DatabaseTransaction,
+    pub values: TenantValues,
 }
 
 impl ValuesEdit {
@@ -1339,36 +1373,22 @@ impl ValuesEdit {
         path: &PathParams,
     ) -> ApiResult<ValuesEdit> {
         let txn = state.store.conn().begin().await?;
-        let (_, tenant) = visible_tenant(&txn, principal, scope, path.get("id")?).await?;
-        require(principal, scope, Permission::TenantEdit, &tenant.id)?;
-        let current = stored_variables(&txn, &scope.id, &tenant.id).await?;
-        let (projects, libraries) = template_owners(&txn, &scope.id, &tenant).await?;
-        Ok(ValuesEdit {
-            txn,
-            tenant,
-            current,
-            projects,
-            libraries,
-        })
+        let values = TenantValues::load(&txn, scope, principal, path.get("id")?).await?;
+        require(principal, scope, Permission::TenantEdit, &values.tenant.id)?;
+        Ok(ValuesEdit { txn, values })
     }
 
-    /// Who may change which of the values.
-    pub fn access<'p>(
-        &self,
-        principal: &'p Principal,
-        scope: &SpaceScope,
-    ) -> TenantValueAccess<'p> {
-        TenantValueAccess::new(principal, scope, &self.tenant, &self.projects)
-    }
-
-    /// Stores `next` in the transaction, which the caller commits once it has read the answer.
+    /// Stores `next` and commits; returns the values as they now are.
     pub async fn save(
         self,
         scope: &SpaceScope,
-        next: &StoredTenantVariables,
-    ) -> ApiResult<(DatabaseTransaction, Tenant)> {
-        save_stored_variables(&self.txn, &scope.id, &self.tenant, next).await?;
-        Ok((self.txn, self.tenant))
+        next: StoredTenantVariables,
+    ) -> ApiResult<TenantValues> {
+        let ValuesEdit { txn, mut values } = self;
+        save_stored_variables(&txn, &scope.id, &values.tenant, &next).await?;
+        txn.commit().await?;
+        values.stored = next;
+        Ok(values)
     }
 }
 
@@ -1383,9 +1403,13 @@ async fn update_tenant_variables(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     let edit = ValuesEdit::open(&state, &scope, &principal, &path).await?;
-    let access = edit.access(&principal, &scope);
-    let (tenant, current, projects, libraries) =
-        (&edit.tenant, &edit.current, &edit.projects, &edit.libraries);
+    let access = edit.values.access(&principal, &scope);
+    let TenantValues {
+        tenant,
+        stored: current,
+        projects,
+        libraries,
+    } = &edit.values;
     // What the body gives values for: (project, environment), and library sets.
     let mut sent_environments = Vec::new();
     let mut sent_libraries = Vec::new();
@@ -1501,10 +1525,8 @@ async fn update_tenant_variables(
         &mut next,
         (&sent_environments, &sent_libraries),
     )?;
-    let (txn, tenant) = edit.save(&scope, &next).await?;
-    let presented = present_tenant_variables(&txn, &scope, &principal, &tenant).await?;
-    txn.commit().await?;
-    Ok(Json(presented))
+    let saved = edit.save(&scope, next).await?;
+    Ok(Json(present_tenant_variables(&scope, &principal, &saved)))
 }
 
 /// Holds a save of a tenant's values to what the principal may change ([`TenantValueAccess`]):

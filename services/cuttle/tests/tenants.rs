@@ -1149,40 +1149,85 @@ async fn a_channel_with_tenant_tags_releases_only_to_matching_tenants(mode: Mode
     app.stop().await;
 }
 
-/// Tenant values follow variable permissions: a team that may change variables only in Test
-/// sees and changes a tenant's values for Test, never Production's, and changes the common
-/// (library set) values only of a tenant connected in Test alone.
-async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(mode: Mode) {
-    let app = InProcess::start(mode).await;
-    let admin = &app.client;
-    let (project, test, acme, globex) = shop(admin).await;
-    let production = id(&admin
+/// [`shop`] with a Production environment, a project template `Database`, and an included
+/// library set "Support" with `library_templates`; Acme runs in Test and Production, Globex in
+/// Test only.
+struct Templated {
+    project: String,
+    test: String,
+    production: String,
+    acme: String,
+    globex: String,
+    library_id: String,
+    /// The library set's template ids, in order.
+    library_templates: Vec<String>,
+    /// The project template's id.
+    database: String,
+}
+
+async fn templated_shop(client: &Client, library_templates: Value) -> Templated {
+    let (project, test, acme, globex) = shop(client).await;
+    let production = id(&client
         .post(
             &format!("{SPACE}/environments"),
             json!({"Name": "Production"}),
         )
         .await
         .expect(201));
-    let project_path = format!("{SPACE}/projects/{project}");
-    let library = admin
+    let library = client
         .post(
             &format!("{SPACE}/libraryvariablesets"),
-            json!({"Name": "Support", "Templates": [{"Name": "SupportEmail"}]}),
+            json!({"Name": "Support", "Templates": library_templates}),
         )
         .await
         .expect(201);
     let library_id = id(&library);
-    let support = library["Templates"][0]["Id"].as_str().unwrap().to_owned();
-    let mut body = admin.get(&project_path).await.expect(200);
+    let library_templates = library["Templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(id)
+        .collect();
+    let project_path = format!("{SPACE}/projects/{project}");
+    let mut body = client.get(&project_path).await.expect(200);
     body["Templates"] = json!([{"Name": "Database"}]);
     body["IncludedLibraryVariableSetIds"] = json!([library_id]);
-    let saved = admin.put(&project_path, body).await.expect(200);
-    let database = saved["Templates"][0]["Id"].as_str().unwrap().to_owned();
-    // Acme runs in Test and Production; Globex in Test only.
+    let saved = client.put(&project_path, body).await.expect(200);
+    let database = id(&saved["Templates"][0]);
     let acme_path = format!("{SPACE}/tenants/{acme}");
-    let mut body = admin.get(&acme_path).await.expect(200);
+    let mut body = client.get(&acme_path).await.expect(200);
     body["ProjectEnvironments"][&project] = json!([test, production]);
-    admin.put(&acme_path, body).await.expect(200);
+    client.put(&acme_path, body).await.expect(200);
+    Templated {
+        project,
+        test,
+        production,
+        acme,
+        globex,
+        library_id,
+        library_templates,
+        database,
+    }
+}
+
+/// Tenant values follow variable permissions: a team that may change variables only in Test
+/// sees and changes a tenant's values for Test, never Production's, and changes the common
+/// (library set) values only of a tenant connected in Test alone.
+async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(mode: Mode) {
+    let app = InProcess::start(mode).await;
+    let admin = &app.client;
+    let Templated {
+        project,
+        test,
+        production,
+        acme,
+        globex,
+        library_id,
+        library_templates,
+        database,
+    } = templated_shop(admin, json!([{"Name": "SupportEmail"}])).await;
+    let support = library_templates[0].clone();
+    let acme_path = format!("{SPACE}/tenants/{acme}");
     let acme_values = format!("{acme_path}/variables");
     let mut values = admin.get(&acme_values).await.expect(200);
     values["ProjectVariables"][&project]["Variables"] = json!({
@@ -1352,37 +1397,25 @@ async fn a_team_scoped_to_test_sees_and_changes_only_the_tenant_values_of_test(m
 async fn values_set_one_at_a_time_apply_in_their_environments(mode: Mode) {
     let app = InProcess::start(mode).await;
     let client = &app.client;
-    let (project, test, acme, _) = shop(client).await;
-    let production = id(&client
-        .post(
-            &format!("{SPACE}/environments"),
-            json!({"Name": "Production"}),
-        )
-        .await
-        .expect(201));
-    let library = client
-        .post(
-            &format!("{SPACE}/libraryvariablesets"),
-            json!({"Name": "Support", "Templates": [
-                {"Name": "SupportEmail"},
-                {"Name": "SupportToken", "DisplaySettings": {"Octopus.ControlType": "Sensitive"}}
-            ]}),
-        )
-        .await
-        .expect(201);
-    let library_id = id(&library);
-    let email = library["Templates"][0]["Id"].as_str().unwrap().to_owned();
-    let token = library["Templates"][1]["Id"].as_str().unwrap().to_owned();
-    let project_path = format!("{SPACE}/projects/{project}");
-    let mut body = client.get(&project_path).await.expect(200);
-    body["Templates"] = json!([{"Name": "Database"}]);
-    body["IncludedLibraryVariableSetIds"] = json!([library_id]);
-    let saved = client.put(&project_path, body).await.expect(200);
-    let database = saved["Templates"][0]["Id"].as_str().unwrap().to_owned();
+    let Templated {
+        project,
+        test,
+        production,
+        acme,
+        library_id,
+        library_templates,
+        database,
+        ..
+    } = templated_shop(
+        client,
+        json!([
+            {"Name": "SupportEmail"},
+            {"Name": "SupportToken", "DisplaySettings": {"Octopus.ControlType": "Sensitive"}}
+        ]),
+    )
+    .await;
+    let (email, token) = (library_templates[0].clone(), library_templates[1].clone());
     let acme_path = format!("{SPACE}/tenants/{acme}");
-    let mut body = client.get(&acme_path).await.expect(200);
-    body["ProjectEnvironments"][&project] = json!([test, production]);
-    client.put(&acme_path, body).await.expect(200);
     let mut step = flow::script_step(
         "Show",
         "Bash",
